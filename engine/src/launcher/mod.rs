@@ -1,0 +1,1 @@
+//! Per node, per step root helper (see docs/design.md).

@@ -1,0 +1,333 @@
+//! The launcher itself: one process per node and step, root, started by slurmstepd.
+//!
+//! Sequence: private mount namespace → socket (so tasks can queue up at once) → image (import at
+//! most once, shared store) → rootfs (once, shared by the node's tasks, as pyxis does) → one
+//! `runc run` per task inside that task's cgroup → teardown when the last local task ends.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+
+use crate::bundle::{self, ContainerRequest, Rootfs};
+use crate::config::Config;
+use crate::imagemeta::ImageMeta;
+use crate::mounts::{self, BindMount};
+use crate::reference::ImageSource;
+use crate::runtime::Runc;
+use crate::spec::{self, EntrypointChoice, EnvRequest, ProcessRequest, SpecOptions};
+use crate::user::UserIdentity;
+
+use super::protocol::{self, Hello, StepRequest, ToLauncher, ToTask};
+
+/// Where the launcher binary is installed; the plugin's `launcher=` argument overrides it.
+pub const DEFAULT_LAUNCHER: &str = "/usr/local/libexec/egret/egret-launcher";
+
+/// The socket a step's tasks connect to. Includes the node id: several slurmd may share a host.
+pub fn socket_path(run_dir: &Path, job: u32, step: u32, node: u32) -> PathBuf {
+    run_dir.join(format!("step-{job}.{step}.{node}.sock"))
+}
+
+/// The runc container id of one task (unique per node, for leak checks by prefix).
+pub fn container_id(job: u32, step: u32, node: u32, task: u32) -> String {
+    format!("egret-{job}.{step}.{node}.{task}")
+}
+
+/// Prefix of every container id of a step on a node (for cleanup after a crash).
+pub fn container_prefix(job: u32, step: u32, node: u32) -> String {
+    format!("egret-{job}.{step}.{node}.")
+}
+
+/// Everything prepared once per step that each task's container is built from.
+struct Prepared {
+    cfg: Config,
+    req: StepRequest,
+    user: UserIdentity,
+    meta: ImageMeta,
+    rootfs: Rootfs,
+}
+
+/// Runs the launcher; returns the process exit code.
+pub fn serve(req: StepRequest) -> i32 {
+    let cfg = match Config::load(&req.config) {
+        Ok(c) => c,
+        Err(e) => return log_failure(&req, &e.to_string()),
+    };
+    // The rootfs, loop device and overlay must be invisible to the host and vanish with us.
+    if let Err(e) = bundle::enter_private_mount_namespace() {
+        return log_failure(&req, &e.to_string());
+    }
+    let listener = match listen(&req) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("egret-launcher: {e}");
+            return 1;
+        }
+    };
+    let (tx, rx) = mpsc::channel();
+    let accept_req = req.clone();
+    std::thread::spawn(move || accept_loop(listener, accept_req, tx));
+
+    let prepared = prepare(&cfg, &req);
+    let result = match prepared {
+        Ok(p) => serve_tasks(Arc::new(p), rx),
+        Err(msg) => {
+            for _ in 0..req.local_tasks {
+                match rx.recv() {
+                    Ok(mut c) => {
+                        let _ = protocol::send(&mut c.stream, &ToTask::Error(msg.clone()));
+                    }
+                    Err(_) => break,
+                }
+            }
+            1
+        }
+    };
+    let _ = fs::remove_file(&req.socket);
+    result
+}
+
+/// An error before the socket exists: tasks then see the launcher gone and say so, so the
+/// specific reason goes to the launcher's log.
+fn log_failure(req: &StepRequest, msg: &str) -> i32 {
+    eprintln!("egret-launcher {}.{}: {msg}", req.job_id, req.step_id);
+    1
+}
+
+fn listen(req: &StepRequest) -> std::io::Result<UnixListener> {
+    if let Some(dir) = req.socket.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let _ = fs::remove_file(&req.socket);
+    let listener = UnixListener::bind(&req.socket)?;
+    // Only the job's user (and root) may hand tasks to this launcher.
+    nix::unistd::chown(&req.socket, Some(req.uid.into()), Some(req.gid.into()))?;
+    fs::set_permissions(&req.socket, fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+struct Conn {
+    stream: UnixStream,
+    hello: Hello,
+    fds: Vec<OwnedFd>,
+    pid: i32,
+}
+
+fn accept_loop(listener: UnixListener, req: StepRequest, tx: mpsc::Sender<Conn>) {
+    let mut accepted = 0;
+    while accepted < req.local_tasks {
+        let Ok((mut stream, _)) = listener.accept() else { continue };
+        let cred = match nix::sys::socket::getsockopt(
+            &stream,
+            nix::sys::socket::sockopt::PeerCredentials,
+        ) {
+            Ok(c) => c,
+            Err(_) => continue,
+        };
+        // The socket is 0600 and owned by the user; check anyway, the kernel's word is final.
+        if cred.uid() != req.uid && cred.uid() != 0 {
+            continue;
+        }
+        match protocol::recv_hello(&mut stream) {
+            Ok((hello, fds)) => {
+                accepted += 1;
+                if tx.send(Conn { stream, hello, fds, pid: cred.pid() }).is_err() {
+                    return;
+                }
+            }
+            Err(e) => eprintln!("egret-launcher: bad hello: {e}"),
+        }
+    }
+}
+
+/// Imports the image and assembles the rootfs; the error is the user's one line.
+fn prepare(cfg: &Config, req: &StepRequest) -> Result<Prepared, String> {
+    let opts = &req.options;
+    let user = UserIdentity::from_uid(req.uid, req.gid).map_err(|e| format!("egret: {e}"))?;
+    let image = opts.image.as_deref().ok_or("egret: --container-name without --container-image is not supported yet")?;
+    let (image_file, meta) = super::image::resolve(cfg, req, &user, image)?;
+    let mut binds: Vec<BindMount> = Vec::new();
+    if let Some(spec) = &opts.mounts {
+        let cwd = job_cwd(req);
+        binds = mounts::parse_pyxis_mounts(spec, &cwd).map_err(|e| format!("egret: --container-mounts: {e}"))?;
+    }
+    if opts.mount_home == Some(true) {
+        binds.push(BindMount { source: user.home.clone(), destination: user.home.clone(), readonly: false });
+    }
+    let mut devices = Vec::new();
+    if let Some(spec) = &opts.devices {
+        for d in spec.split(',') {
+            devices.push(mounts::parse_device(d).map_err(|e| format!("egret: --container-device={d}: {e}"))?);
+        }
+    }
+    let mut extra_binds = Vec::new();
+    if let Some(script) = &req.batch_script {
+        extra_binds.push(BindMount { source: script.clone(), destination: script.clone(), readonly: true });
+    }
+    let creq = ContainerRequest {
+        image_file,
+        meta: meta.clone(),
+        user: user.clone(),
+        mounts: binds,
+        devices,
+        readonly: opts.writable == Some(false),
+        init: opts.init,
+        extra_binds,
+    };
+    let rootfs = bundle::prepare_rootfs(cfg, &cfg.oci_bundle_dir, &creq).map_err(|e| format!("egret: {e}"))?;
+    Ok(Prepared { cfg: cfg.clone(), req: req.clone(), user, meta, rootfs })
+}
+
+/// The directory the job was submitted from (relative mount sources are resolved against it).
+fn job_cwd(req: &StepRequest) -> PathBuf {
+    req.job_env
+        .iter()
+        .find_map(|e| e.strip_prefix("SLURM_SUBMIT_DIR=").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn serve_tasks(p: Arc<Prepared>, rx: mpsc::Receiver<Conn>) -> i32 {
+    let running: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    super::exec::on_terminate({
+        let running = running.clone();
+        let p = p.clone();
+        move || {
+            let runc = Runc { path: p.cfg.runc_path.clone(), root: p.cfg.runc_root.clone() };
+            for id in running.lock().map(|v| v.clone()).unwrap_or_default() {
+                runc.delete_force(&id);
+            }
+            let _ = fs::remove_file(&p.req.socket);
+            std::process::exit(143);
+        }
+    });
+    let mut workers = Vec::new();
+    for _ in 0..p.req.local_tasks {
+        let Ok(conn) = rx.recv() else { break };
+        let p = p.clone();
+        let running = running.clone();
+        workers.push(std::thread::spawn(move || run_one(&p, conn, &running)));
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    0
+}
+
+/// Runs one task's container and reports its end to the task.
+fn run_one(p: &Prepared, mut conn: Conn, running: &Mutex<Vec<String>>) {
+    let id = container_id(p.req.job_id, p.req.step_id, p.req.node_id, conn.hello.local_id);
+    let outcome = start_container(p, &conn, &id).and_then(|child| {
+        if let Ok(mut r) = running.lock() {
+            r.push(id.clone());
+        }
+        Ok(watch(p, &mut conn, child, &id))
+    });
+    if let Ok(mut r) = running.lock() {
+        r.retain(|x| x != &id);
+    }
+    let msg = match outcome {
+        Ok(code) => ToTask::Exit(code),
+        Err(e) => ToTask::Error(e),
+    };
+    let _ = protocol::send(&mut conn.stream, &msg);
+}
+
+fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::Child, String> {
+    let opts = &p.req.options;
+    let hello = &conn.hello;
+    let bundle_dir = p.rootfs.bundle_dir.join(format!("task-{}", hello.local_id));
+    fs::create_dir_all(&bundle_dir).map_err(|e| format!("egret: {}: {e}", bundle_dir.display()))?;
+
+    // Descriptors beyond stdio (e.g. PMI_FD) keep their order from 3 upwards in the container.
+    let mut env: Vec<(String, String)> = hello
+        .env
+        .iter()
+        .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    for (i, orig) in hello.fds.iter().enumerate().skip(3) {
+        let new = (i as i32).to_string();
+        for (_, v) in env.iter_mut().filter(|(k, _)| k == "PMI_FD" || k == "PMIX_FD") {
+            if *v == orig.to_string() {
+                *v = new.clone();
+            }
+        }
+    }
+    let process = ProcessRequest {
+        args: hello.argv.clone(),
+        entrypoint: if opts.entrypoint == Some(true) { EntrypointChoice::Image } else { EntrypointChoice::Skip },
+        host_env: env,
+        user_env: opts.env_names.iter().map(|n| EnvRequest::FromHost(n.clone())).collect(),
+        cwd: opts.workdir.as_ref().map(PathBuf::from),
+        terminal: false,
+    };
+    let mut annotations: BTreeMap<String, String> = opts.annotations.iter().cloned().collect();
+    if let Some(mpi) = &opts.mpi_hook {
+        annotations.insert("com.hooks.mpi.enabled".into(), "true".into());
+        let t = if mpi.is_empty() { p.cfg.default_mpi_type.clone().unwrap_or_default() } else { mpi.clone() };
+        if !t.is_empty() {
+            annotations.insert("com.hooks.mpi.type".into(), t);
+        }
+        annotations.insert("com.hooks.glibc.enabled".into(), "true".into());
+    }
+    annotations.insert("com.egret.job".into(), format!("{}.{}", p.req.job_id, p.req.step_id));
+    let sopts = SpecOptions {
+        annotations,
+        pid_host: opts.pid_private != Some(true),
+        cgroups_path: Some(id.to_string()),
+        readonly_root: opts.writable == Some(false),
+        init: opts.init,
+        hostname: None,
+    };
+    let spec = spec::build_spec(&p.cfg, &p.rootfs, &p.meta, &p.user, &process, &sopts)
+        .map_err(|e| format!("egret: {e}"))?;
+    spec::write_spec(&bundle_dir, &spec).map_err(|e| format!("egret: {e}"))?;
+
+    let runc = Runc { path: p.cfg.runc_path.clone(), root: p.cfg.runc_root.clone() };
+    let extra = conn.fds.len().saturating_sub(3) as u32;
+    let inner = runc.command(id, &bundle_dir, extra);
+    let mut cmd = super::cgroup::join_then_exec(conn.pid, &inner).map_err(|e| format!("egret: {e}"))?;
+    let raw: Vec<i32> = conn.fds.iter().map(|f| f.as_raw_fd()).collect();
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    super::exec::map_fds_on_exec(&mut cmd, raw);
+    cmd.spawn().map_err(|e| format!("egret: cannot start runc: {e}"))
+}
+
+/// Waits for the container while forwarding the task's signals to runc (which forwards them to
+/// the container). A task that disappears (SIGKILL) takes its container with it.
+fn watch(p: &Prepared, conn: &mut Conn, mut child: std::process::Child, id: &str) -> i32 {
+    let pid = child.id() as i32;
+    let reader = conn.stream.try_clone();
+    let runc = Runc { path: p.cfg.runc_path.clone(), root: p.cfg.runc_root.clone() };
+    let id_owned = id.to_string();
+    if let Ok(mut reader) = reader {
+        std::thread::spawn(move || loop {
+            match protocol::recv::<ToLauncher>(&mut reader) {
+                Ok(ToLauncher::Signal(sig)) => {
+                    if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), s);
+                    }
+                }
+                Ok(ToLauncher::Hello(_)) => {}
+                Err(_) => {
+                    // The task is gone: nobody will read the result, so stop the container.
+                    runc.delete_force(&id_owned);
+                    return;
+                }
+            }
+        });
+    }
+    let code = match child.wait() {
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
+        }
+        Err(_) => 1,
+    };
+    // runc run removes its state on a normal exit; make sure of it on every path.
+    Runc { path: p.cfg.runc_path.clone(), root: p.cfg.runc_root.clone() }.delete_force(id);
+    code
+}

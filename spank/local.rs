@@ -1,0 +1,14 @@
+//! srun, sbatch and salloc: everything is checked here, before the job is queued.
+
+use crate::ffi::{self, Spank};
+use crate::state;
+
+/// `slurm_spank_init_post_opt`: checks that need every option at once.
+pub fn init_post_opt(_sp: Spank, _args: &[String]) -> Result<(), String> {
+    match ffi::context() {
+        ffi::Context::S_CTX_LOCAL | ffi::Context::S_CTX_ALLOCATOR => {
+            state::with(|s| s.options.finish()).map_err(|e| format!("egret: {e}"))
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,174 @@
+//! slurmstepd: start the step's launcher (`user_init`), hand each task to it (`task_init`), and
+//! make sure nothing outlives the step (`exit`).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use egret_engine::config::Config;
+use egret_engine::launcher::{client, protocol, server};
+
+use crate::ffi::{self, Spank};
+use crate::state;
+
+/// slurm.h's step id of the batch script step.
+const SLURM_BATCH_SCRIPT: u32 = 0xffff_fffb;
+
+fn is_remote() -> bool {
+    ffi::context() == ffi::Context::S_CTX_REMOTE
+}
+
+/// `slurm_spank_user_init`: start the launcher. Errors are kept for `task_init`, which can show
+/// them on the user's terminal; failing here would drain the node for batch steps.
+pub fn user_init(sp: Spank, _args: &[String]) -> Result<(), String> {
+    if !is_remote() || !state::with(|s| s.options.active() && s.remote_error.is_none()) {
+        return Ok(());
+    }
+    if let Err(e) = start_launcher(sp) {
+        state::with(|s| s.remote_error = Some(e));
+    }
+    Ok(())
+}
+
+fn start_launcher(sp: Spank) -> Result<(), String> {
+    let missing = |what: &str| format!("egret: slurmstepd did not provide the {what}");
+    let uid = sp.uid().ok_or_else(|| missing("job uid"))?;
+    let gid = sp.gid().ok_or_else(|| missing("job gid"))?;
+    let job = sp.job_id().ok_or_else(|| missing("job id"))?;
+    let step = sp.step_id().ok_or_else(|| missing("step id"))?;
+    let node = sp.node_id().ok_or_else(|| missing("node id"))?;
+    let local_tasks = sp.local_task_count().ok_or_else(|| missing("task count"))?;
+    let (config_path, launcher, options) =
+        state::with(|s| (s.config.clone(), s.launcher.clone(), s.options.clone()));
+    let cfg = Config::load(&config_path).map_err(|e| format!("egret: {e}"))?;
+    let socket = server::socket_path(&cfg.run_dir, job, step, node);
+    let batch_script = (step == SLURM_BATCH_SCRIPT).then(|| sp.argv().first().map(PathBuf::from)).flatten();
+    let req = protocol::StepRequest {
+        job_id: job,
+        step_id: step,
+        node_id: node,
+        uid,
+        gid,
+        local_tasks,
+        options,
+        batch_script,
+        socket: socket.clone(),
+        config: config_path,
+        job_env: sp.env(),
+    };
+    let body = serde_json::to_vec(&req).map_err(|e| format!("egret: {e}"))?;
+    let pid = ffi::as_root(|| spawn_launcher(&launcher, &cfg.run_dir, &body))?;
+    state::with(|s| {
+        s.launcher_pid = Some(pid);
+        s.socket = Some(socket);
+        s.step = Some((job, step, node));
+    });
+    Ok(())
+}
+
+fn spawn_launcher(launcher: &Path, run_dir: &Path, request: &[u8]) -> Result<i32, String> {
+    fs::create_dir_all(run_dir).map_err(|e| format!("egret: {}: {e}", run_dir.display()))?;
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run_dir.join("launcher.log"))
+        .map_err(|e| format!("egret: {}/launcher.log: {e}", run_dir.display()))?;
+    let mut cmd = Command::new(launcher);
+    cmd.arg("serve").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(log);
+    ffi::exec_as_root(&mut cmd);
+    let mut child = cmd.spawn().map_err(|e| format!("egret: cannot start {}: {e}", launcher.display()))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(request).map_err(|e| format!("egret: cannot talk to the launcher: {e}"))?;
+    drop(stdin);
+    Ok(child.id() as i32)
+}
+
+/// `slurm_spank_task_init`: in the task process, as the user, with the final environment and
+/// the task's stdio. Hands the task to the launcher and ends with the container's exit code.
+pub fn task_init(sp: Spank, _args: &[String]) -> Result<(), String> {
+    if !is_remote() || !state::with(|s| s.options.active()) {
+        return Ok(());
+    }
+    let local_id = sp.task_id().unwrap_or(0);
+    let (error, pid, socket) = state::with(|s| (s.remote_error.clone(), s.launcher_pid, s.socket.clone()));
+    let fail = |msg: String| -> ! {
+        // One line per node is enough: the other tasks fail silently with the same status.
+        if local_id == 0 {
+            eprintln!("{msg}");
+        }
+        ffi::exit_task(1)
+    };
+    if let Some(e) = error {
+        fail(e);
+    }
+    let (Some(pid), Some(socket)) = (pid, socket) else {
+        fail("egret: the container launcher was not started (see slurmd's log)".into());
+    };
+    let env = sp.env();
+    let mut fds = vec![0, 1, 2];
+    if let Some(n) = env.iter().find_map(|e| e.strip_prefix("PMI_FD=")).and_then(|v| v.parse::<i32>().ok()) {
+        if n > 2 {
+            fds.push(n);
+        }
+    }
+    let hello = protocol::Hello {
+        local_id: local_id.max(0) as u32,
+        global_id: sp.task_global_id().unwrap_or(0),
+        argv: sp.argv(),
+        env,
+        fds: fds.clone(),
+    };
+    match client::run_task(&socket, &|| ffi::process_alive(pid), hello, &fds) {
+        Ok(code) => ffi::exit_task(code),
+        Err(e) => {
+            let msg = e.to_string();
+            fail(if msg.starts_with("egret") { msg } else { format!("egret: {msg}") })
+        }
+    }
+}
+
+/// `slurm_spank_exit` in slurmstepd: the launcher normally ended with the last task; make sure
+/// of it and remove whatever a crash could have left (socket, runc state).
+pub fn exit(_sp: Spank, _args: &[String]) -> Result<(), String> {
+    if !is_remote() {
+        return Ok(());
+    }
+    let (pid, socket, step, config) = state::with(|s| (s.launcher_pid.take(), s.socket.take(), s.step.take(), s.config.clone()));
+    let Some(pid) = pid else { return Ok(()) };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !ffi::reap(pid) {
+        if Instant::now() > deadline {
+            ffi::kill_hard(pid);
+            let _ = ffi::reap(pid);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if let Some(socket) = socket {
+        let _ = fs::remove_file(socket);
+    }
+    if let (Some((job, step, node)), Ok(cfg)) = (step, Config::load(&config)) {
+        remove_runc_state(&cfg, &server::container_prefix(job, step, node));
+    }
+    Ok(())
+}
+
+/// Deletes (killing if needed) every runc container of this step still known to runc.
+fn remove_runc_state(cfg: &Config, prefix: &str) {
+    let Ok(entries) = fs::read_dir(&cfg.runc_root) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(prefix) {
+            let _ = Command::new(&cfg.runc_path)
+                .arg("--root")
+                .arg(&cfg.runc_root)
+                .args(["delete", "--force", &name])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}

@@ -93,7 +93,11 @@ impl Spank {
         };
         // SAFETY: opt and the strings it points to outlive the call; Slurm duplicates them.
         let rc = unsafe { sys::spank_option_register(self.0, &mut opt) };
-        if rc == 0 { Ok(()) } else { Err(rc) }
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(rc as i32)
+        }
     }
 
     fn item_u32(&self, item: sys::spank_item) -> Option<u32> {

@@ -1,1 +1,452 @@
-//! TODO(owner): see engine/src/lib.rs
+//! The container's environment. Precedence, lowest to highest:
+//!
+//! 1. the host (task) environment;
+//! 2. the image's `Env` (except `PMIX_*` variables the host sets: the PMIx server's word wins);
+//! 3. GPU adjustment: the task's `CUDA_VISIBLE_DEVICES` becomes `NVIDIA_VISIBLE_DEVICES` (what
+//!    the GPU hook exposes) and the container's `CUDA_VISIBLE_DEVICES` counts from 0 in the
+//!    numeric order of the host ids; without GPUs the CUDA/NVIDIA selection variables are removed
+//!    so an image cannot grab every GPU of the node;
+//! 4. `TINI_SUBREAPER=1` with `--init`;
+//! 5. the site's `environment` rules: set, prepend, append (`:`-joined), unset;
+//! 6. the user's `--env NAME=VALUE`, and `--env NAME` / `--container-env NAME` (the host value).
+//!
+//! Everything here is a pure function of its inputs.
+
+use std::collections::BTreeMap;
+
+use crate::config::EnvironmentRules;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvError {
+    #[error("invalid variable name '{name}': {reason}")]
+    BadName { name: String, reason: &'static str },
+    #[error("value of {name} contains a NUL byte")]
+    BadValue { name: String },
+}
+
+/// A user's request about one variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvRequest {
+    /// `--env NAME=VALUE`.
+    Set(String, String),
+    /// `--env NAME` / `--container-env NAME`: the host's value over the image's; nothing if the
+    /// host has no such variable.
+    FromHost(String),
+}
+
+impl EnvRequest {
+    /// Parses `--env NAME=VALUE` or `--env NAME` (the value may contain `=`).
+    pub fn parse(s: &str) -> Result<EnvRequest, EnvError> {
+        match s.split_once('=') {
+            Some((name, value)) => {
+                check_name(name)?;
+                check_value(name, value)?;
+                Ok(EnvRequest::Set(name.to_string(), value.to_string()))
+            }
+            None => {
+                check_name(s)?;
+                Ok(EnvRequest::FromHost(s.to_string()))
+            }
+        }
+    }
+}
+
+/// A name the kernel and shells can carry: non-empty, without `=` or NUL.
+pub fn check_name(name: &str) -> Result<(), EnvError> {
+    let bad = |reason| {
+        Err(EnvError::BadName {
+            name: name.escape_debug().to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.contains('=') {
+        return bad("contains '='");
+    }
+    if name.contains('\0') {
+        return bad("contains a NUL byte");
+    }
+    Ok(())
+}
+
+fn check_value(name: &str, value: &str) -> Result<(), EnvError> {
+    if value.contains('\0') {
+        return Err(EnvError::BadValue {
+            name: name.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn valid(name: &str, value: &str) -> bool {
+    check_name(name).is_ok() && check_value(name, value).is_ok()
+}
+
+/// Variables removed when the task has no GPU, so that legacy CUDA images (and the GPU hook's
+/// legacy mode) do not select every GPU of the node.
+const GPU_VARS: &[&str] = &[
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "NVIDIA_DRIVER_CAPABILITIES",
+    "CUDA_VERSION",
+];
+
+/// The container environment, from lowest to highest precedence (see the module docs). Invalid
+/// host or image entries are dropped; invalid site or user entries are errors.
+pub fn container_env(
+    host: &[(String, String)],
+    image: &[(String, String)],
+    site: &EnvironmentRules,
+    user: &[EnvRequest],
+    init: bool,
+) -> Result<Vec<(String, String)>, EnvError> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in host.iter().filter(|(k, v)| valid(k, v)) {
+        env.insert(k.clone(), v.clone());
+    }
+    let host_value = |name: &str| {
+        host.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    for (k, v) in image.iter().filter(|(k, v)| valid(k, v)) {
+        if k.starts_with("PMIX_") && host_value(k).is_some() {
+            continue;
+        }
+        env.insert(k.clone(), v.clone());
+    }
+    gpu_adjust(&mut env, host_value("CUDA_VISIBLE_DEVICES"));
+    if init {
+        env.insert("TINI_SUBREAPER".into(), "1".into());
+    }
+    apply_site_rules(&mut env, site)?;
+    for req in user {
+        match req {
+            EnvRequest::Set(k, v) => {
+                check_name(k)?;
+                check_value(k, v)?;
+                env.insert(k.clone(), v.clone());
+            }
+            EnvRequest::FromHost(k) => {
+                check_name(k)?;
+                if let Some(v) = host_value(k) {
+                    env.insert(k.clone(), v.to_string());
+                }
+            }
+        }
+    }
+    Ok(env.into_iter().collect())
+}
+
+/// Step 3: GPU selection from the task's `CUDA_VISIBLE_DEVICES` (unset, empty and Slurm's
+/// `NoDevFiles` all mean "no GPU").
+pub fn gpu_adjust(env: &mut BTreeMap<String, String>, host_cvd: Option<&str>) {
+    match host_cvd
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && *v != "NoDevFiles")
+    {
+        Some(cvd) => {
+            env.insert("NVIDIA_VISIBLE_DEVICES".into(), cvd.to_string());
+            env.entry("NVIDIA_DRIVER_CAPABILITIES".into())
+                .or_insert_with(|| "all".into());
+            env.insert("CUDA_VISIBLE_DEVICES".into(), reindex_gpus(cvd));
+        }
+        None => {
+            for k in GPU_VARS {
+                env.remove(*k);
+            }
+        }
+    }
+}
+
+/// The container sees only the task's GPUs, numbered from 0 in the order of their host ids:
+/// each host id becomes its rank among the sorted ids (`2,10` → `0,1`; `3,1` → `1,0`). Ids that
+/// are not all numbers (UUIDs, MIG names) stay valid inside and are kept as they are.
+pub fn reindex_gpus(cvd: &str) -> String {
+    let ids: Vec<&str> = cvd.split(',').map(str::trim).collect();
+    let Ok(nums) = ids
+        .iter()
+        .map(|i| i.parse::<u64>())
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return cvd.to_string();
+    };
+    let mut sorted = nums.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    nums.iter()
+        .map(|n| {
+            sorted
+                .binary_search(n)
+                .map(|i| i.to_string())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Step 5: the site's rules, in the order set, prepend, append, unset.
+fn apply_site_rules(
+    env: &mut BTreeMap<String, String>,
+    rules: &EnvironmentRules,
+) -> Result<(), EnvError> {
+    for (k, v) in &rules.set {
+        check_name(k)?;
+        check_value(k, v)?;
+        env.insert(k.clone(), v.clone());
+    }
+    for (k, v) in &rules.prepend {
+        check_name(k)?;
+        check_value(k, v)?;
+        let new = match env.get(k).filter(|old| !old.is_empty()) {
+            Some(old) => format!("{v}:{old}"),
+            None => v.clone(),
+        };
+        env.insert(k.clone(), new);
+    }
+    for (k, v) in &rules.append {
+        check_name(k)?;
+        check_value(k, v)?;
+        let new = match env.get(k).filter(|old| !old.is_empty()) {
+            Some(old) => format!("{old}:{v}"),
+            None => v.clone(),
+        };
+        env.insert(k.clone(), new);
+    }
+    for k in &rules.unset {
+        check_name(k)?;
+        env.remove(k);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn get<'a>(env: &'a [(String, String)], k: &str) -> Option<&'a str> {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+
+    fn run(
+        host: &[(&str, &str)],
+        image: &[(&str, &str)],
+        site: &EnvironmentRules,
+        user: &[EnvRequest],
+    ) -> Vec<(String, String)> {
+        container_env(&kv(host), &kv(image), site, user, false).unwrap()
+    }
+
+    #[test]
+    fn parse_requests() {
+        assert_eq!(
+            EnvRequest::parse("A=1").unwrap(),
+            EnvRequest::Set("A".into(), "1".into())
+        );
+        assert_eq!(
+            EnvRequest::parse("A=").unwrap(),
+            EnvRequest::Set("A".into(), "".into())
+        );
+        assert_eq!(
+            EnvRequest::parse("N=a=b").unwrap(),
+            EnvRequest::Set("N".into(), "a=b".into())
+        );
+        assert_eq!(
+            EnvRequest::parse("HOME").unwrap(),
+            EnvRequest::FromHost("HOME".into())
+        );
+        assert!(EnvRequest::parse("=v")
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+        assert!(EnvRequest::parse("").is_err());
+        assert!(EnvRequest::parse("A\0B=1")
+            .unwrap_err()
+            .to_string()
+            .contains("NUL"));
+        assert!(EnvRequest::parse("A=x\0")
+            .unwrap_err()
+            .to_string()
+            .contains("NUL"));
+    }
+
+    #[test]
+    fn image_over_host_user_over_all() {
+        let env = run(
+            &[("PATH", "/host/bin"), ("HOST_ONLY", "h"), ("X", "host")],
+            &[("PATH", "/img/bin"), ("X", "img"), ("IMG_ONLY", "i")],
+            &EnvironmentRules::default(),
+            &[
+                EnvRequest::FromHost("X".into()),
+                EnvRequest::Set("U".into(), "u".into()),
+            ],
+        );
+        assert_eq!(get(&env, "PATH"), Some("/img/bin"));
+        assert_eq!(get(&env, "HOST_ONLY"), Some("h"));
+        assert_eq!(get(&env, "IMG_ONLY"), Some("i"));
+        assert_eq!(
+            get(&env, "X"),
+            Some("host"),
+            "--env NAME takes the host value over the image"
+        );
+        assert_eq!(get(&env, "U"), Some("u"));
+    }
+
+    #[test]
+    fn from_host_without_host_value_keeps_image() {
+        let env = run(
+            &[],
+            &[("X", "img")],
+            &EnvironmentRules::default(),
+            &[EnvRequest::FromHost("X".into())],
+        );
+        assert_eq!(get(&env, "X"), Some("img"));
+    }
+
+    #[test]
+    fn pmix_from_host_wins() {
+        let env = run(
+            &[("PMIX_SERVER_URI", "host")],
+            &[("PMIX_SERVER_URI", "img"), ("PMIX_OTHER", "img")],
+            &EnvironmentRules::default(),
+            &[],
+        );
+        assert_eq!(get(&env, "PMIX_SERVER_URI"), Some("host"));
+        assert_eq!(get(&env, "PMIX_OTHER"), Some("img"));
+    }
+
+    #[test]
+    fn site_rules_then_user() {
+        let mut site = EnvironmentRules::default();
+        site.set.insert("S".into(), "site".into());
+        site.set.insert("OVER".into(), "site".into());
+        site.prepend.insert("PATH".into(), "/site/bin".into());
+        site.append
+            .insert("LD_LIBRARY_PATH".into(), "/site/lib".into());
+        site.append.insert("EMPTY".into(), "/e".into());
+        site.unset.push("SECRET".into());
+        site.unset.push("GONE".into());
+        let env = run(
+            &[("SECRET", "s"), ("EMPTY", "")],
+            &[
+                ("PATH", "/img/bin"),
+                ("LD_LIBRARY_PATH", "/img/lib"),
+                ("OVER", "img"),
+            ],
+            &site,
+            &[EnvRequest::Set("GONE".into(), "back".into())],
+        );
+        assert_eq!(get(&env, "S"), Some("site"));
+        assert_eq!(get(&env, "OVER"), Some("site"));
+        assert_eq!(get(&env, "PATH"), Some("/site/bin:/img/bin"));
+        assert_eq!(get(&env, "LD_LIBRARY_PATH"), Some("/img/lib:/site/lib"));
+        assert_eq!(
+            get(&env, "EMPTY"),
+            Some("/e"),
+            "no leading ':' on an empty value"
+        );
+        assert_eq!(get(&env, "SECRET"), None);
+        assert_eq!(
+            get(&env, "GONE"),
+            Some("back"),
+            "the user may set what the site unset"
+        );
+    }
+
+    #[test]
+    fn bad_site_or_user_names_are_errors_bad_image_entries_are_dropped() {
+        let mut site = EnvironmentRules::default();
+        site.set.insert("A=B".into(), "x".into());
+        let e = container_env(&[], &[], &site, &[], false).unwrap_err();
+        assert!(e.to_string().contains("A=B"), "{e}");
+        let e = container_env(
+            &[],
+            &[],
+            &EnvironmentRules::default(),
+            &[EnvRequest::Set("".into(), "x".into())],
+            false,
+        );
+        assert!(e.is_err());
+        let env = run(
+            &[("", "x")],
+            &[("OK", "1"), ("BAD", "a\0b")],
+            &EnvironmentRules::default(),
+            &[],
+        );
+        assert_eq!(env, kv(&[("OK", "1")]));
+    }
+
+    #[test]
+    fn init_sets_subreaper() {
+        let env = container_env(&[], &[], &EnvironmentRules::default(), &[], true).unwrap();
+        assert_eq!(get(&env, "TINI_SUBREAPER"), Some("1"));
+    }
+
+    #[test]
+    fn gpu_reindexing_is_numeric() {
+        assert_eq!(reindex_gpus("2,10"), "0,1");
+        assert_eq!(reindex_gpus("10,2"), "1,0");
+        assert_eq!(reindex_gpus("3,1,5"), "1,0,2");
+        assert_eq!(reindex_gpus("1"), "0");
+        assert_eq!(reindex_gpus("7,7"), "0,0");
+        assert_eq!(reindex_gpus("GPU-1234,GPU-abcd"), "GPU-1234,GPU-abcd");
+        assert_eq!(reindex_gpus("0,MIG-x"), "0,MIG-x");
+    }
+
+    #[test]
+    fn gpus_from_the_task() {
+        let env = run(
+            &[("CUDA_VISIBLE_DEVICES", "2,10")],
+            &[("CUDA_VERSION", "12.2"), ("NVIDIA_VISIBLE_DEVICES", "all")],
+            &EnvironmentRules::default(),
+            &[],
+        );
+        assert_eq!(get(&env, "NVIDIA_VISIBLE_DEVICES"), Some("2,10"));
+        assert_eq!(get(&env, "CUDA_VISIBLE_DEVICES"), Some("0,1"));
+        assert_eq!(get(&env, "NVIDIA_DRIVER_CAPABILITIES"), Some("all"));
+        assert_eq!(get(&env, "CUDA_VERSION"), Some("12.2"));
+        let env = run(
+            &[("CUDA_VISIBLE_DEVICES", "1")],
+            &[("NVIDIA_DRIVER_CAPABILITIES", "compute,utility")],
+            &EnvironmentRules::default(),
+            &[],
+        );
+        assert_eq!(
+            get(&env, "NVIDIA_DRIVER_CAPABILITIES"),
+            Some("compute,utility")
+        );
+    }
+
+    #[test]
+    fn no_gpu_means_no_gpu_selection() {
+        for host in [
+            vec![],
+            vec![("CUDA_VISIBLE_DEVICES", "")],
+            vec![("CUDA_VISIBLE_DEVICES", "NoDevFiles")],
+        ] {
+            let env = run(
+                &host,
+                &[
+                    ("CUDA_VERSION", "12.2"),
+                    ("NVIDIA_VISIBLE_DEVICES", "all"),
+                    ("CUDA_VISIBLE_DEVICES", "0"),
+                ],
+                &EnvironmentRules::default(),
+                &[],
+            );
+            for k in GPU_VARS {
+                assert_eq!(get(&env, k), None, "{k} with host {host:?}");
+            }
+        }
+    }
+}

@@ -26,4 +26,4 @@ pub mod spec;
 pub mod sys;
 pub mod user;
 
-// pub mod launcher; (enabled once the image and run halves land)
+pub mod launcher;

@@ -1,1 +1,290 @@
-//! TODO(owner): see engine/src/lib.rs
+//! runc, run in the foreground: the container's exit code becomes ours, the signals we get are
+//! passed on (runc hands them to the container), and runc's state is removed on every way out.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::config::Config;
+use crate::sys;
+
+/// What a user or Slurm sends to stop or notify a job step.
+pub const FORWARDED_SIGNALS: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// How long to sleep between checks where `pidfd_open` is missing (Linux < 5.3).
+const POLL_FALLBACK_MS: u16 = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot start {}: {source}", path.display())]
+    Spawn {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot set up signal forwarding: {0}")]
+    Signals(#[source] nix::Error),
+    #[error("cannot wait for process {pid}: {source}")]
+    Wait {
+        pid: i32,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// The runc binary and its state directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runc {
+    pub path: PathBuf,
+    pub root: PathBuf,
+}
+
+impl Runc {
+    pub fn from_config(cfg: &Config) -> Runc {
+        Runc {
+            path: cfg.runc_path.clone(),
+            root: cfg.runc_root.clone(),
+        }
+    }
+
+    /// `runc --root ROOT run --bundle BUNDLE [--preserve-fds N] ID`, stdio inherited, started
+    /// with no signal blocked (whatever the caller blocks to forward them).
+    pub fn command(&self, id: &str, bundle: &Path, preserve_fds: u32) -> Command {
+        let mut c = Command::new(&self.path);
+        sys::process::unblock_signals_on_exec(&mut c);
+        c.arg("--root")
+            .arg(&self.root)
+            .arg("run")
+            .arg("--bundle")
+            .arg(bundle);
+        if preserve_fds > 0 {
+            c.arg("--preserve-fds").arg(preserve_fds.to_string());
+        }
+        c.arg(id);
+        c
+    }
+
+    /// Runs the container with our stdio and returns its exit code (128 + N when killed by
+    /// signal N), forwarding [`FORWARDED_SIGNALS`]. runc's state for `id` is deleted afterwards,
+    /// whatever happened.
+    pub fn run_foreground(&self, id: &str, bundle: &Path) -> Result<i32, RuntimeError> {
+        let result = (|| {
+            // Blocked before the start so none is lost or fatal in between (the child unblocks).
+            let signals = SignalForwarder::new()?;
+            let child =
+                self.command(id, bundle, 0)
+                    .spawn()
+                    .map_err(|source| RuntimeError::Spawn {
+                        path: self.path.clone(),
+                        source,
+                    })?;
+            signals.wait(Pid::from_raw(child.id() as i32))
+        })();
+        self.delete_force(id);
+        result
+    }
+
+    /// `runc delete --force ID`: stops what is left of the container and removes its state.
+    /// Best effort and quiet. Skipped when runc keeps no state for `id` (`ROOT/ID`), the usual
+    /// case after `runc run`, which saves starting runc once more.
+    pub fn delete_force(&self, id: &str) {
+        if !self.root.join(id).exists() {
+            return;
+        }
+        let _ = Command::new(&self.path)
+            .arg("--root")
+            .arg(&self.root)
+            .args(["delete", "--force", id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A fresh container id: `egret-<pid>-<16 hex digits>`.
+pub fn container_id() -> String {
+    format!("egret-{}-{}", std::process::id(), random_hex())
+}
+
+/// 16 hex digits from the kernel's random pool (never fails in practice; the time is the fallback).
+pub fn random_hex() -> String {
+    let mut buf = [0u8; 8];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut buf));
+    if ok.is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        buf = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    hex::encode(buf)
+}
+
+/// Holds [`FORWARDED_SIGNALS`] blocked on the calling thread (restored on drop) and reads them
+/// from a signalfd, so they can be passed on instead of killing us.
+pub struct SignalForwarder {
+    fd: SignalFd,
+    old: SigSet,
+}
+
+impl SignalForwarder {
+    pub fn new() -> Result<SignalForwarder, RuntimeError> {
+        let mut set = SigSet::empty();
+        for s in FORWARDED_SIGNALS {
+            set.add(s);
+        }
+        let old = set
+            .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+            .map_err(RuntimeError::Signals)?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(|e| {
+                let _ = old.thread_set_mask();
+                RuntimeError::Signals(e)
+            })?;
+        Ok(SignalForwarder { fd, old })
+    }
+
+    /// Waits for our child `pid`, passing it every forwarded signal we receive meanwhile, and
+    /// returns its exit code (128 + N when killed by signal N).
+    pub fn wait(&self, pid: Pid) -> Result<i32, RuntimeError> {
+        let wait_err = |source| RuntimeError::Wait {
+            pid: pid.as_raw(),
+            source,
+        };
+        // Readable when the child exits; without it (old kernels) we poll.
+        let pidfd = sys::process::pidfd_open(pid).ok();
+        loop {
+            while let Some(info) = self.fd.read_signal().map_err(RuntimeError::Signals)? {
+                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                    let _ = kill(pid, sig);
+                }
+            }
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)).map_err(wait_err)? {
+                WaitStatus::Exited(_, code) => return Ok(code),
+                WaitStatus::Signaled(_, sig, _) => return Ok(128 + sig as i32),
+                _ => {}
+            }
+            let mut fds = vec![PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            let timeout = match &pidfd {
+                Some(p) => {
+                    fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+                    PollTimeout::NONE
+                }
+                None => PollTimeout::from(POLL_FALLBACK_MS),
+            };
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::Error::EINTR) => {}
+                Err(e) => return Err(RuntimeError::Signals(e)),
+            }
+        }
+    }
+}
+
+impl Drop for SignalForwarder {
+    fn drop(&mut self) {
+        // Signals still pending are delivered now, with their usual effect.
+        let _ = self.old.thread_set_mask();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runc_command_line() {
+        let r = Runc {
+            path: "/usr/bin/runc".into(),
+            root: "/run/egret/runc".into(),
+        };
+        let args = |c: &Command| {
+            c.get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        let c = r.command("egret-1-ab", Path::new("/b"), 0);
+        assert_eq!(c.get_program(), "/usr/bin/runc");
+        assert_eq!(
+            args(&c),
+            [
+                "--root",
+                "/run/egret/runc",
+                "run",
+                "--bundle",
+                "/b",
+                "egret-1-ab"
+            ]
+        );
+        let c = r.command("id", Path::new("/b"), 2);
+        assert_eq!(
+            args(&c),
+            [
+                "--root",
+                "/run/egret/runc",
+                "run",
+                "--bundle",
+                "/b",
+                "--preserve-fds",
+                "2",
+                "id"
+            ]
+        );
+        assert_eq!(
+            Runc::from_config(&Config::default()).path,
+            PathBuf::from("/usr/bin/runc")
+        );
+    }
+
+    #[test]
+    fn ids_are_unique() {
+        let (a, b) = (container_id(), container_id());
+        assert_ne!(a, b);
+        assert!(a.starts_with(&format!("egret-{}-", std::process::id())));
+        assert_eq!(a.rsplit('-').next().unwrap().len(), 16);
+    }
+
+    /// Runs on its own thread: the signal mask and the thread-directed signal stay there.
+    #[test]
+    #[allow(clippy::zombie_processes)] // reaped by `SignalForwarder::wait`
+    fn exit_codes_and_forwarded_signals() {
+        std::thread::spawn(|| {
+            let fwd = SignalForwarder::new().unwrap();
+            let child = Command::new("/bin/sh")
+                .args(["-c", "exit 7"])
+                .spawn()
+                .unwrap();
+            assert_eq!(fwd.wait(Pid::from_raw(child.id() as i32)).unwrap(), 7);
+
+            let mut sleep = Command::new("/bin/sleep");
+            sleep.arg("30");
+            sys::process::unblock_signals_on_exec(&mut sleep);
+            let child = sleep.spawn().unwrap();
+            // A signal to this thread only (the test harness must not get it).
+            nix::sys::pthread::pthread_kill(nix::sys::pthread::pthread_self(), Signal::SIGTERM)
+                .unwrap();
+            let start = std::time::Instant::now();
+            assert_eq!(
+                fwd.wait(Pid::from_raw(child.id() as i32)).unwrap(),
+                128 + 15
+            );
+            assert!(start.elapsed().as_secs() < 10);
+        })
+        .join()
+        .unwrap();
+    }
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::protocol::{self, Hello, ProtocolError, ToLauncher, ToTask};
+use super::protocol::{self, Hello, ProtocolError, ToTask};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -135,6 +135,7 @@ fn install_forwarders() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::launcher::protocol::ToLauncher;
 
     #[test]
     fn signal_frame_matches_protocol_encoding() {

@@ -10,14 +10,13 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{mpsc, Arc, Mutex};
 
 use crate::bundle::{self, ContainerRequest, Rootfs};
 use crate::config::Config;
 use crate::imagemeta::ImageMeta;
 use crate::mounts::{self, BindMount};
-use crate::reference::ImageSource;
 use crate::runtime::Runc;
 use crate::spec::{self, EntrypointChoice, EnvRequest, ProcessRequest, SpecOptions};
 use crate::user::UserIdentity;

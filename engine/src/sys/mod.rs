@@ -1,1 +1,12 @@
-//! The only module allowed `unsafe`.
+//! The only module allowed `unsafe`: thin, safe wrappers over the system calls that `nix` does not
+//! cover (loop devices, per-thread credentials, `mount_setattr`, `pidfd_open`, `openat` returning
+//! an owned descriptor, `fork`). Every `unsafe` block carries a `// SAFETY:` line.
+//!
+//! Everything here is policy-free: what to mount where, and as whom, is decided by `bundle`,
+//! `mounts` and `user`.
+
+pub mod creds;
+pub mod fs;
+pub mod loopdev;
+pub mod mount;
+pub mod process;

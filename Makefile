@@ -1,0 +1,82 @@
+# egret: build, install, local test cluster, tests. Run as root on Debian 12.
+#   make up      install dependencies, build, install, start Slurm (n1, n2) + registry, push
+#                the test images, and run a containerised srun as a demo
+#   make test    lint, install, make sure the cluster is up, run every test
+#   make bench   benchmarks (builds the big test images first)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+# rustup installs cargo in ~/.cargo/bin, which non-login shells (CI) may not have in PATH
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+CARGO ?= cargo
+PYTHON ?= python3
+REGISTRY := 127.0.0.1:5000
+DEMO_IMAGE := $(REGISTRY)/egret/busybox
+
+.PHONY: help deps build install slurm registry images images-big cluster demo up \
+        fmt-check clippy lint test test-infra bench
+
+help:
+	@echo "targets: up test bench | deps build install cluster (slurm registry images) demo |"
+	@echo "         lint (fmt-check clippy) test-infra images-big"
+
+deps:
+	bash scripts/install-deps.sh
+
+build:
+	$(CARGO) build --release --workspace
+
+install: build
+	bash scripts/install.sh
+
+slurm:
+	bash scripts/cluster-up.sh
+
+registry:
+	bash scripts/registry-up.sh
+
+images: registry
+	$(PYTHON) scripts/build-test-images.py
+
+images-big: registry
+	$(PYTHON) scripts/build-test-images.py --big
+
+cluster: slurm registry images
+
+# The demo fails (and with it `make up`) unless a containerised step really ran busybox.
+demo:
+	@echo "+ srun --container-image=$(DEMO_IMAGE) cat /etc/os-release"
+	@out=$$(timeout 300 srun --container-image=$(DEMO_IMAGE) cat /etc/os-release 2>&1) \
+	    || { echo "$$out"; echo "demo FAILED: containerised srun did not run" >&2; exit 1; }; \
+	echo "$$out"; \
+	grep -q '^ID=egret-busybox$$' <<<"$$out" \
+	    || { echo "demo FAILED: /etc/os-release is not the busybox image's" >&2; exit 1; }
+
+# Sequential on purpose (also under make -j).
+up:
+	$(MAKE) deps
+	$(MAKE) install
+	$(MAKE) cluster
+	$(MAKE) demo
+
+fmt-check:
+	$(CARGO) fmt --all --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+lint: fmt-check clippy
+
+# Integration tests talk to the installed binaries, Slurm and the registry: one at a time.
+test: lint
+	$(MAKE) install
+	$(MAKE) cluster
+	$(CARGO) test --release --workspace -- --test-threads=1
+
+# Just the infrastructure checks (cluster, registry, test images).
+test-infra:
+	$(CARGO) test --release --test infra -- --test-threads=1
+
+bench: install images-big
+	bash scripts/bench.sh

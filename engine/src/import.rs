@@ -1,1 +1,0 @@
-//! TODO(owner): see engine/src/lib.rs

@@ -1,0 +1,81 @@
+//! Processes: a checked `fork` and `pidfd_open`.
+//!
+//! # References
+//! fork(2) (multi-threaded callers), pidfd_open(2), proc(5) (`/proc/self/status`).
+
+use std::io::{self, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::unistd::Pid;
+
+/// Number of threads of the calling process.
+pub fn thread_count() -> io::Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no Threads: line in /proc/self/status"))
+}
+
+/// Forks; the child runs `f` and exits with its result (101 if it panics) without returning.
+/// Refused in a multi-threaded process, where the child could inherit a lock held by a thread
+/// that does not exist in it.
+pub fn fork_child<F: FnOnce() -> i32>(f: F) -> io::Result<Pid> {
+    // A thread that was just joined may still be finishing its exit in the kernel.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+    while thread_count()? != 1 {
+        if std::time::Instant::now() > deadline {
+            return Err(io::Error::other("cannot fork a multi-threaded process"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // Nothing buffered may be written twice, by parent and child.
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    // SAFETY: the process has a single thread (checked above), so the child inherits no lock
+    // held by another thread and may run arbitrary code.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(child),
+        nix::unistd::ForkResult::Child => {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+            let _ = io::stdout().flush();
+            let _ = io::stderr().flush();
+            // SAFETY: _exit never returns and skips the parent's atexit handlers, which belong
+            // to the parent.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// A descriptor that becomes readable when process `pid` (a child of ours) exits. `ENOSYS` before
+/// Linux 5.3.
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: plain integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `r` is a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// Makes `cmd`'s process start with no signal blocked. A blocked signal stays blocked across
+/// exec, and std does not reset the mask: a caller that blocks signals to forward them would
+/// otherwise start runc (and the container) deaf to them.
+pub fn unblock_signals_on_exec(cmd: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and only calls sigemptyset and
+    // pthread_sigmask, which are async-signal-safe; it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(set.as_mut_ptr());
+            match libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut()) {
+                0 => Ok(()),
+                e => Err(io::Error::from_raw_os_error(e)),
+            }
+        })
+    };
+}

@@ -1,0 +1,230 @@
+//! `srun --container-image` and `#SBATCH --container-image` against the real local cluster
+//! (slurmctld + two slurmd, the plugin in plugstack.conf), real runc and the local registry.
+//!
+//! Run with `make test` (after `make up`); every test needs root and fails loudly without it.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn busybox() -> String {
+    format!("--container-image={}", common::registry_image("busybox"))
+}
+
+fn srun(args: &[&str]) -> Output {
+    common::require_root();
+    Command::new("timeout")
+        .arg("180")
+        .arg("srun")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("srun runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn srun_runs_the_command_in_the_image() {
+    let o = srun(&[&busybox(), "cat", "/etc/os-release"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("ID=egret-busybox"), "{out}");
+}
+
+#[test]
+fn exit_code_reaches_srun() {
+    let o = srun(&[&busybox(), "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7), "{:?}", text(&o));
+}
+
+#[test]
+fn every_task_runs_in_its_own_container_with_its_rank() {
+    let o = srun(&["-n3", &busybox(), "sh", "-c", "echo rank=$SLURM_PROCID; test -f /etc/os-release"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    for r in 0..3 {
+        assert!(out.contains(&format!("rank={r}")), "{out}");
+    }
+}
+
+#[test]
+fn two_nodes_each_run_their_tasks() {
+    let o = srun(&["-N2", "-n4", &busybox(), "sh", "-c", "echo $SLURMD_NODENAME:$SLURM_PROCID"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("n1:") && out.contains("n2:"), "{out}");
+    assert_eq!(out.lines().count(), 4, "{out}");
+}
+
+#[test]
+fn stdin_reaches_the_container() {
+    common::require_root();
+    let mut child = Command::new("timeout")
+        .args(["120", "srun", &busybox(), "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"hello stdin\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("HELLO STDIN"), "{:?}", o);
+}
+
+#[test]
+fn runs_as_the_user_not_root() {
+    common::require_root();
+    let o = Command::new("runuser")
+        .args(["-u", common::TEST_USER, "--", "timeout", "120", "srun", &busybox(), "id"])
+        .current_dir("/tmp")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("uid=4242") && out.contains("gid=4242"), "{out}");
+}
+
+#[test]
+fn root_runs_as_root_inside() {
+    let o = srun(&[&busybox(), "id", "-u"]);
+    assert_eq!(text(&o).0.trim(), "0", "{:?}", text(&o));
+}
+
+#[test]
+fn env_merges_task_and_image() {
+    let img = format!("--container-image={}", common::registry_image("entrypoint"));
+    let o = srun(&[&img, "/bin/sh", "-c", "echo foo=$FOO job=$SLURM_JOB_ID pwd=$(pwd)"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("foo=bar"), "image env missing: {out}");
+    assert!(!out.contains("job= "), "task env missing: {out}");
+    assert!(out.contains("pwd=/work"), "image WORKDIR not used: {out}");
+}
+
+#[test]
+fn workdir_option_wins() {
+    let o = srun(&[&busybox(), "--container-workdir=/data", "pwd"]);
+    assert_eq!(text(&o).0.trim(), "/data", "{:?}", text(&o));
+}
+
+#[test]
+fn entrypoint_runs_only_when_asked() {
+    let img = format!("--container-image={}", common::registry_image("entrypoint"));
+    let o = srun(&[&img, "--container-entrypoint", "hello"]);
+    assert_eq!(text(&o).0.trim(), "entry: hello", "{:?}", text(&o));
+    let o = srun(&[&img, "echo", "plain"]);
+    assert_eq!(text(&o).0.trim(), "plain", "{:?}", text(&o));
+}
+
+#[test]
+fn container_mounts_bind_host_paths() {
+    common::require_root();
+    let dir = tempfile_dir("mounts");
+    std::fs::write(format!("{dir}/file.txt"), "from host\n").unwrap();
+    let spec = format!("--container-mounts={dir}:/mnt/host:ro");
+    let o = srun(&[&busybox(), &spec, "sh", "-c", "cat /mnt/host/file.txt; touch /mnt/host/x 2>&1 || echo readonly"]);
+    let (out, err) = text(&o);
+    assert!(out.contains("from host") && out.contains("readonly"), "{out}\n{err}");
+    assert!(!std::path::Path::new(&format!("{dir}/x")).exists());
+}
+
+#[test]
+fn readonly_container_cannot_be_written() {
+    let o = srun(&[&busybox(), "--container-readonly", "sh", "-c", "touch /newfile && echo wrote || echo refused"]);
+    assert!(text(&o).0.contains("refused"), "{:?}", text(&o));
+    let o = srun(&[&busybox(), "sh", "-c", "touch /newfile && echo wrote"]);
+    assert!(text(&o).0.contains("wrote"), "{:?}", text(&o));
+}
+
+#[test]
+fn bad_option_fails_in_srun_before_queueing() {
+    let before = job_count();
+    let o = srun(&[&busybox(), "--container-pid=shared", "true"]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("--container-pid=shared"), "{err}");
+    assert_eq!(job_count(), before, "a job was created");
+    let o = srun(&["--container-image=UPPER/Case::x", "true"]);
+    assert!(!o.status.success() && text(&o).1.contains("--container-image"), "{:?}", text(&o));
+}
+
+#[test]
+fn missing_image_is_one_clear_line() {
+    let img = format!("--container-image={}", common::registry_image("does-not-exist"));
+    let o = srun(&[&img, "true"]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("egret")).collect();
+    assert_eq!(ours.len(), 1, "{err}");
+    assert!(ours[0].contains("does-not-exist"), "{err}");
+}
+
+#[test]
+fn sbatch_runs_the_batch_script_in_the_container() {
+    common::require_root();
+    let dir = tempfile_dir("sbatch");
+    let script = format!(
+        "#!/bin/sh\n#SBATCH --container-image={}\n#SBATCH -o {dir}/out.txt\ncat /etc/os-release\necho script-done\n",
+        common::registry_image("busybox")
+    );
+    let out = common::sbatch_wait(&script, &format!("{dir}/out.txt"));
+    assert!(out.contains("ID=egret-busybox") && out.contains("script-done"), "{out}");
+}
+
+#[test]
+fn scancel_stops_the_container_and_leaves_nothing() {
+    common::require_root();
+    let before = common::leak_snapshot();
+    let mut child = Command::new("srun")
+        .args(["-J", "egret-scancel", &busybox(), "sleep", "300"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(Command::new("scancel").args(["-n", "egret-scancel"]).status().unwrap().success());
+    let status = wait_timeout(&mut child, Duration::from_secs(60));
+    assert!(status.is_some_and(|s| !s.success()), "srun did not end after scancel");
+    common::assert_no_leaks(&before);
+}
+
+#[test]
+fn many_steps_leave_nothing_behind() {
+    common::require_root();
+    let before = common::leak_snapshot();
+    for _ in 0..20 {
+        let o = srun(&["-n2", &busybox(), "true"]);
+        assert!(o.status.success(), "{:?}", text(&o));
+    }
+    common::assert_no_leaks(&before);
+}
+
+fn tempfile_dir(tag: &str) -> String {
+    let dir = format!("/tmp/egret-test-{tag}-{}", std::process::id());
+    std::fs::create_dir_all(&dir).unwrap();
+    Command::new("chmod").args(["0755", &dir]).status().unwrap();
+    dir
+}
+
+fn job_count() -> usize {
+    let o = Command::new("squeue").args(["-h", "-t", "all", "-o", "%i"]).output().unwrap();
+    let last = Command::new("sh").args(["-c", "scontrol show config | grep -i '^NEXT_JOB_ID' | awk '{print $3}'"]).output().unwrap();
+    let _ = o;
+    String::from_utf8_lossy(&last.stdout).trim().parse().unwrap_or(0)
+}
+
+fn wait_timeout(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    None
+}

@@ -69,6 +69,10 @@ elif [ "$(cat "$CONFIG" 2>/dev/null)" != "{}" ]; then
 fi
 chown root:root "$CONFIG"
 
+# seccomp profiles named by egret.json
+install -d -o root -g root -m 0755 "$ETC_DIR/seccomp"
+for src in "$REPO"/etc/seccomp/*.json; do put "$src" "$ETC_DIR/seccomp/$(basename "$src")" 0644; done
+
 # hooks.d mirrors etc/hooks.d: stale hook files would otherwise keep firing
 for src in "$REPO"/etc/hooks.d/*.json; do put "$src" "$HOOKS_D/$(basename "$src")" 0644; done
 for dst in "$HOOKS_D"/*.json; do

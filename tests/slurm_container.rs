@@ -79,7 +79,7 @@ fn stdin_reaches_the_container() {
 fn runs_as_the_user_not_root() {
     common::require_root();
     let o = Command::new("runuser")
-        .args(["-u", common::TEST_USER, "--", "timeout", "120", "srun", &busybox(), "id"])
+        .args(["-u", common::TEST_USER.name, "--", "timeout", "120", "srun", &busybox(), "id"])
         .current_dir("/tmp")
         .output()
         .unwrap();
@@ -123,7 +123,7 @@ fn entrypoint_runs_only_when_asked() {
 #[test]
 fn container_mounts_bind_host_paths() {
     common::require_root();
-    let dir = tempfile_dir("mounts");
+    let dir = common::scratch_dir(None).display().to_string();
     std::fs::write(format!("{dir}/file.txt"), "from host\n").unwrap();
     let spec = format!("--container-mounts={dir}:/mnt/host:ro");
     let o = srun(&[&busybox(), &spec, "sh", "-c", "cat /mnt/host/file.txt; touch /mnt/host/x 2>&1 || echo readonly"]);
@@ -166,13 +166,13 @@ fn missing_image_is_one_clear_line() {
 #[test]
 fn sbatch_runs_the_batch_script_in_the_container() {
     common::require_root();
-    let dir = tempfile_dir("sbatch");
     let script = format!(
-        "#!/bin/sh\n#SBATCH --container-image={}\n#SBATCH -o {dir}/out.txt\ncat /etc/os-release\necho script-done\n",
+        "#!/bin/sh\n#SBATCH --container-image={}\ncat /etc/os-release\necho script-done\nexit 3\n",
         common::registry_image("busybox")
     );
-    let out = common::sbatch_wait(&script, &format!("{dir}/out.txt"));
+    let (code, out) = common::sbatch_wait(&script);
     assert!(out.contains("ID=egret-busybox") && out.contains("script-done"), "{out}");
+    assert_eq!(code, 3, "{out}");
 }
 
 #[test]
@@ -203,18 +203,14 @@ fn many_steps_leave_nothing_behind() {
     common::assert_no_leaks(&before);
 }
 
-fn tempfile_dir(tag: &str) -> String {
-    let dir = format!("/tmp/egret-test-{tag}-{}", std::process::id());
-    std::fs::create_dir_all(&dir).unwrap();
-    Command::new("chmod").args(["0755", &dir]).status().unwrap();
-    dir
-}
-
+/// The id the next job will get: unchanged when srun refused to queue one.
 fn job_count() -> usize {
-    let o = Command::new("squeue").args(["-h", "-t", "all", "-o", "%i"]).output().unwrap();
-    let last = Command::new("sh").args(["-c", "scontrol show config | grep -i '^NEXT_JOB_ID' | awk '{print $3}'"]).output().unwrap();
-    let _ = o;
-    String::from_utf8_lossy(&last.stdout).trim().parse().unwrap_or(0)
+    let o = Command::new("scontrol").args(["show", "config"]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("NEXT_JOB_ID").map(|v| v.trim_start_matches([' ', '=']).trim().to_string()))
+        .and_then(|v| v.parse().ok())
+        .expect("NEXT_JOB_ID in scontrol show config")
 }
 
 fn wait_timeout(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {

@@ -39,18 +39,19 @@ pub fn map_fds_on_exec(cmd: &mut Command, fds: Vec<RawFd>) {
     }
 }
 
-/// Runs `f` once when the launcher gets SIGTERM or SIGINT (slurmstepd's cleanup at step end).
-/// A dedicated thread waits for the signals, which every other thread has blocked.
-pub fn on_terminate<F: FnOnce() + Send + 'static>(f: F) {
+/// Makes the launcher deaf to the signals Slurm sends to every process of a step (Ctrl-C,
+/// `scancel`, time limit). Containers get them from their task (forwarded) and from Slurm
+/// directly; the launcher must outlive them to clean up, and is stopped by `slurm_spank_exit`.
+/// The signals are blocked in every thread and drained by one waiting thread.
+pub fn ignore_job_signals() {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGINT);
-    // Threads started later inherit the mask; the waiting thread takes the signals.
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2] {
+        set.add(s);
+    }
+    // Threads started later inherit the mask; children get a clean one (unblock_signals_on_exec).
     let _ = set.thread_block();
-    std::thread::spawn(move || {
-        if set.wait().is_ok() {
-            f();
-        }
+    std::thread::spawn(move || loop {
+        let _ = set.wait();
     });
 }

@@ -21,6 +21,7 @@ use crate::runtime::Runc;
 use crate::spec::{self, EntrypointChoice, EnvRequest, ProcessRequest, SpecOptions};
 use crate::user::UserIdentity;
 
+use super::exec;
 use super::protocol::{self, Hello, StepRequest, ToLauncher, ToTask};
 
 /// Where the launcher binary is installed; the plugin's `launcher=` argument overrides it.
@@ -60,6 +61,7 @@ pub fn serve(req: StepRequest) -> i32 {
     if let Err(e) = bundle::enter_private_mount_namespace() {
         return log_failure(&req, &e.to_string());
     }
+    exec::ignore_job_signals();
     let listener = match listen(&req) {
         Ok(l) => l,
         Err(e) => {
@@ -191,18 +193,6 @@ fn job_cwd(req: &StepRequest) -> PathBuf {
 
 fn serve_tasks(p: Arc<Prepared>, rx: mpsc::Receiver<Conn>) -> i32 {
     let running: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
-    super::exec::on_terminate({
-        let running = running.clone();
-        let p = p.clone();
-        move || {
-            let runc = Runc { path: p.cfg.runc_path.clone(), root: p.cfg.runc_root.clone() };
-            for id in running.lock().map(|v| v.clone()).unwrap_or_default() {
-                runc.delete_force(&id);
-            }
-            let _ = fs::remove_file(&p.req.socket);
-            std::process::exit(143);
-        }
-    });
     let mut workers = Vec::new();
     for _ in 0..p.req.local_tasks {
         let Ok(conn) = rx.recv() else { break };
@@ -219,6 +209,11 @@ fn serve_tasks(p: Arc<Prepared>, rx: mpsc::Receiver<Conn>) -> i32 {
 /// Runs one task's container and reports its end to the task.
 fn run_one(p: &Prepared, mut conn: Conn, running: &Mutex<Vec<String>>) {
     let id = container_id(p.req.job_id, p.req.step_id, p.req.node_id, conn.hello.local_id);
+    if conn.hello.local_id == 0 {
+        for w in &p.rootfs.warnings {
+            let _ = protocol::send(&mut conn.stream, &ToTask::Message(format!("egret: warning: {w}")));
+        }
+    }
     let outcome = start_container(p, &conn, &id).and_then(|child| {
         if let Ok(mut r) = running.lock() {
             r.push(id.clone());
@@ -281,8 +276,10 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
         init: opts.init,
         hostname: None,
     };
-    let spec = spec::build_spec(&p.cfg, &p.rootfs, &p.meta, &p.user, &process, &sopts)
+    let mut spec = spec::build_spec(&p.cfg, &p.rootfs, &p.meta, &p.user, &process, &sopts)
         .map_err(|e| format!("egret: {e}"))?;
+    // runc's new cpuset cgroup would reset the affinity Slurm gave the task (--cpu-bind).
+    spec::keep_affinity(&mut spec, conn.pid).map_err(|e| format!("egret: {e}"))?;
     spec::write_spec(&bundle_dir, &spec).map_err(|e| format!("egret: {e}"))?;
 
     let runc = Runc { path: p.cfg.runc_path.clone(), root: p.cfg.runc_root.clone() };
@@ -291,6 +288,8 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
     let mut cmd = super::cgroup::join_then_exec(conn.pid, &inner).map_err(|e| format!("egret: {e}"))?;
     let raw: Vec<i32> = conn.fds.iter().map(|f| f.as_raw_fd()).collect();
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // The launcher blocks SIGTERM/SIGINT for its own threads; runc and the container must not.
+    crate::sys::process::unblock_signals_on_exec(&mut cmd);
     super::exec::map_fds_on_exec(&mut cmd, raw);
     cmd.spawn().map_err(|e| format!("egret: cannot start runc: {e}"))
 }

@@ -48,7 +48,9 @@ fn main() {
     let bindings = bindgen::Builder::default()
         .header(dir.join("slurm/spank.h").to_string_lossy())
         .clang_arg(format!("-I{}", dir.display()))
-        .allowlist_function("spank_(remote|context|option_register|option_getopt|get_item|getenv|setenv|unsetenv)")
+        .allowlist_function(
+            "spank_(remote|context|option_register|option_getopt|get_item|getenv|setenv|unsetenv)",
+        )
         .allowlist_function("slurm_(info|error|verbose|debug|spank_log)")
         .allowlist_type("spank_.*")
         .allowlist_var("ESPANK_.*|SPANK_OPTION_MAXLEN")
@@ -57,5 +59,7 @@ fn main() {
         .layout_tests(false)
         .generate()
         .expect("bindgen over spank.h");
-    bindings.write_to_file(out.join("spank_bindings.rs")).unwrap();
+    bindings
+        .write_to_file(out.join("spank_bindings.rs"))
+        .unwrap();
 }

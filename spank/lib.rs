@@ -45,7 +45,9 @@ fn guard(name: &str, f: impl FnOnce() -> Result<(), String>) -> c_int {
 macro_rules! callback {
     ($sym:ident, $body:path) => {
         #[no_mangle]
-        pub extern "C" fn $sym(sp: RawSpank, ac: c_int, av: *mut *mut c_char) -> c_int {
+        /// # Safety
+        /// Called by Slurm with its live handle and `ac` valid plugin argument strings.
+        pub unsafe extern "C" fn $sym(sp: RawSpank, ac: c_int, av: *mut *mut c_char) -> c_int {
             guard(stringify!($sym), || {
                 // SAFETY: Slurm passes its live handle and plugin arguments to every callback.
                 let (sp, args) = unsafe { (Spank::from_raw(sp), ffi::plugin_args(ac, av)) };

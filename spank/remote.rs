@@ -44,7 +44,9 @@ fn start_launcher(sp: Spank) -> Result<(), String> {
         state::with(|s| (s.config.clone(), s.launcher.clone(), s.options.clone()));
     let cfg = Config::load(&config_path).map_err(|e| format!("egret: {e}"))?;
     let socket = server::socket_path(&cfg.run_dir, job, step, node);
-    let batch_script = (step == SLURM_BATCH_SCRIPT).then(|| sp.argv().first().map(PathBuf::from)).flatten();
+    let batch_script = (step == SLURM_BATCH_SCRIPT)
+        .then(|| sp.argv().first().map(PathBuf::from))
+        .flatten();
     let req = protocol::StepRequest {
         job_id: job,
         step_id: step,
@@ -76,11 +78,18 @@ fn spawn_launcher(launcher: &Path, run_dir: &Path, request: &[u8]) -> Result<i32
         .open(run_dir.join("launcher.log"))
         .map_err(|e| format!("egret: {}/launcher.log: {e}", run_dir.display()))?;
     let mut cmd = Command::new(launcher);
-    cmd.arg("serve").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(log);
+    cmd.arg("serve")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(log);
     ffi::exec_as_root(&mut cmd);
-    let mut child = cmd.spawn().map_err(|e| format!("egret: cannot start {}: {e}", launcher.display()))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("egret: cannot start {}: {e}", launcher.display()))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
-    stdin.write_all(request).map_err(|e| format!("egret: cannot talk to the launcher: {e}"))?;
+    stdin
+        .write_all(request)
+        .map_err(|e| format!("egret: cannot talk to the launcher: {e}"))?;
     drop(stdin);
     Ok(child.id() as i32)
 }
@@ -92,7 +101,8 @@ pub fn task_init(sp: Spank, _args: &[String]) -> Result<(), String> {
         return Ok(());
     }
     let local_id = sp.task_id().unwrap_or(0);
-    let (error, pid, socket) = state::with(|s| (s.remote_error.clone(), s.launcher_pid, s.socket.clone()));
+    let (error, pid, socket) =
+        state::with(|s| (s.remote_error.clone(), s.launcher_pid, s.socket.clone()));
     let fail = |msg: String| -> ! {
         // One line per node is enough: the other tasks fail silently with the same status.
         if local_id == 0 {
@@ -108,7 +118,11 @@ pub fn task_init(sp: Spank, _args: &[String]) -> Result<(), String> {
     };
     let env = sp.env();
     let mut fds = vec![0, 1, 2];
-    if let Some(n) = env.iter().find_map(|e| e.strip_prefix("PMI_FD=")).and_then(|v| v.parse::<i32>().ok()) {
+    if let Some(n) = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PMI_FD="))
+        .and_then(|v| v.parse::<i32>().ok())
+    {
         if n > 2 {
             fds.push(n);
         }
@@ -119,12 +133,17 @@ pub fn task_init(sp: Spank, _args: &[String]) -> Result<(), String> {
         argv: sp.argv(),
         env,
         fds: fds.clone(),
+        tty: nix::unistd::isatty(0).unwrap_or(false),
     };
     match client::run_task(&socket, &|| ffi::process_alive(pid), hello, &fds) {
         Ok(code) => ffi::exit_task(code),
         Err(e) => {
             let msg = e.to_string();
-            fail(if msg.starts_with("egret") { msg } else { format!("egret: {msg}") })
+            fail(if msg.starts_with("egret") {
+                msg
+            } else {
+                format!("egret: {msg}")
+            })
         }
     }
 }
@@ -135,7 +154,14 @@ pub fn exit(_sp: Spank, _args: &[String]) -> Result<(), String> {
     if !is_remote() {
         return Ok(());
     }
-    let (pid, socket, step, config) = state::with(|s| (s.launcher_pid.take(), s.socket.take(), s.step.take(), s.config.clone()));
+    let (pid, socket, step, config) = state::with(|s| {
+        (
+            s.launcher_pid.take(),
+            s.socket.take(),
+            s.step.take(),
+            s.config.clone(),
+        )
+    });
     let Some(pid) = pid else { return Ok(()) };
     let deadline = Instant::now() + Duration::from_secs(3);
     while !ffi::reap(pid) {
@@ -157,7 +183,9 @@ pub fn exit(_sp: Spank, _args: &[String]) -> Result<(), String> {
 
 /// Deletes (killing if needed) every runc container of this step still known to runc.
 fn remove_runc_state(cfg: &Config, prefix: &str) {
-    let Ok(entries) = fs::read_dir(&cfg.runc_root) else { return };
+    let Ok(entries) = fs::read_dir(&cfg.runc_root) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with(prefix) {

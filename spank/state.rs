@@ -75,8 +75,20 @@ pub fn init(sp: Spank, args: &[String]) -> Result<(), String> {
             Arg::Required => 1,
             Arg::Optional => 2,
         };
-        sp.register_option(o.name, o.arginfo, o.usage, has_arg, i as i32, crate::option_cb)
-            .map_err(|rc| format!("egret: cannot register --{} (error {rc}; is pyxis also loaded?)", o.name))?;
+        sp.register_option(
+            o.name,
+            o.arginfo,
+            o.usage,
+            has_arg,
+            i as i32,
+            crate::option_cb,
+        )
+        .map_err(|rc| {
+            format!(
+                "egret: cannot register --{} (error {rc}; is pyxis also loaded?)",
+                o.name
+            )
+        })?;
     }
     Ok(())
 }

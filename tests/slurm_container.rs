@@ -24,7 +24,10 @@ fn srun(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -43,7 +46,13 @@ fn exit_code_reaches_srun() {
 
 #[test]
 fn every_task_runs_in_its_own_container_with_its_rank() {
-    let o = srun(&["-n3", &busybox(), "sh", "-c", "echo rank=$SLURM_PROCID; test -f /etc/os-release"]);
+    let o = srun(&[
+        "-n3",
+        &busybox(),
+        "sh",
+        "-c",
+        "echo rank=$SLURM_PROCID; test -f /etc/os-release",
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     for r in 0..3 {
@@ -53,7 +62,14 @@ fn every_task_runs_in_its_own_container_with_its_rank() {
 
 #[test]
 fn two_nodes_each_run_their_tasks() {
-    let o = srun(&["-N2", "-n4", &busybox(), "sh", "-c", "echo $SLURMD_NODENAME:$SLURM_PROCID"]);
+    let o = srun(&[
+        "-N2",
+        "-n4",
+        &busybox(),
+        "sh",
+        "-c",
+        "echo $SLURMD_NODENAME:$SLURM_PROCID",
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("n1:") && out.contains("n2:"), "{out}");
@@ -70,22 +86,43 @@ fn stdin_reaches_the_container() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"hello stdin\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello stdin\n")
+        .unwrap();
     let o = child.wait_with_output().unwrap();
-    assert!(String::from_utf8_lossy(&o.stdout).contains("HELLO STDIN"), "{:?}", o);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("HELLO STDIN"),
+        "{:?}",
+        o
+    );
 }
 
 #[test]
 fn runs_as_the_user_not_root() {
     common::require_root();
     let o = Command::new("runuser")
-        .args(["-u", common::TEST_USER.name, "--", "timeout", "120", "srun", &busybox(), "id"])
+        .args([
+            "-u",
+            common::TEST_USER.name,
+            "--",
+            "timeout",
+            "120",
+            "srun",
+            &busybox(),
+            "id",
+        ])
         .current_dir("/tmp")
         .output()
         .unwrap();
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
-    assert!(out.contains("uid=4242") && out.contains("gid=4242"), "{out}");
+    assert!(
+        out.contains("uid=4242") && out.contains("gid=4242"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -97,7 +134,12 @@ fn root_runs_as_root_inside() {
 #[test]
 fn env_merges_task_and_image() {
     let img = format!("--container-image={}", common::registry_image("entrypoint"));
-    let o = srun(&[&img, "/bin/sh", "-c", "echo foo=$FOO job=$SLURM_JOB_ID pwd=$(pwd)"]);
+    let o = srun(&[
+        &img,
+        "/bin/sh",
+        "-c",
+        "echo foo=$FOO job=$SLURM_JOB_ID pwd=$(pwd)",
+    ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("foo=bar"), "image env missing: {out}");
@@ -126,15 +168,30 @@ fn container_mounts_bind_host_paths() {
     let dir = common::scratch_dir(None).display().to_string();
     std::fs::write(format!("{dir}/file.txt"), "from host\n").unwrap();
     let spec = format!("--container-mounts={dir}:/mnt/host:ro");
-    let o = srun(&[&busybox(), &spec, "sh", "-c", "cat /mnt/host/file.txt; touch /mnt/host/x 2>&1 || echo readonly"]);
+    let o = srun(&[
+        &busybox(),
+        &spec,
+        "sh",
+        "-c",
+        "cat /mnt/host/file.txt; touch /mnt/host/x 2>&1 || echo readonly",
+    ]);
     let (out, err) = text(&o);
-    assert!(out.contains("from host") && out.contains("readonly"), "{out}\n{err}");
+    assert!(
+        out.contains("from host") && out.contains("readonly"),
+        "{out}\n{err}"
+    );
     assert!(!std::path::Path::new(&format!("{dir}/x")).exists());
 }
 
 #[test]
 fn readonly_container_cannot_be_written() {
-    let o = srun(&[&busybox(), "--container-readonly", "sh", "-c", "touch /newfile && echo wrote || echo refused"]);
+    let o = srun(&[
+        &busybox(),
+        "--container-readonly",
+        "sh",
+        "-c",
+        "touch /newfile && echo wrote || echo refused",
+    ]);
     assert!(text(&o).0.contains("refused"), "{:?}", text(&o));
     let o = srun(&[&busybox(), "sh", "-c", "touch /newfile && echo wrote"]);
     assert!(text(&o).0.contains("wrote"), "{:?}", text(&o));
@@ -149,12 +206,19 @@ fn bad_option_fails_in_srun_before_queueing() {
     assert!(err.contains("--container-pid=shared"), "{err}");
     assert_eq!(job_count(), before, "a job was created");
     let o = srun(&["--container-image=UPPER/Case::x", "true"]);
-    assert!(!o.status.success() && text(&o).1.contains("--container-image"), "{:?}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).1.contains("--container-image"),
+        "{:?}",
+        text(&o)
+    );
 }
 
 #[test]
 fn missing_image_is_one_clear_line() {
-    let img = format!("--container-image={}", common::registry_image("does-not-exist"));
+    let img = format!(
+        "--container-image={}",
+        common::registry_image("does-not-exist")
+    );
     let o = srun(&[&img, "true"]);
     let (_, err) = text(&o);
     assert!(!o.status.success());
@@ -171,7 +235,10 @@ fn sbatch_runs_the_batch_script_in_the_container() {
         common::registry_image("busybox")
     );
     let (code, out) = common::sbatch_wait(&script);
-    assert!(out.contains("ID=egret-busybox") && out.contains("script-done"), "{out}");
+    assert!(
+        out.contains("ID=egret-busybox") && out.contains("script-done"),
+        "{out}"
+    );
     assert_eq!(code, 3, "{out}");
 }
 
@@ -186,9 +253,16 @@ fn scancel_stops_the_container_and_leaves_nothing() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(4));
-    assert!(Command::new("scancel").args(["-n", "egret-scancel"]).status().unwrap().success());
+    assert!(Command::new("scancel")
+        .args(["-n", "egret-scancel"])
+        .status()
+        .unwrap()
+        .success());
     let status = wait_timeout(&mut child, Duration::from_secs(60));
-    assert!(status.is_some_and(|s| !s.success()), "srun did not end after scancel");
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "srun did not end after scancel"
+    );
     common::assert_no_leaks(&before);
 }
 
@@ -205,15 +279,24 @@ fn many_steps_leave_nothing_behind() {
 
 /// The id the next job will get: unchanged when srun refused to queue one.
 fn job_count() -> usize {
-    let o = Command::new("scontrol").args(["show", "config"]).output().unwrap();
+    let o = Command::new("scontrol")
+        .args(["show", "config"])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&o.stdout)
         .lines()
-        .find_map(|l| l.strip_prefix("NEXT_JOB_ID").map(|v| v.trim_start_matches([' ', '=']).trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix("NEXT_JOB_ID")
+                .map(|v| v.trim_start_matches([' ', '=']).trim().to_string())
+        })
         .and_then(|v| v.parse().ok())
         .expect("NEXT_JOB_ID in scontrol show config")
 }
 
-fn wait_timeout(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+fn wait_timeout(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
     let start = std::time::Instant::now();
     while start.elapsed() < limit {
         if let Ok(Some(s)) = child.try_wait() {
@@ -223,4 +306,117 @@ fn wait_timeout(child: &mut std::process::Child, limit: Duration) -> Option<std:
     }
     let _ = child.kill();
     None
+}
+
+#[test]
+fn pty_gives_the_container_a_terminal() {
+    common::require_root();
+    let o = Command::new("timeout")
+        .args(["120", "script", "-qec"])
+        .arg(format!(
+            "srun --pty {} sh -c 'tty; test -t 0 && echo is-a-tty'",
+            busybox()
+        ))
+        .arg("/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(
+        out.contains("/dev/pts/") && out.contains("is-a-tty"),
+        "{out}\n{err}"
+    );
+    // Without --pty the container has no terminal.
+    let o = srun(&[&busybox(), "sh", "-c", "test -t 0 || echo no-tty"]);
+    assert!(text(&o).0.contains("no-tty"), "{:?}", text(&o));
+}
+
+#[test]
+fn pmi2_descriptor_reaches_the_container() {
+    // A PMI-1 handshake over PMI_FD, answered by Slurm's pmi2 plugin from inside each container.
+    let o = srun(&[
+        "--mpi=pmi2",
+        "-N2",
+        "-n2",
+        &busybox(),
+        "sh",
+        "-c",
+        "printf 'cmd=init pmi_version=1 pmi_subversion=1\\n' >&$PMI_FD; read -r l <&$PMI_FD; echo \"$PMI_RANK $l\"",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    for rank in 0..2 {
+        assert!(
+            out.contains(&format!("{rank} cmd=response_to_init rc=0")),
+            "{out}\n{err}"
+        );
+    }
+}
+
+#[test]
+fn pmix_server_directory_is_bound_for_the_user() {
+    common::require_root();
+    let o = Command::new("runuser")
+        .args(["-u", common::TEST_USER.name, "--", "timeout", "120", "srun", "--mpi=pmix", "-n2", &busybox()])
+        .args(["sh", "-c", "ls $PMIX_SERVER_TMPDIR | grep -c pmix_dstor; test -S /run/munge/munge.socket.2 && echo munge"])
+        .current_dir("/tmp")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert_eq!(out.matches("munge").count(), 2, "{out}");
+    assert!(
+        out.lines()
+            .filter(|l| l.trim().parse::<u32>().is_ok_and(|n| n >= 1))
+            .count()
+            == 2,
+        "{out}"
+    );
+}
+
+#[test]
+fn hostile_pmix_dir_in_the_env_is_refused() {
+    common::require_root();
+    std::fs::create_dir_all("/tmp/pmix.evil").unwrap();
+    std::os::unix::fs::chown("/tmp/pmix.evil", Some(0), Some(0)).unwrap();
+    let o = Command::new("runuser")
+        .args([
+            "-u",
+            common::TEST_USER.name,
+            "--",
+            "timeout",
+            "120",
+            "srun",
+            &busybox(),
+            "true",
+        ])
+        .env("PMIX_SERVER_TMPDIR", "/tmp/pmix.evil")
+        .current_dir("/tmp")
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert!(
+        !o.status.success() && err.contains("PMIX_SERVER_TMPDIR"),
+        "{err}"
+    );
+}
+
+#[test]
+fn time_limit_kills_the_container() {
+    common::require_root();
+    let before = common::leak_snapshot();
+    let start = std::time::Instant::now();
+    let o = srun(&["-t", "1", &busybox(), "sleep", "600"]);
+    assert!(!o.status.success(), "{:?}", text(&o));
+    assert!(
+        start.elapsed() < Duration::from_secs(170),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        text(&o).1.contains("TIME LIMIT") || text(&o).1.contains("CANCELLED"),
+        "{:?}",
+        text(&o)
+    );
+    common::assert_no_leaks(&before);
 }

@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "egret", version, about = "Run OCI/Docker images as HPC containers")]
+#[command(
+    name = "egret",
+    version,
+    about = "Run OCI/Docker images as HPC containers"
+)]
 struct Cli {
     /// Config file (root only; users always get /etc/egret/egret.json).
     #[arg(long, global = true)]

@@ -178,7 +178,10 @@ pub struct LockTimings {
 
 impl Default for LockTimings {
     fn default() -> Self {
-        LockTimings { timeout_ms: default_lock_timeout(), warning_ms: default_lock_warning() }
+        LockTimings {
+            timeout_ms: default_lock_timeout(),
+            warning_ms: default_lock_warning(),
+        }
     }
 }
 
@@ -238,13 +241,18 @@ impl Config {
     /// Reads and validates a config file. The bytes are read once, so a security check made on
     /// the same open file (see `security`) sees exactly what was parsed.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Config::parse_str(&text, path)
     }
 
     pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let invalid = |msg: String| ConfigError::Invalid { path: path.to_path_buf(), msg };
+        let invalid = |msg: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            msg,
+        };
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
         if let Some(obj) = value.as_object() {
@@ -275,12 +283,18 @@ impl Config {
         ];
         for (key, p) in absolute {
             if !p.is_absolute() {
-                return Err(format!("key '{key}' must be an absolute path, got '{}'", p.display()));
+                return Err(format!(
+                    "key '{key}' must be an absolute path, got '{}'",
+                    p.display()
+                ));
             }
         }
         for m in &self.site_mounts {
             if m.kind != "bind" {
-                return Err(format!("siteMounts: type '{}' is not supported (only 'bind')", m.kind));
+                return Err(format!(
+                    "siteMounts: type '{}' is not supported (only 'bind')",
+                    m.kind
+                ));
             }
             if !m.source.is_absolute() || !m.destination.is_absolute() {
                 return Err("siteMounts: source and destination must be absolute paths".into());
@@ -288,11 +302,16 @@ impl Config {
         }
         for d in &self.site_devices {
             if !d.source.is_absolute() {
-                return Err(format!("siteDevices: source '{}' must be absolute", d.source.display()));
+                return Err(format!(
+                    "siteDevices: source '{}' must be absolute",
+                    d.source.display()
+                ));
             }
             if let Some(a) = &d.access {
                 if a.is_empty() || !a.chars().all(|c| "rwm".contains(c)) {
-                    return Err(format!("siteDevices: access '{a}' must be a subset of 'rwm'"));
+                    return Err(format!(
+                        "siteDevices: access '{a}' must be a subset of 'rwm'"
+                    ));
                 }
             }
         }
@@ -327,13 +346,17 @@ mod tests {
 
     #[test]
     fn ill_typed_key_is_named() {
-        let e = parse(r#"{"securityChecks": "yes"}"#).unwrap_err().to_string();
+        let e = parse(r#"{"securityChecks": "yes"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("securityChecks") || e.contains("boolean"), "{e}");
     }
 
     #[test]
     fn sarus_only_key_is_explained() {
-        let e = parse(r#"{"umociPath": "/usr/bin/umoci"}"#).unwrap_err().to_string();
+        let e = parse(r#"{"umociPath": "/usr/bin/umoci"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("umociPath") && e.contains("Sarus"), "{e}");
     }
 

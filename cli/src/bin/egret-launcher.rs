@@ -42,7 +42,9 @@ fn main() -> ExitCode {
             ExitCode::from(127)
         }
         _ => {
-            eprintln!("egret-launcher is started by the egret SPANK plugin; it is not a user command");
+            eprintln!(
+                "egret-launcher is started by the egret SPANK plugin; it is not a user command"
+            );
             ExitCode::from(2)
         }
     }

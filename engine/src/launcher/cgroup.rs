@@ -28,7 +28,8 @@ pub enum CgroupError {
 
 /// The `cgroup.procs` files of every hierarchy process `pid` belongs to.
 pub fn procs_files(pid: i32) -> Result<Vec<PathBuf>, CgroupError> {
-    let read = |p: String| fs::read_to_string(p).map_err(|source| CgroupError::Read { pid, source });
+    let read =
+        |p: String| fs::read_to_string(p).map_err(|source| CgroupError::Read { pid, source });
     let membership = read(format!("/proc/{pid}/cgroup"))?;
     let mountinfo = read("/proc/self/mountinfo".into())?;
     Ok(resolve(&membership, &mountinfo))
@@ -39,20 +40,28 @@ pub fn resolve(membership: &str, mountinfo: &str) -> Vec<PathBuf> {
     // Mount points of cgroup filesystems: (fstype, super options, mount point, root).
     let mut mounts = Vec::new();
     for line in mountinfo.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let l: Vec<&str> = left.split(' ').collect();
         let r: Vec<&str> = right.split(' ').collect();
         if l.len() < 5 || r.len() < 3 {
             continue;
         }
         if r[0] == "cgroup" || r[0] == "cgroup2" {
-            mounts.push((r[0].to_string(), r[2].to_string(), l[4].to_string(), l[3].to_string()));
+            mounts.push((
+                r[0].to_string(),
+                r[2].to_string(),
+                l[4].to_string(),
+                l[3].to_string(),
+            ));
         }
     }
     let mut out = Vec::new();
     for line in membership.lines() {
         let mut parts = line.splitn(3, ':');
-        let (Some(_id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(_id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
             continue;
         };
         let mount = if ctrls.is_empty() {
@@ -60,10 +69,17 @@ pub fn resolve(membership: &str, mountinfo: &str) -> Vec<PathBuf> {
         } else {
             // v1: the mount whose super options list exactly these controllers.
             mounts.iter().find(|m| {
-                m.0 == "cgroup" && ctrls.split(',').all(|c| m.1.split(',').any(|o| o == c || o == format!("name={}", c.trim_start_matches("name="))))
+                m.0 == "cgroup"
+                    && ctrls.split(',').all(|c| {
+                        m.1.split(',').any(|o| {
+                            o == c || o == format!("name={}", c.trim_start_matches("name="))
+                        })
+                    })
             })
         };
-        let Some((_, _, point, root)) = mount else { continue };
+        let Some((_, _, point, root)) = mount else {
+            continue;
+        };
         // A mount of a sub-tree (root != "/") shows paths relative to that root.
         let rel = path.strip_prefix(root.as_str()).unwrap_or(path);
         let dir = Path::new(point).join(rel.trim_start_matches('/'));
@@ -82,10 +98,15 @@ pub fn join(files: &[PathBuf]) -> Result<(), CgroupError> {
     for f in files {
         if let Err(source) = fs::write(f, &me) {
             // The named hierarchy of systemd and friends may refuse; limits live elsewhere.
-            if f.components().any(|c| c.as_os_str() == "systemd" || c.as_os_str() == "unified") {
+            if f.components()
+                .any(|c| c.as_os_str() == "systemd" || c.as_os_str() == "unified")
+            {
                 continue;
             }
-            return Err(CgroupError::Join { path: f.clone(), source });
+            return Err(CgroupError::Join {
+                path: f.clone(),
+                source,
+            });
         }
     }
     Ok(())
@@ -97,7 +118,11 @@ pub fn join_then_exec(pid: i32, inner: &Command) -> Result<Command, CgroupError>
     let files = procs_files(pid)?;
     let me = std::env::current_exe().map_err(|source| CgroupError::Read { pid, source })?;
     let mut cmd = Command::new(me);
-    cmd.arg("join-cgroup").args(&files).arg("--").arg(inner.get_program()).args(inner.get_args());
+    cmd.arg("join-cgroup")
+        .args(&files)
+        .arg("--")
+        .arg(inner.get_program())
+        .args(inner.get_args());
     Ok(cmd)
 }
 
@@ -114,7 +139,8 @@ mod tests {
 
     #[test]
     fn v1_and_v2_membership_resolves_to_procs_files() {
-        let membership = "4:memory:/slurm/uid_0/job_5\n3:cpu,cpuacct:/\n1:name=systemd:/init.scope\n0::/x";
+        let membership =
+            "4:memory:/slurm/uid_0/job_5\n3:cpu,cpuacct:/\n1:name=systemd:/init.scope\n0::/x";
         let files = resolve(membership, MOUNTINFO);
         assert_eq!(
             files,

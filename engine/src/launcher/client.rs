@@ -125,7 +125,11 @@ fn signal_frame(sig: i32, buf: &mut [u8; 32]) -> usize {
 
 fn install_forwarders() {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
-    let action = SigAction::new(SigHandler::Handler(forward), SaFlags::SA_RESTART, SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(forward),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for sig in FORWARDED {
         // SAFETY: `forward` only uses async-signal-safe operations (an atomic load and write(2)).
         let _ = unsafe { sigaction(*sig, &action) };
@@ -142,7 +146,10 @@ mod tests {
         for sig in [1, 2, 15, 64] {
             let mut buf = [0u8; 32];
             let n = signal_frame(sig, &mut buf);
-            assert_eq!(&buf[..n], &protocol::encode(&ToLauncher::Signal(sig)).unwrap()[..]);
+            assert_eq!(
+                &buf[..n],
+                &protocol::encode(&ToLauncher::Signal(sig)).unwrap()[..]
+            );
         }
     }
 }

@@ -46,7 +46,14 @@ pub fn map_fds_on_exec(cmd: &mut Command, fds: Vec<RawFd>) {
 pub fn ignore_job_signals() {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2] {
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
         set.add(s);
     }
     // Threads started later inherit the mask; children get a clean one (unblock_signals_on_exec).

@@ -16,7 +16,8 @@ pub fn resolve(
     user: &UserIdentity,
     image: &str,
 ) -> Result<(PathBuf, ImageMeta), String> {
-    let source = ImageSource::parse(image).map_err(|e| format!("egret: --container-image={image}: {e}"))?;
+    let source =
+        ImageSource::parse(image).map_err(|e| format!("egret: --container-image={image}: {e}"))?;
     match source {
         ImageSource::Registry(r) => {
             let store = crate::store::Store::open(

@@ -23,7 +23,12 @@ pub struct OptionSpec {
 
 macro_rules! opt {
     ($name:expr, $arginfo:expr, $arg:ident, $usage:expr) => {
-        OptionSpec { name: $name, arginfo: $arginfo, usage: $usage, arg: Arg::$arg }
+        OptionSpec {
+            name: $name,
+            arginfo: $arginfo,
+            usage: $usage,
+            arg: Arg::$arg,
+        }
     };
 }
 
@@ -95,7 +100,9 @@ impl ContainerOptions {
     /// Records option number `index` of `OPTIONS` with its value. Idempotent: Slurm 22.05 fires
     /// remote callbacks twice, and a later value (the command line over `#SBATCH`) wins.
     pub fn set(&mut self, index: usize, value: Option<&str>) -> Result<(), String> {
-        let spec = OPTIONS.get(index).ok_or_else(|| format!("unknown option #{index}"))?;
+        let spec = OPTIONS
+            .get(index)
+            .ok_or_else(|| format!("unknown option #{index}"))?;
         let name = spec.name;
         let value = match (spec.arg, value) {
             (Arg::Required, None) => return Err(format!("--{name} needs a value")),
@@ -117,7 +124,10 @@ impl ContainerOptions {
             }
             "container-workdir" => {
                 if !v().starts_with('/') {
-                    return Err(format!("--container-workdir={}: must be an absolute path", v()));
+                    return Err(format!(
+                        "--container-workdir={}: must be an absolute path",
+                        v()
+                    ));
                 }
                 self.workdir = value;
             }
@@ -125,7 +135,9 @@ impl ContainerOptions {
                 let names: Vec<String> = v().split(',').map(str::to_string).collect();
                 for n in &names {
                     if !valid_env_name(n) {
-                        return Err(format!("--container-env: '{n}' is not a valid variable name"));
+                        return Err(format!(
+                            "--container-env: '{n}' is not a valid variable name"
+                        ));
                     }
                 }
                 self.env_names = names;
@@ -139,7 +151,9 @@ impl ContainerOptions {
             "container-name" => {
                 let n = v();
                 if n.len() > 64
-                    || !n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                    || !n
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
                     || n.starts_with('.')
                 {
                     return Err(format!(
@@ -150,7 +164,10 @@ impl ContainerOptions {
             }
             "mpi-hook" => {
                 let t = v();
-                if !t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                if !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                {
                     return Err(format!("--mpi-hook={t}: not a valid MPI type name"));
                 }
                 self.mpi_hook = Some(t);
@@ -180,7 +197,9 @@ impl ContainerOptions {
                     "host" => false,
                     "private" => true,
                     other => {
-                        return Err(format!("--container-pid={other}: expected 'host' or 'private'"))
+                        return Err(format!(
+                            "--container-pid={other}: expected 'host' or 'private'"
+                        ))
                     }
                 })
             }
@@ -199,14 +218,16 @@ impl ContainerOptions {
                 || self.mpi_hook.is_some()
                 || self.devices.is_some();
             if used {
-                return Err("container options need --container-image (or --container-name)".into());
+                return Err(
+                    "container options need --container-image (or --container-name)".into(),
+                );
             }
         }
         Ok(())
     }
 }
 
-fn check_value<'a>(name: &str, v: &'a str) -> Result<String, String> {
+fn check_value(name: &str, v: &str) -> Result<String, String> {
     if v.len() > MAX_VALUE {
         return Err(format!("--{name}: value longer than {MAX_VALUE} bytes"));
     }
@@ -238,7 +259,11 @@ mod tests {
     #[test]
     fn option_names_fit_spank() {
         for o in OPTIONS {
-            assert!(o.name.len() < 75 && o.usage.starts_with("[egret]"), "{}", o.name);
+            assert!(
+                o.name.len() < 75 && o.usage.starts_with("[egret]"),
+                "{}",
+                o.name
+            );
         }
     }
 
@@ -246,14 +271,24 @@ mod tests {
     fn image_and_flags() {
         let mut o = ContainerOptions::default();
         assert!(!o.active());
-        set(&mut o, "container-image", Some("127.0.0.1:5000#egret/busybox")).unwrap();
+        set(
+            &mut o,
+            "container-image",
+            Some("127.0.0.1:5000#egret/busybox"),
+        )
+        .unwrap();
         set(&mut o, "container-readonly", None).unwrap();
         set(&mut o, "container-pid", Some("private")).unwrap();
         assert!(o.active());
         assert_eq!(o.writable, Some(false));
         assert_eq!(o.pid_private, Some(true));
         // Idempotent: the same value twice is fine.
-        set(&mut o, "container-image", Some("127.0.0.1:5000#egret/busybox")).unwrap();
+        set(
+            &mut o,
+            "container-image",
+            Some("127.0.0.1:5000#egret/busybox"),
+        )
+        .unwrap();
     }
 
     #[test]

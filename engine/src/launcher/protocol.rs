@@ -58,6 +58,9 @@ pub struct Hello {
     pub env: Vec<String>,
     /// Each passed descriptor: its number in the task (0, 1, 2, then e.g. PMI_FD's).
     pub fds: Vec<i32>,
+    /// The task's stdin is a terminal (`srun --pty`): the container gets one too.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -117,7 +120,13 @@ fn read_exact_or_closed(sock: &mut UnixStream, buf: &mut [u8]) -> Result<(), Pro
 pub fn send_hello(sock: &UnixStream, hello: Hello, fds: &[RawFd]) -> Result<(), ProtocolError> {
     let frame = encode(&ToLauncher::Hello(Box::new(hello)))?;
     let cmsg = [ControlMessage::ScmRights(fds)];
-    let first = sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(&frame[..1])], &cmsg, MsgFlags::empty(), None)?;
+    let first = sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(&frame[..1])],
+        &cmsg,
+        MsgFlags::empty(),
+        None,
+    )?;
     debug_assert_eq!(first, 1);
     (&*sock).write_all(&frame[1..])?;
     Ok(())
@@ -130,7 +139,12 @@ pub fn recv_hello(sock: &mut UnixStream) -> Result<(Hello, Vec<OwnedFd>), Protoc
     let mut fds = Vec::new();
     {
         let mut iov = [IoSliceMut::new(&mut first)];
-        let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg_buf), MsgFlags::MSG_CMSG_CLOEXEC)?;
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg_buf),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
         if msg.bytes == 0 {
             return Err(ProtocolError::Closed);
         }
@@ -163,7 +177,9 @@ pub fn recv_hello(sock: &mut UnixStream) -> Result<(Hello, Vec<OwnedFd>), Protoc
             }
             Ok((*h, fds))
         }
-        ToLauncher::Signal(_) => Err(ProtocolError::Io(std::io::Error::other("expected Hello first"))),
+        ToLauncher::Signal(_) => Err(ProtocolError::Io(std::io::Error::other(
+            "expected Hello first",
+        ))),
     }
 }
 
@@ -181,6 +197,7 @@ mod tests {
             argv: vec!["echo".into(), "hi".into()],
             env: vec!["A=1".into()],
             fds: vec![7],
+            tty: false,
         };
         send_hello(&a, hello, &[file.as_raw_fd()]).unwrap();
         let (h, fds) = recv_hello(&mut b).unwrap();
@@ -195,7 +212,10 @@ mod tests {
         send(&mut a, &ToTask::Exit(3)).unwrap();
         send(&mut a, &ToTask::Error("boom".into())).unwrap();
         assert_eq!(recv::<ToTask>(&mut b).unwrap(), ToTask::Exit(3));
-        assert_eq!(recv::<ToTask>(&mut b).unwrap(), ToTask::Error("boom".into()));
+        assert_eq!(
+            recv::<ToTask>(&mut b).unwrap(),
+            ToTask::Error("boom".into())
+        );
         drop(a);
         assert!(matches!(recv::<ToTask>(&mut b), Err(ProtocolError::Closed)));
     }
@@ -204,6 +224,9 @@ mod tests {
     fn oversized_frame_is_refused() {
         let (mut a, mut b) = UnixStream::pair().unwrap();
         a.write_all(&(u32::MAX).to_be_bytes()).unwrap();
-        assert!(matches!(recv::<ToTask>(&mut b), Err(ProtocolError::TooLarge(_))));
+        assert!(matches!(
+            recv::<ToTask>(&mut b),
+            Err(ProtocolError::TooLarge(_))
+        ));
     }
 }

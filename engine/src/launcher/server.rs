@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 
 use crate::bundle::{self, ContainerRequest, Rootfs};
 use crate::config::Config;
@@ -121,14 +121,15 @@ struct Conn {
 fn accept_loop(listener: UnixListener, req: StepRequest, tx: mpsc::Sender<Conn>) {
     let mut accepted = 0;
     while accepted < req.local_tasks {
-        let Ok((mut stream, _)) = listener.accept() else { continue };
-        let cred = match nix::sys::socket::getsockopt(
-            &stream,
-            nix::sys::socket::sockopt::PeerCredentials,
-        ) {
-            Ok(c) => c,
-            Err(_) => continue,
+        let Ok((mut stream, _)) = listener.accept() else {
+            continue;
         };
+        let cred =
+            match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+            {
+                Ok(c) => c,
+                Err(_) => continue,
+            };
         // The socket is 0600 and owned by the user; check anyway, the kernel's word is final.
         if cred.uid() != req.uid && cred.uid() != 0 {
             continue;
@@ -136,7 +137,15 @@ fn accept_loop(listener: UnixListener, req: StepRequest, tx: mpsc::Sender<Conn>)
         match protocol::recv_hello(&mut stream) {
             Ok((hello, fds)) => {
                 accepted += 1;
-                if tx.send(Conn { stream, hello, fds, pid: cred.pid() }).is_err() {
+                if tx
+                    .send(Conn {
+                        stream,
+                        hello,
+                        fds,
+                        pid: cred.pid(),
+                    })
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -149,25 +158,40 @@ fn accept_loop(listener: UnixListener, req: StepRequest, tx: mpsc::Sender<Conn>)
 fn prepare(cfg: &Config, req: &StepRequest) -> Result<Prepared, String> {
     let opts = &req.options;
     let user = UserIdentity::from_uid(req.uid, req.gid).map_err(|e| format!("egret: {e}"))?;
-    let image = opts.image.as_deref().ok_or("egret: --container-name without --container-image is not supported yet")?;
+    let image = opts
+        .image
+        .as_deref()
+        .ok_or("egret: --container-name without --container-image is not supported yet")?;
     let (image_file, meta) = super::image::resolve(cfg, req, &user, image)?;
     let mut binds: Vec<BindMount> = Vec::new();
     if let Some(spec) = &opts.mounts {
         let cwd = job_cwd(req);
-        binds = mounts::parse_pyxis_mounts(spec, &cwd).map_err(|e| format!("egret: --container-mounts: {e}"))?;
+        binds = mounts::parse_pyxis_mounts(spec, &cwd)
+            .map_err(|e| format!("egret: --container-mounts: {e}"))?;
     }
     if opts.mount_home == Some(true) {
-        binds.push(BindMount { source: user.home.clone(), destination: user.home.clone(), readonly: false });
+        binds.push(BindMount {
+            source: user.home.clone(),
+            destination: user.home.clone(),
+            readonly: false,
+        });
     }
     let mut devices = Vec::new();
     if let Some(spec) = &opts.devices {
         for d in spec.split(',') {
-            devices.push(mounts::parse_device(d).map_err(|e| format!("egret: --container-device={d}: {e}"))?);
+            devices.push(
+                mounts::parse_device(d)
+                    .map_err(|e| format!("egret: --container-device={d}: {e}"))?,
+            );
         }
     }
     let mut extra_binds = Vec::new();
     if let Some(script) = &req.batch_script {
-        extra_binds.push(BindMount { source: script.clone(), destination: script.clone(), readonly: true });
+        extra_binds.push(BindMount {
+            source: script.clone(),
+            destination: script.clone(),
+            readonly: true,
+        });
     }
     let creq = ContainerRequest {
         image_file,
@@ -179,8 +203,15 @@ fn prepare(cfg: &Config, req: &StepRequest) -> Result<Prepared, String> {
         init: opts.init,
         extra_binds,
     };
-    let rootfs = bundle::prepare_rootfs(cfg, &cfg.oci_bundle_dir, &creq).map_err(|e| format!("egret: {e}"))?;
-    Ok(Prepared { cfg: cfg.clone(), req: req.clone(), user, meta, rootfs })
+    let rootfs = bundle::prepare_rootfs(cfg, &cfg.oci_bundle_dir, &creq)
+        .map_err(|e| format!("egret: {e}"))?;
+    Ok(Prepared {
+        cfg: cfg.clone(),
+        req: req.clone(),
+        user,
+        meta,
+        rootfs,
+    })
 }
 
 /// The directory the job was submitted from (relative mount sources are resolved against it).
@@ -192,13 +223,11 @@ fn job_cwd(req: &StepRequest) -> PathBuf {
 }
 
 fn serve_tasks(p: Arc<Prepared>, rx: mpsc::Receiver<Conn>) -> i32 {
-    let running: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let mut workers = Vec::new();
     for _ in 0..p.req.local_tasks {
         let Ok(conn) = rx.recv() else { break };
         let p = p.clone();
-        let running = running.clone();
-        workers.push(std::thread::spawn(move || run_one(&p, conn, &running)));
+        workers.push(std::thread::spawn(move || run_one(&p, conn)));
     }
     for w in workers {
         let _ = w.join();
@@ -207,22 +236,22 @@ fn serve_tasks(p: Arc<Prepared>, rx: mpsc::Receiver<Conn>) -> i32 {
 }
 
 /// Runs one task's container and reports its end to the task.
-fn run_one(p: &Prepared, mut conn: Conn, running: &Mutex<Vec<String>>) {
-    let id = container_id(p.req.job_id, p.req.step_id, p.req.node_id, conn.hello.local_id);
+fn run_one(p: &Prepared, mut conn: Conn) {
+    let id = container_id(
+        p.req.job_id,
+        p.req.step_id,
+        p.req.node_id,
+        conn.hello.local_id,
+    );
     if conn.hello.local_id == 0 {
         for w in &p.rootfs.warnings {
-            let _ = protocol::send(&mut conn.stream, &ToTask::Message(format!("egret: warning: {w}")));
+            let _ = protocol::send(
+                &mut conn.stream,
+                &ToTask::Message(format!("egret: warning: {w}")),
+            );
         }
     }
-    let outcome = start_container(p, &conn, &id).and_then(|child| {
-        if let Ok(mut r) = running.lock() {
-            r.push(id.clone());
-        }
-        Ok(watch(p, &mut conn, child, &id))
-    });
-    if let Ok(mut r) = running.lock() {
-        r.retain(|x| x != &id);
-    }
+    let outcome = start_container(p, &conn, &id).map(|child| watch(p, &mut conn, child, &id));
     let msg = match outcome {
         Ok(code) => ToTask::Exit(code),
         Err(e) => ToTask::Error(e),
@@ -240,11 +269,17 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
     let mut env: Vec<(String, String)> = hello
         .env
         .iter()
-        .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect();
     for (i, orig) in hello.fds.iter().enumerate().skip(3) {
         let new = (i as i32).to_string();
-        for (_, v) in env.iter_mut().filter(|(k, _)| k == "PMI_FD" || k == "PMIX_FD") {
+        for (_, v) in env
+            .iter_mut()
+            .filter(|(k, _)| k == "PMI_FD" || k == "PMIX_FD")
+        {
             if *v == orig.to_string() {
                 *v = new.clone();
             }
@@ -252,22 +287,37 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
     }
     let process = ProcessRequest {
         args: hello.argv.clone(),
-        entrypoint: if opts.entrypoint == Some(true) { EntrypointChoice::Image } else { EntrypointChoice::Skip },
+        entrypoint: if opts.entrypoint == Some(true) {
+            EntrypointChoice::Image
+        } else {
+            EntrypointChoice::Skip
+        },
         host_env: env,
-        user_env: opts.env_names.iter().map(|n| EnvRequest::FromHost(n.clone())).collect(),
+        user_env: opts
+            .env_names
+            .iter()
+            .map(|n| EnvRequest::FromHost(n.clone()))
+            .collect(),
         cwd: opts.workdir.as_ref().map(PathBuf::from),
-        terminal: false,
+        terminal: hello.tty,
     };
     let mut annotations: BTreeMap<String, String> = opts.annotations.iter().cloned().collect();
     if let Some(mpi) = &opts.mpi_hook {
         annotations.insert("com.hooks.mpi.enabled".into(), "true".into());
-        let t = if mpi.is_empty() { p.cfg.default_mpi_type.clone().unwrap_or_default() } else { mpi.clone() };
+        let t = if mpi.is_empty() {
+            p.cfg.default_mpi_type.clone().unwrap_or_default()
+        } else {
+            mpi.clone()
+        };
         if !t.is_empty() {
             annotations.insert("com.hooks.mpi.type".into(), t);
         }
         annotations.insert("com.hooks.glibc.enabled".into(), "true".into());
     }
-    annotations.insert("com.egret.job".into(), format!("{}.{}", p.req.job_id, p.req.step_id));
+    annotations.insert(
+        "com.egret.job".into(),
+        format!("{}.{}", p.req.job_id, p.req.step_id),
+    );
     let sopts = SpecOptions {
         annotations,
         pid_host: opts.pid_private != Some(true),
@@ -278,20 +328,85 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
     };
     let mut spec = spec::build_spec(&p.cfg, &p.rootfs, &p.meta, &p.user, &process, &sopts)
         .map_err(|e| format!("egret: {e}"))?;
+    add_pmix_mounts(&mut spec, &env_of(hello), p.user.uid)?;
     // runc's new cpuset cgroup would reset the affinity Slurm gave the task (--cpu-bind).
     spec::keep_affinity(&mut spec, conn.pid).map_err(|e| format!("egret: {e}"))?;
     spec::write_spec(&bundle_dir, &spec).map_err(|e| format!("egret: {e}"))?;
 
-    let runc = Runc { path: p.cfg.runc_path.clone(), root: p.cfg.runc_root.clone() };
+    let runc = Runc {
+        path: p.cfg.runc_path.clone(),
+        root: p.cfg.runc_root.clone(),
+    };
     let extra = conn.fds.len().saturating_sub(3) as u32;
     let inner = runc.command(id, &bundle_dir, extra);
-    let mut cmd = super::cgroup::join_then_exec(conn.pid, &inner).map_err(|e| format!("egret: {e}"))?;
+    let mut cmd =
+        super::cgroup::join_then_exec(conn.pid, &inner).map_err(|e| format!("egret: {e}"))?;
     let raw: Vec<i32> = conn.fds.iter().map(|f| f.as_raw_fd()).collect();
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     // The launcher blocks SIGTERM/SIGINT for its own threads; runc and the container must not.
     crate::sys::process::unblock_signals_on_exec(&mut cmd);
     super::exec::map_fds_on_exec(&mut cmd, raw);
-    cmd.spawn().map_err(|e| format!("egret: cannot start runc: {e}"))
+    cmd.spawn()
+        .map_err(|e| format!("egret: cannot start runc: {e}"))
+}
+
+fn env_of(hello: &Hello) -> Vec<(String, String)> {
+    hello
+        .env
+        .iter()
+        .filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// `srun --mpi=pmix`: the PMIx client in the container needs the step's PMIx server directory
+/// (shared-memory data store, sockets) and munge (PMIx authentication). The path comes from the
+/// task's environment, which the user controls, so it is bound only if it is a real directory
+/// (no symlink) owned by the job's user, as slurmstepd creates it.
+fn add_pmix_mounts(
+    spec: &mut oci_spec::runtime::Spec,
+    env: &[(String, String)],
+    uid: u32,
+) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let Some((_, dir)) = env.iter().find(|(k, _)| k == "PMIX_SERVER_TMPDIR") else {
+        return Ok(());
+    };
+    let dir = PathBuf::from(dir.trim_end_matches('/'));
+    let trusted = dir.is_absolute()
+        && crate::mounts::normalize(&dir) == dir
+        && dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("pmix."))
+        && fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+    if !trusted {
+        return Err(format!(
+            "egret: PMIX_SERVER_TMPDIR={} is not the step's PMIx directory",
+            dir.display()
+        ));
+    }
+    let mut binds = vec![(dir, vec!["rbind", "nosuid", "nodev"])];
+    let munge = PathBuf::from("/run/munge");
+    if munge.is_dir() {
+        binds.push((munge, vec!["rbind", "nosuid", "nodev", "ro"]));
+    }
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for (path, opts) in binds {
+        let m = oci_spec::runtime::MountBuilder::default()
+            .destination(&path)
+            .typ("bind")
+            .source(&path)
+            .options(opts.into_iter().map(String::from).collect::<Vec<_>>())
+            .build()
+            .map_err(|e| format!("egret: {e}"))?;
+        mounts.push(m);
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(())
 }
 
 /// Waits for the container while forwarding the task's signals to runc (which forwards them to
@@ -299,7 +414,10 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
 fn watch(p: &Prepared, conn: &mut Conn, mut child: std::process::Child, id: &str) -> i32 {
     let pid = child.id() as i32;
     let reader = conn.stream.try_clone();
-    let runc = Runc { path: p.cfg.runc_path.clone(), root: p.cfg.runc_root.clone() };
+    let runc = Runc {
+        path: p.cfg.runc_path.clone(),
+        root: p.cfg.runc_root.clone(),
+    };
     let id_owned = id.to_string();
     if let Ok(mut reader) = reader {
         std::thread::spawn(move || loop {
@@ -326,6 +444,10 @@ fn watch(p: &Prepared, conn: &mut Conn, mut child: std::process::Child, id: &str
         Err(_) => 1,
     };
     // runc run removes its state on a normal exit; make sure of it on every path.
-    Runc { path: p.cfg.runc_path.clone(), root: p.cfg.runc_root.clone() }.delete_force(id);
+    Runc {
+        path: p.cfg.runc_path.clone(),
+        root: p.cfg.runc_root.clone(),
+    }
+    .delete_force(id);
     code
 }

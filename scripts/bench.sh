@@ -1,7 +1,359 @@
 #!/usr/bin/env bash
-# egret benchmarks (`make bench`). Placeholder: the measurements (import time, start time of
-# the 1 GiB "huge" image against busybox, srun overhead) are added with the engine.
-# Images: 127.0.0.1:5000/egret/{busybox,big,huge} (built by `make images-big`).
-set -euo pipefail
-command -v egret >/dev/null || { echo "egret is not installed: run make install" >&2; exit 1; }
-egret --version
+# egret benchmarks (`make bench`). Run as root on a machine brought up with `make up`.
+#
+# Measures, in one run, and prints a table of ratios with their targets (PASS/MISS):
+#   1  import:  `egret pull` of egret/big into a fresh store  vs  the Sarus pipeline on the same
+#               image (skopeo copy -> umoci raw unpack --rootless -> mksquashfs), same compression
+#               (zstd level 3); page caches dropped before every run. Extra lines: both with gzip
+#               (mksquashfs' default, what Sarus uses without mksquashfsOptions).
+#   2  start:   `egret run egret/busybox /bin/true`  vs  raw `runc run` of a prepared busybox bundle
+#   3  size:    `egret run egret/huge`  vs  `egret run egret/busybox`; the same through srun
+#   4  srun:    `srun --container-image=egret/busybox /bin/true`  vs  plain `srun /bin/true`,
+#               -n1 and -n8, as separate jobs and as steps inside one salloc; the per-step
+#               overhead is compared with the raw runc cost of (2) + 15 ms
+# A MISS never fails: the exit status is non-zero only when a measurement could not be made.
+#
+# Idempotent; everything it creates lives in one scratch directory removed at exit (the system
+# store only gains the busybox and huge images, which srun needs). It does not rebuild egret:
+# `make bench` installs first.
+#
+# Knobs (environment): BENCH_IMPORT_RUNS (3), BENCH_GZIP_RUNS (1; 0 skips the gzip lines),
+# BENCH_START_RUNS (40), BENCH_SRUN_RUNS (20), BENCH_ROUNDS (2: the short benchmarks are split
+# into rounds, alternating the commands, and pooled), BENCH_SKIP (space-separated sections to
+# skip: import start srun salloc), BENCH_OUT (a directory that receives the raw results,
+# table.txt and table.md), BENCH_SCRATCH_BASE (/var/tmp).
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HERE=$REPO/scripts/bench
+REGISTRY=${BENCH_REGISTRY:-127.0.0.1:5000}
+BIG=$REGISTRY/egret/big
+HUGE=$REGISTRY/egret/huge
+BUSYBOX=$REGISTRY/egret/busybox
+IMPORT_RUNS=${BENCH_IMPORT_RUNS:-3}
+GZIP_RUNS=${BENCH_GZIP_RUNS:-1}
+START_RUNS=${BENCH_START_RUNS:-40}
+SRUN_RUNS=${BENCH_SRUN_RUNS:-20}
+ROUNDS=${BENCH_ROUNDS:-2}
+SKIP=" ${BENCH_SKIP:-} "
+ZSTD_OPTS="-comp zstd -Xcompression-level 3"
+GZIP_OPTS="-comp gzip"          # mksquashfs' default compressor and level (gzip -9)
+SYSTEM_CONFIG=/etc/egret/egret.json
+STEP_TIMEOUT=600
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 2; }
+skipped() { [[ $SKIP == *" $1 "* ]]; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (drops page caches, runs runc, loop-mounts images)"
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+for n in IMPORT_RUNS GZIP_RUNS START_RUNS SRUN_RUNS ROUNDS; do
+    [[ ${!n} =~ ^[0-9]+$ ]] || die "BENCH_$n must be a number (got '${!n}')"
+done
+((ROUNDS >= 1)) || ROUNDS=1
+
+if ! command -v hyperfine >/dev/null 2>&1; then
+    log "hyperfine missing: installing it (Debian package)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends hyperfine >&2 \
+        || die "could not install hyperfine"
+fi
+for cmd in egret hyperfine skopeo umoci mksquashfs runc srun salloc sinfo python3 timeout; do
+    command -v "$cmd" >/dev/null 2>&1 || die "$cmd not found (run make up / make install first)"
+done
+[ -r "$SYSTEM_CONFIG" ] || die "$SYSTEM_CONFIG missing: run make install"
+
+SCRATCH=$(mktemp -d "${BENCH_SCRATCH_BASE:-/var/tmp}/egret-bench.XXXXXX") || die "mktemp failed"
+RES=$SCRATCH/results
+mkdir -p "$RES"
+: >"$RES/failures.txt"
+CHILD_PIDS=()
+
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    for pid in "${CHILD_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    # runc state of an interrupted raw run (its containers are gone with the run itself)
+    if [ -d "$SCRATCH/runc-state" ]; then
+        for c in "$SCRATCH"/runc-state/*/; do
+            [ -d "$c" ] && runc --root "$SCRATCH/runc-state" delete --force "$(basename "$c")" 2>/dev/null
+        done
+    fi
+    rm -rf --one-file-system "$SCRATCH"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+fail() { # fail NAME MESSAGE: a measurement that could not be made
+    printf '%s\t%s\n' "$1" "$2" >>"$RES/failures.txt"
+    log "FAILED: $1: $2"
+}
+
+drop_caches() {
+    sync
+    if ! echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; then
+        [ -e "$SCRATCH/.nodrop" ] || log "warning: cannot drop page caches: imports run warm"
+        touch "$SCRATCH/.nodrop"
+    fi
+}
+
+now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
+elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.4f}')" "$1" "$2"; }
+record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RES/import.tsv"; } # LABEL RUN SECONDS
+record_size() { printf '%s\t%s\n' "$1" "$2" >>"$RES/sizes.tsv"; }
+
+# A copy of the system config with the store, its temp dir and the compression in SCRATCH.
+make_config() { # make_config FILE STORE_DIR MKSQUASHFS_OPTIONS
+    python3 - "$SYSTEM_CONFIG" "$@" <<'EOF'
+import json, sys
+src, out, store, opts = sys.argv[1:5]
+with open(src) as f:
+    cfg = json.load(f)
+cfg["localRepositoryBaseDir"] = store
+cfg["tempDir"] = store + "-tmp"
+cfg["mksquashfsOptions"] = opts
+with open(out, "w") as f:
+    json.dump(cfg, f, indent=2)
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------
+log "scratch: $SCRATCH"
+python3 - "$RES/meta.json" <<'EOF'
+import json, os, platform, subprocess, sys, time
+def out(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[0]
+    except Exception:
+        return "?"
+cpu = "?"
+try:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip(); break
+except OSError:
+    pass
+mem = "?"
+try:
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal"):
+            mem = f"{int(line.split()[1]) / 1048576:.1f} GiB"; break
+except OSError:
+    pass
+meta = {
+    "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    "host": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count(),
+    "cpu": cpu, "memory": mem, "loadavg_start": open("/proc/loadavg").read().split()[:3],
+    "egret": out("egret", "--version"), "runc": out("runc", "--version"),
+    "skopeo": out("skopeo", "--version"), "umoci": out("umoci", "--version"),
+    "mksquashfs": out("mksquashfs", "-version"), "hyperfine": out("hyperfine", "--version"),
+    "slurm": out("srun", "--version"),
+}
+json.dump(meta, open(sys.argv[1], "w"), indent=1)
+EOF
+
+log "test images: make images-big (pushes egret/big and egret/huge unless already there)"
+make -C "$REPO" --no-print-directory images-big >"$SCRATCH/images.log" 2>&1 \
+    || { tail -20 "$SCRATCH/images.log" >&2; die "make images-big failed"; }
+
+# Compressed size and layer count of an image, from its manifest (informational).
+image_info() { # image_info REF LABEL
+    skopeo inspect --raw "docker://$1" 2>/dev/null | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+layers = m.get("layers", [])
+size = sum(l.get("size", 0) for l in layers)
+print(sys.argv[1], len(layers), size, sep="\t")' "$2" \
+        >>"$RES/images.tsv" || true
+}
+image_info "$BIG" big
+image_info "$HUGE" huge
+image_info "$BUSYBOX" busybox
+
+# ---------------------------------------------------------------------------------------------
+# 1. Import
+egret_import() { # egret_import LABEL RUN MKSQUASHFS_OPTIONS
+    local label=$1 run=$2 store=$SCRATCH/store-$1 cfg=$SCRATCH/egret-$1.json t0 t1
+    rm -rf "$store" "$store-tmp"
+    mkdir -p "$store" "$store-tmp"
+    make_config "$cfg" "$store" "$3" || { fail "$label" "cannot write $cfg"; return 1; }
+    drop_caches
+    t0=$(now)
+    if ! timeout "$STEP_TIMEOUT" egret --config "$cfg" pull "$BIG" >"$SCRATCH/$label.log" 2>&1; then
+        tail -5 "$SCRATCH/$label.log" >&2
+        fail "$label" "egret pull $BIG failed"
+        return 1
+    fi
+    t1=$(now)
+    record "$label" "$run" "$(elapsed "$t0" "$t1")"
+    record_size "$label" "$(find "$store/images" -name '*.squashfs' -printf '%s\n' | head -1)"
+    log "  $label run $run: $(elapsed "$t0" "$t1") s"
+    rm -rf "$store" "$store-tmp"
+}
+
+sarus_import() { # sarus_import LABEL RUN MKSQUASHFS_OPTIONS...
+    local label=$1 run=$2 dir=$SCRATCH/sarus-$1 t0 t1 t2 t3
+    shift 2
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    drop_caches
+    t0=$(now)
+    if ! timeout "$STEP_TIMEOUT" skopeo copy --quiet "docker://$BIG" "oci:$dir/oci:latest" \
+        >"$SCRATCH/$label.log" 2>&1; then
+        tail -5 "$SCRATCH/$label.log" >&2; fail "$label" "skopeo copy failed"; return 1
+    fi
+    t1=$(now)
+    if ! timeout "$STEP_TIMEOUT" umoci raw unpack --rootless --image "$dir/oci:latest" "$dir/rootfs" \
+        >>"$SCRATCH/$label.log" 2>&1; then
+        tail -5 "$SCRATCH/$label.log" >&2; fail "$label" "umoci raw unpack failed"; return 1
+    fi
+    t2=$(now)
+    if ! timeout "$STEP_TIMEOUT" mksquashfs "$dir/rootfs" "$dir/image.squashfs" -noappend -quiet \
+        -no-progress "$@" >>"$SCRATCH/$label.log" 2>&1; then
+        tail -5 "$SCRATCH/$label.log" >&2; fail "$label" "mksquashfs failed"; return 1
+    fi
+    t3=$(now)
+    record "$label" "$run" "$(elapsed "$t0" "$t3")"
+    record "$label:skopeo" "$run" "$(elapsed "$t0" "$t1")"
+    record "$label:umoci" "$run" "$(elapsed "$t1" "$t2")"
+    record "$label:mksquashfs" "$run" "$(elapsed "$t2" "$t3")"
+    record_size "$label" "$(stat -c %s "$dir/image.squashfs")"
+    record_size "$label:rootfs" "$(du -sb "$dir/rootfs" | cut -f1)"
+    log "  $label run $run: $(elapsed "$t0" "$t3") s (skopeo $(elapsed "$t0" "$t1"), umoci $(elapsed "$t1" "$t2"), mksquashfs $(elapsed "$t2" "$t3"))"
+    rm -rf "$dir"
+}
+
+if skipped import; then
+    log "1. import: skipped"
+else
+    log "1. import of $BIG: $IMPORT_RUNS runs each, zstd level 3, caches dropped before each run"
+    for ((i = 1; i <= IMPORT_RUNS; i++)); do
+        # alternate the order so that a slow phase of the machine hits both sides
+        if ((i % 2)); then
+            egret_import egret-zstd "$i" "$ZSTD_OPTS"
+            sarus_import sarus-zstd "$i" $ZSTD_OPTS
+        else
+            sarus_import sarus-zstd "$i" $ZSTD_OPTS
+            egret_import egret-zstd "$i" "$ZSTD_OPTS"
+        fi
+    done
+    if ((GZIP_RUNS > 0)); then
+        log "1b. import with gzip (mksquashfs default, Sarus without mksquashfsOptions): $GZIP_RUNS run(s) each"
+        for ((i = 1; i <= GZIP_RUNS; i++)); do
+            egret_import egret-gzip "$i" "$GZIP_OPTS"
+            sarus_import sarus-gzip "$i" $GZIP_OPTS
+        done
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Images for the run benchmarks: a scratch store for `egret run`, the system store for srun.
+RUNCFG=$SCRATCH/egret-run.json
+make_config "$RUNCFG" "$SCRATCH/store-run" "$ZSTD_OPTS"
+mkdir -p "$SCRATCH/store-run" "$SCRATCH/store-run-tmp"
+have_run_images=1
+for ref in "$BUSYBOX" "$HUGE"; do
+    if ! timeout "$STEP_TIMEOUT" egret --config "$RUNCFG" pull "$ref" >"$SCRATCH/pull.log" 2>&1; then
+        tail -5 "$SCRATCH/pull.log" >&2; fail "pull $ref" "egret pull into the scratch store failed"
+        have_run_images=0
+    fi
+done
+
+# hyperfine in rounds: every round runs each command RUNS/ROUNDS times, so that the commands
+# alternate and a busy phase of the machine (other users) is shared; report.py pools the rounds.
+bench_rounds() { # bench_rounds PREFIX RUNS WARMUP [-n NAME CMD]...
+    local prefix=$1 runs=$2 warmup=$3 r per ok=0
+    shift 3
+    per=$(((runs + ROUNDS - 1) / ROUNDS))
+    for ((r = 1; r <= ROUNDS; r++)); do
+        if timeout "$STEP_TIMEOUT" hyperfine -N --style basic -w "$warmup" -r "$per" \
+            --export-json "$RES/$prefix-round$r.json" "$@" >"$SCRATCH/$prefix-round$r.log" 2>&1; then
+            ok=1
+        else
+            tail -15 "$SCRATCH/$prefix-round$r.log" >&2
+            rm -f "$RES/$prefix-round$r.json"
+            fail "$prefix" "hyperfine round $r failed (a command exited non-zero or timed out)"
+            return 1
+        fi
+    done
+    ((ok))
+}
+
+# ---------------------------------------------------------------------------------------------
+# 2 + 3. Start time: raw runc, egret run busybox, egret run huge
+if skipped start; then
+    log "2-3. start: skipped"
+elif ((have_run_images)); then
+    log "2. raw runc bundle from $BUSYBOX (skopeo copy + umoci raw unpack + runc spec)"
+    B=$SCRATCH/runc-bundle
+    mkdir -p "$B" "$SCRATCH/runc-state"
+    if skopeo copy --quiet "docker://$BUSYBOX" "oci:$SCRATCH/busybox-oci:latest" >"$SCRATCH/bundle.log" 2>&1 &&
+        umoci raw unpack --image "$SCRATCH/busybox-oci:latest" "$B/rootfs" >>"$SCRATCH/bundle.log" 2>&1 &&
+        (cd "$B" && runc spec) >>"$SCRATCH/bundle.log" 2>&1 &&
+        python3 - "$B/config.json" <<'EOF'
+import json, sys
+p = sys.argv[1]
+c = json.load(open(p))
+c["process"]["args"] = ["/bin/true"]
+c["process"]["terminal"] = False
+json.dump(c, open(p, "w"), indent=2)
+EOF
+    then
+        log "2-3. start: runc run / egret run busybox / egret run huge, $START_RUNS runs each"
+        bench_rounds start "$START_RUNS" 5 \
+            -n runc "runc --root $SCRATCH/runc-state run -b $B egret-bench-$$" \
+            -n egret-busybox "egret --config $RUNCFG run $BUSYBOX /bin/true" \
+            -n egret-huge "egret --config $RUNCFG run $HUGE /bin/true"
+    else
+        tail -5 "$SCRATCH/bundle.log" >&2
+        fail start "could not prepare the raw runc bundle"
+    fi
+else
+    fail start "images missing"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 3b + 4. srun: plain steps vs containerised steps, each step its own job
+if skipped srun && skipped salloc; then
+    log "4. srun: skipped"
+elif ! sinfo -h -o %a >/dev/null 2>&1; then
+    fail srun "Slurm does not answer (make up)"
+else
+    log "4. srun: system store gets $BUSYBOX and $HUGE"
+    for ref in "$BUSYBOX" "$HUGE"; do
+        timeout "$STEP_TIMEOUT" egret pull "$ref" >"$SCRATCH/pull-system.log" 2>&1 \
+            || { tail -5 "$SCRATCH/pull-system.log" >&2; fail "pull $ref" "egret pull (system store) failed"; }
+    done
+    if ! skipped srun; then
+        log "3b-4. srun steps as separate jobs: $SRUN_RUNS runs each"
+        bench_rounds srun "$SRUN_RUNS" 3 \
+            -n srun-plain-n1 "srun -n1 /bin/true" \
+            -n srun-busybox-n1 "srun -n1 --container-image=$BUSYBOX /bin/true" \
+            -n srun-huge-n1 "srun -n1 --container-image=$HUGE /bin/true" \
+            -n srun-plain-n8 "srun -n8 /bin/true" \
+            -n srun-busybox-n8 "srun -n8 --container-image=$BUSYBOX /bin/true"
+    fi
+    if ! skipped salloc; then
+        log "4c. srun steps inside one allocation (salloc -n8): $SRUN_RUNS runs each"
+        per=$(((SRUN_RUNS + ROUNDS - 1) / ROUNDS))
+        if ! timeout "$STEP_TIMEOUT" salloc -n8 --job-name=egret-bench \
+            bash "$HERE/alloc-steps.sh" "$RES" "$ROUNDS" "$per" "$BUSYBOX" "$HUGE" \
+            >"$SCRATCH/salloc.log" 2>&1; then
+            tail -15 "$SCRATCH/salloc.log" >&2
+            rm -f "$RES"/alloc-round*.json
+            fail salloc "srun steps inside salloc -n8 failed"
+        fi
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); m["loadavg_end"]=open("/proc/loadavg").read().split()[:3]; json.dump(m,open(sys.argv[1],"w"),indent=1)' "$RES/meta.json"
+[ -e "$SCRATCH/.nodrop" ] && touch "$RES/nodrop"
+echo
+python3 "$HERE/report.py" "$RES" | tee "$RES/table.txt"
+rc=${PIPESTATUS[0]}
+python3 "$HERE/report.py" --markdown "$RES" >"$RES/table.md" 2>/dev/null
+if [ -n "${BENCH_OUT:-}" ]; then
+    mkdir -p "$BENCH_OUT" && cp -r "$RES"/. "$BENCH_OUT"/ && log "results copied to $BENCH_OUT"
+fi
+exit "$rc"

@@ -188,6 +188,8 @@ fi
 want_stamp=$( {
     cat "$SLURM_CONF"
     dpkg-query -W -f='${Package} ${Version}\n' slurmd slurmctld libpmix2 libpmix-dev 2>/dev/null || true
+    # slurmd learns at start whether a plugin has a job epilog (egret's removes named containers)
+    sha256sum /usr/local/lib/egret/spank_egret.so 2>/dev/null || true
 } | sha256sum | cut -d' ' -f1)
 
 # ---------------------------------------------------------------------------------------------

@@ -279,3 +279,28 @@ pub fn exit_task(code: i32) -> ! {
     // SAFETY: _exit never returns and skips atexit handlers that belong to slurmstepd.
     unsafe { libc::_exit(code) }
 }
+
+/// Closes every descriptor above stdio that is marked close-on-exec, except `keep`: the task
+/// will never exec, and slurmstepd's copies (e.g. the write end of the task's own stdin pipe)
+/// would otherwise keep pipes open and stdin would never reach EOF.
+pub fn close_exec_fds(keep: &[i32]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd <= 2 || keep.contains(&fd) {
+            continue;
+        }
+        // SAFETY: F_GETFD only reads descriptor flags; a stale number (the read_dir fd, already
+        // closed) just fails.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags >= 0 && flags & libc::FD_CLOEXEC != 0 {
+            // SAFETY: the descriptor would be closed by exec anyway; nothing of ours uses it.
+            unsafe { libc::close(fd) };
+        }
+    }
+}

@@ -62,6 +62,7 @@ callback!(slurm_spank_init_post_opt, local::init_post_opt);
 callback!(slurm_spank_user_init, remote::user_init);
 callback!(slurm_spank_task_init, remote::task_init);
 callback!(slurm_spank_exit, remote::exit);
+callback!(slurm_spank_job_epilog, remote::job_epilog);
 
 /// The one callback Slurm calls for every option egret registered (`val` = index in the table).
 unsafe extern "C" fn option_cb(val: c_int, optarg: *const c_char, remote: c_int) -> c_int {

@@ -127,6 +127,7 @@ pub fn task_init(sp: Spank, _args: &[String]) -> Result<(), String> {
             fds.push(n);
         }
     }
+    ffi::close_exec_fds(&fds);
     let hello = protocol::Hello {
         local_id: local_id.max(0) as u32,
         global_id: sp.task_global_id().unwrap_or(0),
@@ -199,4 +200,16 @@ fn remove_runc_state(cfg: &Config, prefix: &str) {
                 .status();
         }
     }
+}
+
+/// `slurm_spank_job_epilog` (root, once per job and node, after its last step): named
+/// containers live as long as the job.
+pub fn job_epilog(sp: Spank, args: &[String]) -> Result<(), String> {
+    let (config, _) = state::plugin_args(args)?;
+    let (Some(uid), Some(job)) = (sp.uid(), sp.job_id()) else {
+        return Ok(());
+    };
+    let cfg = Config::load(&config).map_err(|e| format!("egret: {e}"))?;
+    egret_engine::launcher::named::remove_job(&cfg, uid, job)
+        .map_err(|e| format!("egret: removing the named containers of job {job}: {e}"))
 }

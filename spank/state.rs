@@ -52,15 +52,7 @@ pub fn with<T>(f: impl FnOnce(&mut State) -> T) -> T {
 /// `slurm_spank_init`: read the plugin arguments and register the options (in every context
 /// where options exist: srun, sbatch/salloc and slurmstepd).
 pub fn init(sp: Spank, args: &[String]) -> Result<(), String> {
-    let mut config = PathBuf::from(egret_engine::config::DEFAULT_CONFIG_PATH);
-    let mut launcher = PathBuf::from(egret_engine::launcher::server::DEFAULT_LAUNCHER);
-    for a in args {
-        match a.split_once('=') {
-            Some(("config", v)) => config = PathBuf::from(v),
-            Some(("launcher", v)) => launcher = PathBuf::from(v),
-            _ => return Err(format!("egret: unknown plugstack.conf argument '{a}' (expected config=PATH or launcher=PATH)")),
-        }
-    }
+    let (config, launcher) = plugin_args(args)?;
     with(|s| {
         s.config = config;
         s.launcher = launcher;
@@ -91,6 +83,24 @@ pub fn init(sp: Spank, args: &[String]) -> Result<(), String> {
         })?;
     }
     Ok(())
+}
+
+/// `config=PATH` and `launcher=PATH` from the plugstack.conf line.
+pub fn plugin_args(args: &[String]) -> Result<(PathBuf, PathBuf), String> {
+    let mut config = PathBuf::from(egret_engine::config::DEFAULT_CONFIG_PATH);
+    let mut launcher = PathBuf::from(egret_engine::launcher::server::DEFAULT_LAUNCHER);
+    for a in args {
+        match a.split_once('=') {
+            Some(("config", v)) => config = PathBuf::from(v),
+            Some(("launcher", v)) => launcher = PathBuf::from(v),
+            _ => {
+                return Err(format!(
+                    "egret: unknown plugstack.conf argument '{a}' (expected config=PATH or launcher=PATH)"
+                ))
+            }
+        }
+    }
+    Ok((config, launcher))
 }
 
 /// An option callback: validate where the user typed it; in slurmstepd keep the first error to

@@ -80,7 +80,7 @@ fn two_nodes_each_run_their_tasks() {
 fn stdin_reaches_the_container() {
     common::require_root();
     let mut child = Command::new("timeout")
-        .args(["120", "srun", &busybox(), "tr", "a-z", "A-Z"])
+        .args(["60", "srun", &busybox(), "tr", "a-z", "A-Z"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -419,4 +419,37 @@ fn time_limit_kills_the_container() {
         text(&o)
     );
     common::assert_no_leaks(&before);
+}
+
+#[test]
+fn named_container_keeps_changes_across_the_steps_of_a_job() {
+    common::require_root();
+    let img = common::registry_image("busybox");
+    let script = format!(
+        "#!/bin/sh\necho job=$SLURM_JOB_ID\n\
+         srun --container-image={img} --container-name=dev sh -c 'echo kept > /state.txt'\n\
+         srun --container-name=dev cat /state.txt\n\
+         srun --container-image={img} cat /state.txt || echo unnamed-is-fresh\n\
+         srun --container-name=other true || echo other-missing\n"
+    );
+    let (code, out) = common::sbatch_wait(&script);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\nkept\n"), "{out}");
+    assert!(out.contains("unnamed-is-fresh"), "{out}");
+    assert!(
+        out.contains("no container named 'other'") && out.contains("other-missing"),
+        "{out}"
+    );
+    let job = out
+        .lines()
+        .find_map(|l| l.strip_prefix("job="))
+        .expect("job id")
+        .trim()
+        .to_string();
+    let dir = format!("/var/lib/egret/containers/0/{job}");
+    assert!(
+        common::wait_for(Duration::from_secs(30), || !std::path::Path::new(&dir)
+            .exists()),
+        "{dir} survived the job"
+    );
 }

@@ -109,6 +109,7 @@ pub fn run(c: &Context, a: RunArgs) -> Result<ExitCode, String> {
             readonly: false,
             init: a.init,
             extra_binds: vec![],
+            persistent: None,
         },
         process: parsed.process,
         opts: parsed.opts,

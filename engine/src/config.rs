@@ -66,6 +66,9 @@ pub struct Config {
     /// Where the plugin keeps per-step sockets (root-owned, cleaned at step end).
     #[serde(default = "default_run_dir")]
     pub run_dir: PathBuf,
+    /// Writable layers of named containers (`--container-name`), kept until the job ends.
+    #[serde(default = "default_containers_dir")]
+    pub containers_dir: PathBuf,
     #[serde(default = "default_ramfs")]
     pub ram_filesystem_type: RamFilesystemType,
     #[serde(default)]
@@ -221,6 +224,9 @@ fn default_runc_root() -> PathBuf {
 fn default_run_dir() -> PathBuf {
     "/run/egret".into()
 }
+fn default_containers_dir() -> PathBuf {
+    "/var/lib/egret/containers".into()
+}
 fn default_ramfs() -> RamFilesystemType {
     RamFilesystemType::Tmpfs
 }
@@ -280,6 +286,7 @@ impl Config {
             ("runcPath", &self.runc_path),
             ("runcRoot", &self.runc_root),
             ("runDir", &self.run_dir),
+            ("containersDir", &self.containers_dir),
         ];
         for (key, p) in absolute {
             if !p.is_absolute() {

@@ -156,6 +156,9 @@ pub struct ContainerRequest {
     /// Trusted bind mounts added by egret itself (e.g. the batch script): opened as root, no
     /// deny lists.
     pub extra_binds: Vec<BindMount>,
+    /// A host directory (root-owned, on disk) holding the overlay's `upper`/`work` so that the
+    /// container's changes outlive this bundle (named containers). None: in-memory.
+    pub persistent: Option<PathBuf>,
 }
 
 /// `c` or `b`.
@@ -300,10 +303,11 @@ fn assemble(
     rootfs: &mut Rootfs,
 ) -> Result<(), BundleError> {
     let b = rootfs.bundle_dir.clone();
+    let layers = req.persistent.clone().unwrap_or_else(|| b.clone());
     let (lower, upper, work, root) = (
         b.join(LOWER),
-        b.join(UPPER),
-        b.join(WORK),
+        layers.join(UPPER),
+        layers.join(WORK),
         rootfs.rootfs.clone(),
     );
 

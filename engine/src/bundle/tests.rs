@@ -47,6 +47,7 @@ fn fixture() -> Fixture {
         readonly: false,
         init: false,
         extra_binds: vec![],
+        persistent: None,
     };
     Fixture {
         _dir: dir,

@@ -158,11 +158,25 @@ fn accept_loop(listener: UnixListener, req: StepRequest, tx: mpsc::Sender<Conn>)
 fn prepare(cfg: &Config, req: &StepRequest) -> Result<Prepared, String> {
     let opts = &req.options;
     let user = UserIdentity::from_uid(req.uid, req.gid).map_err(|e| format!("egret: {e}"))?;
-    let image = opts
-        .image
-        .as_deref()
-        .ok_or("egret: --container-name without --container-image is not supported yet")?;
-    let (image_file, meta) = super::image::resolve(cfg, req, &user, image)?;
+    let resolve = |image: &str| super::image::resolve(cfg, req, &user, image);
+    let (image_file, meta, persistent) = match &opts.name {
+        Some(name) => {
+            let (f, m, dir) = super::named::open_or_create(
+                cfg,
+                req.uid,
+                req.job_id,
+                name,
+                opts.image.as_deref(),
+                resolve,
+            )?;
+            (f, m, Some(dir))
+        }
+        None => {
+            let image = opts.image.as_deref().ok_or("egret: no --container-image")?;
+            let (f, m) = resolve(image)?;
+            (f, m, None)
+        }
+    };
     let mut binds: Vec<BindMount> = Vec::new();
     if let Some(spec) = &opts.mounts {
         let cwd = job_cwd(req);
@@ -202,6 +216,7 @@ fn prepare(cfg: &Config, req: &StepRequest) -> Result<Prepared, String> {
         readonly: opts.writable == Some(false),
         init: opts.init,
         extra_binds,
+        persistent,
     };
     let rootfs = bundle::prepare_rootfs(cfg, &cfg.oci_bundle_dir, &creq)
         .map_err(|e| format!("egret: {e}"))?;

@@ -107,6 +107,7 @@ impl World {
             readonly: false,
             init: false,
             extra_binds: vec![],
+            persistent: None,
         }
     }
 

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Part of scripts/bench.sh: turns a results directory into the table of ratios and targets.
+
+Usage: report.py [--markdown] RESULTS_DIR
+
+RESULTS_DIR holds what bench.sh wrote: meta.json, import.tsv (LABEL RUN SECONDS), sizes.tsv,
+images.tsv, failures.txt and hyperfine JSON exports (PREFIX-roundN.json, pooled across rounds).
+Ratios are ratios of medians (the min ratio is shown too). Exit status: 1 when a measurement
+failed or a row that was not skipped (BENCH_SKIP) has no data, 0 otherwise, whatever the
+PASS/MISS results are.
+"""
+
+import glob
+import json
+import os
+import statistics
+import sys
+
+RUNC_ALLOWANCE_MS = 15.0
+
+# id, section, kind, title, egret series, reference series, target
+#   kind "ratio": PASS if median(egret)/median(reference) <= target
+#   kind "overhead": PASS if median(egret) - median(reference) <= median(runc) + 15 ms
+#   kind "info": no target
+ROWS = [
+    ("1", "import", "ratio", "import egret/big, zstd-3: egret pull / Sarus pipeline",
+     "imp:egret-zstd", "imp:sarus-zstd", 0.35),
+    ("1b", "import", "info", "import egret/big, gzip (both): egret pull / Sarus pipeline",
+     "imp:egret-gzip", "imp:sarus-gzip", None),
+    ("1c", "import", "info", "import egret/big, defaults: egret (zstd-3) / Sarus (gzip)",
+     "imp:egret-zstd", "imp:sarus-gzip", None),
+    ("2", "start", "ratio", "start: egret run busybox / raw runc run",
+     "hf:egret-busybox", "hf:runc", 1.3),
+    ("3a", "start", "ratio", "size: egret run huge / egret run busybox",
+     "hf:egret-huge", "hf:egret-busybox", 1.1),
+    ("3b", "srun", "ratio", "size: srun --container-image huge / busybox (jobs)",
+     "hf:srun-huge-n1", "hf:srun-busybox-n1", 1.1),
+    ("3c", "salloc", "ratio", "size: srun --container-image huge / busybox (in salloc)",
+     "hf:alloc-huge-n1", "hf:alloc-busybox-n1", 1.1),
+    ("4a", "srun", "overhead", "srun -n1: --container-image busybox / plain (jobs)",
+     "hf:srun-busybox-n1", "hf:srun-plain-n1", None),
+    ("4b", "srun", "overhead", "srun -n8: --container-image busybox / plain (jobs)",
+     "hf:srun-busybox-n8", "hf:srun-plain-n8", None),
+    ("4c", "salloc", "overhead", "srun -n1: --container-image busybox / plain (in salloc)",
+     "hf:alloc-busybox-n1", "hf:alloc-plain-n1", None),
+    ("4d", "salloc", "overhead", "srun -n8: --container-image busybox / plain (in salloc)",
+     "hf:alloc-busybox-n8", "hf:alloc-plain-n8", None),
+]
+
+PEERS = [
+    "pyxis 0.24 + enroot 4.1 (default settings) re-imports the image at every srun step: "
+    "busybox 0.88 s, 1.2 GiB image 15.7 s, 1.9 GiB 21.0 s per step (plain srun 45 ms)",
+    "Sarus 1.7: `sarus run` 81 ms vs raw `runc run` 44 ms (x1.84), the same for 1 MiB and "
+    "1.9 GiB images; `srun sarus run` adds 61 ms to plain srun",
+    "Sarus 1.7 pull of the 1.2 GiB image: 136 s, 87% of it mksquashfs with gzip on 2 cores",
+    "(measured on a 2-core Debian 12 machine like this one, 2026-11-23; docs/design brief)",
+]
+
+
+def load(res):
+    series = {}  # name -> list of seconds
+    path = os.path.join(res, "import.tsv")
+    if os.path.exists(path):
+        for line in open(path):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) == 3:
+                series.setdefault("imp:" + parts[0], []).append(float(parts[2]))
+    for path in sorted(glob.glob(os.path.join(res, "*-round*.json"))):
+        try:
+            data = json.load(open(path))
+        except (OSError, ValueError):
+            continue
+        for r in data.get("results", []):
+            series.setdefault("hf:" + r["command"], []).extend(r.get("times", []))
+    return series
+
+
+def stats(values):
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "n": len(values)}
+
+
+def fmt_time(seconds, unit):
+    if unit == "s":
+        return f"{seconds:.2f} s"
+    return f"{seconds * 1000:.1f} ms"
+
+
+def fmt_diff(seconds, unit):
+    if unit == "s":
+        return f"{seconds:+.2f} s"
+    return f"{seconds * 1000:+.1f} ms"
+
+
+def read_tsv(res, name):
+    out = {}
+    path = os.path.join(res, name)
+    if os.path.exists(path):
+        for line in open(path):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) >= 2 and parts[1]:
+                out.setdefault(parts[0], parts[1:])
+    return out
+
+
+def build(res):
+    series = load(res)
+    skip = set(os.environ.get("BENCH_SKIP", "").split())
+    failures = []
+    fpath = os.path.join(res, "failures.txt")
+    if os.path.exists(fpath):
+        failures = [(line.rstrip("\n").split("\t", 1) + [""])[:2] for line in open(fpath) if line.strip()]
+    runc = stats(series.get("hf:runc", []))
+    rows = []
+    incomplete = False
+    for rid, section, kind, title, a_name, b_name, target in ROWS:
+        unit = "s" if a_name.startswith("imp:") else "ms"
+        a, b = stats(series.get(a_name, [])), stats(series.get(b_name, []))
+        row = {"id": rid, "title": title, "a": "n/a", "b": "n/a", "ratio": "n/a",
+               "diff": "n/a", "target": "", "result": "n/a", "n": ""}
+        if kind == "ratio":
+            row["target"] = f"ratio <= {target:.2f}"
+        elif kind == "overhead":
+            row["target"] = (f"diff <= {(runc['median'] * 1000 + RUNC_ALLOWANCE_MS):+.1f} ms (runc+15)"
+                             if runc else "diff <= runc + 15 ms")
+        else:
+            row["target"] = "(info)"
+            row["result"] = ""
+        if a and b:
+            ratio = a["median"] / b["median"]
+            ratio_min = a["min"] / b["min"]
+            diff = a["median"] - b["median"]
+            row.update(a=f"{fmt_time(a['median'], unit)} ({fmt_time(a['min'], unit)})",
+                       b=f"{fmt_time(b['median'], unit)} ({fmt_time(b['min'], unit)})",
+                       ratio=f"{ratio:.2f} ({ratio_min:.2f})",
+                       diff=fmt_diff(diff, unit), n=f"{a['n']}/{b['n']}")
+            if kind == "ratio":
+                row["result"] = "PASS" if ratio <= target else "MISS"
+            elif kind == "overhead":
+                if runc:
+                    limit = runc["median"] + RUNC_ALLOWANCE_MS / 1000
+                    row["result"] = "PASS" if diff <= limit else "MISS"
+                elif "start" not in skip:
+                    incomplete = True
+        elif kind != "info" and section not in skip:
+            incomplete = True
+        rows.append(row)
+    return series, rows, failures, incomplete
+
+
+HEADERS = [("id", "#"), ("title", "comparison (egret side / reference)"),
+           ("a", "egret: median (min)"), ("b", "reference: median (min)"),
+           ("ratio", "ratio med (min)"), ("diff", "diff (med)"), ("target", "target"),
+           ("result", "result"), ("n", "runs")]
+
+
+def details(res, series):
+    lines = []
+    images = read_tsv(res, "images.tsv")
+    sizes = read_tsv(res, "sizes.tsv")
+    for name in ("big", "huge", "busybox"):
+        if name in images:
+            layers, size = images[name][0], int(images[name][1])
+            lines.append(f"image egret/{name}: {layers} layers, {size / 1e6:.1f} MB compressed")
+    if "sarus-zstd:rootfs" in sizes:
+        lines.append(f"egret/big unpacked (umoci): {int(sizes['sarus-zstd:rootfs'][0]) / 1e6:.1f} MB")
+    for label in ("egret-zstd", "sarus-zstd", "egret-gzip", "sarus-gzip"):
+        if label in sizes and sizes[label][0]:
+            lines.append(f"squashfs written by {label}: {int(sizes[label][0]) / 1e6:.1f} MB")
+    for label in ("sarus-zstd", "sarus-gzip"):
+        parts = []
+        for stage in ("skopeo", "umoci", "mksquashfs"):
+            s = stats(series.get(f"imp:{label}:{stage}", []))
+            if s:
+                parts.append(f"{stage} {s['median']:.2f} s")
+        if parts:
+            lines.append(f"{label} stages (median): " + ", ".join(parts))
+    runc = stats(series.get("hf:runc", []))
+    for name, plain in (("srun-busybox-n1", "srun-plain-n1"), ("alloc-busybox-n1", "alloc-plain-n1")):
+        a, b = stats(series.get("hf:" + name, [])), stats(series.get("hf:" + plain, []))
+        if a and b and runc:
+            over = a["median"] - b["median"]
+            lines.append(f"{name}: overhead {over * 1000:.1f} ms = raw runc {runc['median'] * 1000:.1f} ms"
+                         f" + {(over - runc['median']) * 1000:.1f} ms")
+    try:
+        meta = json.load(open(os.path.join(res, "meta.json")))
+    except (OSError, ValueError):
+        meta = {}
+    if meta:
+        lines.append(f"load average: start {' '.join(meta.get('loadavg_start', []))}, "
+                     f"end {' '.join(meta.get('loadavg_end', []))} "
+                     f"(other users share this {meta.get('cpus', '?')}-CPU machine)")
+    if os.path.exists(os.path.join(res, "nodrop")):
+        lines.append("WARNING: page caches could not be dropped: imports ran with warm caches")
+    return meta, lines
+
+
+def main(argv):
+    markdown = "--markdown" in argv
+    args = [a for a in argv if a != "--markdown"]
+    if len(args) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    res = args[0]
+    series, rows, failures, incomplete = build(res)
+    meta, extra = details(res, series)
+    out = []
+    title = (f"egret benchmarks: {meta.get('date', '?')} on {meta.get('host', '?')} "
+             f"({meta.get('cpus', '?')} CPUs, {meta.get('cpu', '?')}, {meta.get('memory', '?')}), "
+             f"{meta.get('egret', 'egret ?')}")
+    if markdown:
+        out.append("| " + " | ".join(h for _, h in HEADERS) + " |")
+        out.append("|" + "|".join("---" for _ in HEADERS) + "|")
+        for r in rows:
+            out.append("| " + " | ".join(str(r[k]) for k, _ in HEADERS) + " |")
+        out.append("")
+        out.extend(f"- {line}" for line in extra)
+    else:
+        out.append(title)
+        widths = {k: max(len(h), *(len(str(r[k])) for r in rows)) for k, h in HEADERS}
+        out.append("  ".join(h.ljust(widths[k]) for k, h in HEADERS).rstrip())
+        out.append("  ".join("-" * widths[k] for k, _ in HEADERS))
+        for r in rows:
+            out.append("  ".join(str(r[k]).ljust(widths[k]) for k, _ in HEADERS).rstrip())
+        out.append("")
+        out.append("Ratios are ratios of medians (of minimums in parentheses); times are wall clock.")
+        out.extend(extra)
+        out.append("")
+        out.append("Peers, for context (design brief):")
+        out.extend(f"  {line}" for line in PEERS)
+    for name, why in failures:
+        out.append(f"FAILED: {name}: {why}")
+    if incomplete and not failures:
+        out.append("FAILED: some measurements are missing (see above)")
+    print("\n".join(out))
+    return 1 if failures or incomplete else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -90,9 +90,10 @@ mod tests {
     use super::*;
 
     fn cfg(dir: &Path) -> Config {
-        let mut c = Config::default();
-        c.containers_dir = dir.to_path_buf();
-        c
+        Config {
+            containers_dir: dir.to_path_buf(),
+            ..Config::default()
+        }
     }
 
     #[test]

@@ -275,6 +275,14 @@ fn many_steps_leave_nothing_behind() {
         assert!(o.status.success(), "{:?}", text(&o));
     }
     common::assert_no_leaks(&before);
+    // Neither the user's registry credentials (copied for skopeo) nor step sockets stay behind.
+    let left = |dir: &str, prefix: &str| {
+        std::fs::read_dir(dir)
+            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(prefix)).count())
+            .unwrap_or(0)
+    };
+    assert_eq!(left("/var/tmp", "egret-auth-"), 0);
+    assert_eq!(left("/run/egret", "step-"), 0);
 }
 
 /// The id the next job will get: unchanged when srun refused to queue one.
@@ -452,4 +460,14 @@ fn named_container_keeps_changes_across_the_steps_of_a_job() {
             .exists()),
         "{dir} survived the job"
     );
+}
+
+#[test]
+fn denied_mount_destination_is_one_clear_line() {
+    let o = srun(&[&busybox(), "--container-mounts=/tmp:/etc/hostile", "true"]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("egret")).collect();
+    assert_eq!(ours.len(), 1, "{err}");
+    assert!(ours[0].contains("/etc/hostile"), "{err}");
 }

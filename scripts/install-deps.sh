@@ -9,7 +9,7 @@ PACKAGES=(
     # Slurm's mpi/pmix plugin dlopens pmix2/lib/libpmix.so, which only the -dev package ships
     libpmix-dev
     # container runtime, image tools, local registry
-    runc squashfs-tools squashfuse fuse3 skopeo umoci docker-registry
+    runc squashfs-tools squashfs-tools-ng squashfuse fuse3 skopeo umoci docker-registry
     # things bind-mounted into or used by containers and tests
     busybox-static tini dropbear-bin mpich
     # build (bindgen needs libclang; Rust links with cc)

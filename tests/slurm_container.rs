@@ -278,7 +278,11 @@ fn many_steps_leave_nothing_behind() {
     // Neither the user's registry credentials (copied for skopeo) nor step sockets stay behind.
     let left = |dir: &str, prefix: &str| {
         std::fs::read_dir(dir)
-            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(prefix)).count())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                    .count()
+            })
             .unwrap_or(0)
     };
     assert_eq!(left("/var/tmp", "egret-auth-"), 0);
@@ -470,4 +474,101 @@ fn denied_mount_destination_is_one_clear_line() {
     let ours: Vec<&str> = err.lines().filter(|l| l.contains("egret")).collect();
     assert_eq!(ours.len(), 1, "{err}");
     assert!(ours[0].contains("/etc/hostile"), "{err}");
+}
+
+/// A squashfs file made by the test user (as `enroot import` or `mksquashfs` would).
+fn user_squashfs(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for a in ["sh", "cat", "id"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(root.join("hello"), "from my sqsh\n").unwrap();
+    let out = dir.join("mine.sqsh");
+    let ok = Command::new("mksquashfs")
+        .arg(&root)
+        .arg(&out)
+        .args(["-quiet", "-no-progress", "-all-root"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::os::unix::fs::chown(
+        &out,
+        Some(common::TEST_USER.uid),
+        Some(common::TEST_USER.gid),
+    )
+    .unwrap();
+    out
+}
+
+fn srun_as_user_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new("runuser")
+        .args(["-u", common::TEST_USER.name, "--", "timeout", "120", "srun"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn users_squashfs_file_runs_after_a_safe_reimport() {
+    common::require_root();
+    let dir = common::scratch_dir(Some(common::TEST_USER));
+    user_squashfs(&dir);
+    // Relative to the submit directory, as with pyxis.
+    let o = srun_as_user_in(
+        &dir,
+        &[
+            "--container-image=./mine.sqsh",
+            "sh",
+            "-c",
+            "cat /hello; id -u",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains("from my sqsh") && out.contains("4242"),
+        "{out}"
+    );
+}
+
+#[test]
+fn squashfs_the_user_cannot_read_or_corrupt_is_refused() {
+    common::require_root();
+    let dir = common::scratch_dir(Some(common::TEST_USER));
+    let f = user_squashfs(&dir);
+    // Someone else's private file: the launcher opens it as the user, so it is refused.
+    let private = dir.join("private.sqsh");
+    std::fs::copy(&f, &private).unwrap();
+    std::os::unix::fs::chown(&private, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let o = srun_as_user_in(&dir, &["--container-image=./private.sqsh", "true"]);
+    let (_, err) = text(&o);
+    assert!(
+        !o.status.success() && err.contains("cannot read it as egretuser"),
+        "{err}"
+    );
+    // Garbage with the right name.
+    let bad = dir.join("bad.sqsh");
+    std::fs::write(&bad, vec![0x41u8; 8192]).unwrap();
+    std::os::unix::fs::chown(
+        &bad,
+        Some(common::TEST_USER.uid),
+        Some(common::TEST_USER.gid),
+    )
+    .unwrap();
+    let o = srun_as_user_in(&dir, &["--container-image=./bad.sqsh", "true"]);
+    let (_, err) = text(&o);
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("egret")).collect();
+    assert!(
+        !o.status.success() && ours.len() == 1 && ours[0].contains("bad.sqsh"),
+        "{err}"
+    );
 }

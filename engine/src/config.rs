@@ -89,9 +89,12 @@ pub struct Config {
     pub default_mpi_type: Option<String>,
     #[serde(default)]
     pub repository_metadata_lock_timings: LockTimings,
-    /// How a user-supplied `.sqsh` path is handled: mounted with squashfuse as the user, or refused.
+    /// How a user's `.sqsh` file given as the image is handled: re-imported into the store (read
+    /// as the user, never kernel-mounted as root), or refused.
     #[serde(default)]
     pub user_squashfs: UserSquashfsPolicy,
+    #[serde(default = "default_sqfs2tar")]
+    pub sqfs2tar_path: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -113,9 +116,10 @@ impl RamFilesystemType {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum UserSquashfsPolicy {
-    /// Mount the user's file with squashfuse, as the user (never a kernel mount of user data).
+    /// Read the user's file as the user (`sqfs2tar`), re-squash it with egret's own pipeline
+    /// into the store (cached per file), and run that: root never kernel-mounts user data.
     #[default]
-    Squashfuse,
+    Import,
     Deny,
 }
 
@@ -224,6 +228,9 @@ fn default_runc_root() -> PathBuf {
 fn default_run_dir() -> PathBuf {
     "/run/egret".into()
 }
+fn default_sqfs2tar() -> PathBuf {
+    "/usr/bin/sqfs2tar".into()
+}
 fn default_containers_dir() -> PathBuf {
     "/var/lib/egret/containers".into()
 }
@@ -287,6 +294,7 @@ impl Config {
             ("runcRoot", &self.runc_root),
             ("runDir", &self.run_dir),
             ("containersDir", &self.containers_dir),
+            ("sqfs2tarPath", &self.sqfs2tar_path),
         ];
         for (key, p) in absolute {
             if !p.is_absolute() {

@@ -40,10 +40,22 @@ pub fn resolve(
                 .map_err(|e| format!("egret: {e}"))?;
             Ok((img.squashfs, img.meta))
         }
-        ImageSource::SquashfsFile(p) => Err(format!(
-            "egret: --container-image={}: squashfs files are not supported yet; push the image to a registry",
-            p.display()
-        )),
+        ImageSource::SquashfsFile(p) => {
+            // Relative paths are the user's, from the directory the job was submitted from.
+            let p = if p.is_absolute() {
+                p
+            } else {
+                submit_dir(req).join(p)
+            };
+            let store = crate::store::Store::open(
+                &cfg.local_repository_base_dir,
+                user.uid,
+                user.gid,
+                &cfg.repository_metadata_lock_timings,
+            )
+            .map_err(|e| format!("egret: {e}"))?;
+            super::sqsh::import(cfg, &store, user, &p)
+        }
     }
 }
 
@@ -95,4 +107,11 @@ impl Drop for UserAuthFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+fn submit_dir(req: &StepRequest) -> PathBuf {
+    req.job_env
+        .iter()
+        .find_map(|e| e.strip_prefix("SLURM_SUBMIT_DIR=").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/"))
 }

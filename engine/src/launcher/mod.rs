@@ -16,3 +16,4 @@ pub mod named;
 pub mod options;
 pub mod protocol;
 pub mod server;
+mod sqsh;

@@ -18,9 +18,9 @@
 # `make bench` installs first.
 #
 # Knobs (environment): BENCH_IMPORT_RUNS (3), BENCH_GZIP_RUNS (1; 0 skips the gzip lines),
-# BENCH_START_RUNS (40), BENCH_SRUN_RUNS (20), BENCH_ROUNDS (2: the short benchmarks are split
+# BENCH_START_RUNS (40), BENCH_SRUN_RUNS (20), BENCH_ROUNDS (4: the short benchmarks are split
 # into rounds, alternating the commands, and pooled), BENCH_SKIP (space-separated sections to
-# skip: import start srun salloc), BENCH_OUT (a directory that receives the raw results,
+# skip: import start srun salloc trace), BENCH_OUT (a directory that receives the raw results,
 # table.txt and table.md), BENCH_SCRATCH_BASE (/var/tmp).
 set -uo pipefail
 
@@ -34,7 +34,7 @@ IMPORT_RUNS=${BENCH_IMPORT_RUNS:-3}
 GZIP_RUNS=${BENCH_GZIP_RUNS:-1}
 START_RUNS=${BENCH_START_RUNS:-40}
 SRUN_RUNS=${BENCH_SRUN_RUNS:-20}
-ROUNDS=${BENCH_ROUNDS:-2}
+ROUNDS=${BENCH_ROUNDS:-4}
 SKIP=" ${BENCH_SKIP:-} "
 ZSTD_OPTS="-comp zstd -Xcompression-level 3"
 GZIP_OPTS="-comp gzip"          # mksquashfs' default compressor and level (gzip -9)
@@ -66,12 +66,10 @@ SCRATCH=$(mktemp -d "${BENCH_SCRATCH_BASE:-/var/tmp}/egret-bench.XXXXXX") || die
 RES=$SCRATCH/results
 mkdir -p "$RES"
 : >"$RES/failures.txt"
-CHILD_PIDS=()
 
 cleanup() {
-    local rc=$? pid
+    local rc=$? c
     trap - EXIT INT TERM
-    for pid in "${CHILD_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     # runc state of an interrupted raw run (its containers are gone with the run itself)
     if [ -d "$SCRATCH/runc-state" ]; then
         for c in "$SCRATCH"/runc-state/*/; do
@@ -252,6 +250,7 @@ RUNCFG=$SCRATCH/egret-run.json
 make_config "$RUNCFG" "$SCRATCH/store-run" "$ZSTD_OPTS"
 mkdir -p "$SCRATCH/store-run" "$SCRATCH/store-run-tmp"
 have_run_images=1
+RAW_BUNDLE=
 for ref in "$BUSYBOX" "$HUGE"; do
     if ! timeout "$STEP_TIMEOUT" egret --config "$RUNCFG" pull "$ref" >"$SCRATCH/pull.log" 2>&1; then
         tail -5 "$SCRATCH/pull.log" >&2; fail "pull $ref" "egret pull into the scratch store failed"
@@ -299,6 +298,7 @@ c["process"]["terminal"] = False
 json.dump(c, open(p, "w"), indent=2)
 EOF
     then
+        RAW_BUNDLE=$B
         log "2-3. start: runc run / egret run busybox / egret run huge, $START_RUNS runs each"
         bench_rounds start "$START_RUNS" 5 \
             -n runc "runc --root $SCRATCH/runc-state run -b $B egret-bench-$$" \
@@ -347,8 +347,37 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
+# 5. Where the time goes (informational): scheduler tracepoints around a few single runs, 0.2 s
+# apart (as steps of a real job are), turned into per-phase medians by timeline.py.
+if skipped trace || ! command -v perf >/dev/null 2>&1; then
+    log "5. timeline: skipped (BENCH_SKIP or no perf)"
+elif ((have_run_images)); then
+    TRACE_SRUN=1
+    skipped srun && TRACE_SRUN=0
+    log "5. timeline of egret run / srun / srun --container-image (perf sched tracepoints)"
+    if timeout 300 perf record -q -a -o "$SCRATCH/perf.data" \
+        -e sched:sched_process_exec -e sched:sched_process_exit -e sched:sched_process_fork -- \
+        bash -c 'for i in 1 2 3 4 5 6 7; do
+                     if [ -n "$3" ]; then runc --root "$4" run -b "$3" egret-bench-tl; sleep 0.2; fi
+                     egret --config "$1" run "$2" /bin/true; sleep 0.2
+                     [ "$5" = 1 ] || continue
+                     timeout 60 srun -n1 /bin/true; sleep 0.2
+                     timeout 60 srun -n1 --container-image="$2" /bin/true; sleep 0.2
+                 done; true' bench "$RUNCFG" "$BUSYBOX" "$RAW_BUNDLE" "$SCRATCH/runc-state" "$TRACE_SRUN" >"$SCRATCH/perf.log" 2>&1 &&
+        perf script -i "$SCRATCH/perf.data" -F comm,pid,tid,time,event,trace \
+            >"$SCRATCH/trace.txt" 2>>"$SCRATCH/perf.log"; then
+        python3 "$HERE/timeline.py" "$SCRATCH/trace.txt" >"$RES/timeline.txt" 2>>"$SCRATCH/perf.log" \
+            || log "warning: timeline.py failed (informational only)"
+    else
+        tail -5 "$SCRATCH/perf.log" >&2
+        log "warning: perf record failed: no timeline (informational only)"
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------------
 python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); m["loadavg_end"]=open("/proc/loadavg").read().split()[:3]; json.dump(m,open(sys.argv[1],"w"),indent=1)' "$RES/meta.json"
 [ -e "$SCRATCH/.nodrop" ] && touch "$RES/nodrop"
+export BENCH_SKIP
 echo
 python3 "$HERE/report.py" "$RES" | tee "$RES/table.txt"
 rc=${PIPESTATUS[0]}

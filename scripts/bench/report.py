@@ -196,6 +196,13 @@ def details(res, series):
     return meta, lines
 
 
+def timeline(res):
+    path = os.path.join(res, "timeline.txt")
+    if os.path.exists(path) and os.path.getsize(path):
+        return open(path).read().rstrip("\n")
+    return ""
+
+
 def main(argv):
     markdown = "--markdown" in argv
     args = [a for a in argv if a != "--markdown"]
@@ -216,6 +223,9 @@ def main(argv):
             out.append("| " + " | ".join(str(r[k]) for k, _ in HEADERS) + " |")
         out.append("")
         out.extend(f"- {line}" for line in extra)
+        if timeline(res):
+            out += ["", "Where the time goes (perf sched tracepoints, runs 0.2 s apart):", "",
+                    "```", timeline(res), "```"]
     else:
         out.append(title)
         widths = {k: max(len(h), *(len(str(r[k])) for r in rows)) for k, h in HEADERS}
@@ -226,6 +236,9 @@ def main(argv):
         out.append("")
         out.append("Ratios are ratios of medians (of minimums in parentheses); times are wall clock.")
         out.extend(extra)
+        if timeline(res):
+            out.append("Where the time goes (perf sched tracepoints, runs 0.2 s apart):")
+            out.append(timeline(res))
         out.append("")
         out.append("Peers, for context (design brief):")
         out.extend(f"  {line}" for line in PEERS)

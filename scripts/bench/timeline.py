@@ -118,18 +118,38 @@ def egret_runs(execs, exits, parent):
     return runs
 
 
+def runc_runs(execs, exits, parent, claimed):
+    """Raw `runc run` started by the benchmark itself (not by egret or a Slurm step)."""
+    runs = []
+    for t0, rpid, fname in execs:
+        if base(fname) != "runc" or rpid in claimed:
+            continue
+        end = exits.get(rpid)
+        if end is None:
+            continue
+        true = [e for e in execs
+                if t0 < e[0] < end and e[2] == "/bin/true" and descends(e[1], rpid, parent)]
+        if true:
+            runs.append(("runc run (raw)", {"/bin/true exec": true[0][0] - t0, "runc exit": end - t0}))
+    return runs
+
+
 def main(argv):
     if len(argv) != 1:
         print(__doc__, file=sys.stderr)
         return 2
     execs, exits, parent = parse(argv[0])
     groups = {}
-    for kind, ms in srun_runs(execs, exits, parent) + egret_runs(execs, exits, parent):
+    found = srun_runs(execs, exits, parent) + egret_runs(execs, exits, parent)
+    # every process that belongs to an egret or srun run (runc included) is not a raw runc run
+    roots = [pid for t, pid, f in execs if base(f) in ("egret", "slurmstepd")]
+    claimed = {pid for _t, pid, _f in execs if any(descends(pid, r, parent) for r in roots)}
+    for kind, ms in found + runc_runs(execs, exits, parent, claimed):
         groups.setdefault(kind, []).append(ms)
     if not groups:
         print("  (no runs recognised in the trace)")
         return 0
-    for kind in ("egret run", "srun (plain)", "srun --container-image"):
+    for kind in ("runc run (raw)", "egret run", "srun (plain)", "srun --container-image"):
         runs = groups.get(kind)
         if not runs:
             continue

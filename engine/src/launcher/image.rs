@@ -15,6 +15,7 @@ pub fn resolve(
     req: &StepRequest,
     user: &UserIdentity,
     image: &str,
+    progress: &super::progress::TaskProgress,
 ) -> Result<(PathBuf, ImageMeta), String> {
     let source =
         ImageSource::parse(image).map_err(|e| format!("egret: --container-image={image}: {e}"))?;
@@ -34,6 +35,7 @@ pub fn resolve(
                     authfile: Some(auth.path.clone()),
                     creds: None,
                 },
+                progress: std::sync::Arc::new(progress.clone()),
                 ..Default::default()
             };
             let img = crate::import::pull(cfg, &store, &fetcher, &r, &opts)

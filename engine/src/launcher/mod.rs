@@ -14,6 +14,7 @@ mod exec;
 mod image;
 pub mod named;
 pub mod options;
+mod progress;
 pub mod protocol;
 pub mod server;
 mod sqsh;

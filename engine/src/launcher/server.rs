@@ -22,6 +22,7 @@ use crate::spec::{self, EntrypointChoice, EnvRequest, ProcessRequest, SpecOption
 use crate::user::UserIdentity;
 
 use super::exec;
+use super::progress::TaskProgress;
 use super::protocol::{self, Hello, StepRequest, ToLauncher, ToTask};
 
 /// Where the launcher binary is installed; the plugin's `launcher=` argument overrides it.
@@ -71,9 +72,12 @@ pub fn serve(req: StepRequest) -> i32 {
     };
     let (tx, rx) = mpsc::channel();
     let accept_req = req.clone();
-    std::thread::spawn(move || accept_loop(listener, accept_req, tx));
+    let progress = TaskProgress::default();
+    let accept_progress = progress.clone();
+    std::thread::spawn(move || accept_loop(listener, accept_req, tx, accept_progress));
 
-    let prepared = prepare(&cfg, &req);
+    let prepared = prepare(&cfg, &req, &progress);
+    progress.detach();
     let result = match prepared {
         Ok(p) => serve_tasks(Arc::new(p), rx),
         Err(msg) => {
@@ -118,7 +122,12 @@ struct Conn {
     pid: i32,
 }
 
-fn accept_loop(listener: UnixListener, req: StepRequest, tx: mpsc::Sender<Conn>) {
+fn accept_loop(
+    listener: UnixListener,
+    req: StepRequest,
+    tx: mpsc::Sender<Conn>,
+    progress: TaskProgress,
+) {
     let mut accepted = 0;
     while accepted < req.local_tasks {
         let Ok((mut stream, _)) = listener.accept() else {
@@ -137,6 +146,9 @@ fn accept_loop(listener: UnixListener, req: StepRequest, tx: mpsc::Sender<Conn>)
         match protocol::recv_hello(&mut stream) {
             Ok((hello, fds)) => {
                 accepted += 1;
+                if hello.local_id == 0 {
+                    progress.attach(&stream);
+                }
                 if tx
                     .send(Conn {
                         stream,
@@ -155,10 +167,10 @@ fn accept_loop(listener: UnixListener, req: StepRequest, tx: mpsc::Sender<Conn>)
 }
 
 /// Imports the image and assembles the rootfs; the error is the user's one line.
-fn prepare(cfg: &Config, req: &StepRequest) -> Result<Prepared, String> {
+fn prepare(cfg: &Config, req: &StepRequest, progress: &TaskProgress) -> Result<Prepared, String> {
     let opts = &req.options;
     let user = UserIdentity::from_uid(req.uid, req.gid).map_err(|e| format!("egret: {e}"))?;
-    let resolve = |image: &str| super::image::resolve(cfg, req, &user, image);
+    let resolve = |image: &str| super::image::resolve(cfg, req, &user, image, progress);
     let (image_file, meta, persistent) = match &opts.name {
         Some(name) => {
             let (f, m, dir) = super::named::open_or_create(

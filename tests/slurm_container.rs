@@ -589,3 +589,29 @@ fn first_import_is_reported_then_the_cached_image_starts_silently() {
     let (_, err) = text(&o);
     assert!(o.status.success() && !err.contains("egret"), "{err}");
 }
+
+#[test]
+fn container_cgroup_is_nested_in_the_tasks_cgroup() {
+    // Whatever cgroup Slurm puts a task in, the container lives below it (limits and accounting
+    // apply), in every hierarchy, never at the root where runc would put it by default.
+    let host = srun(&["-n1", "cat", "/proc/self/cgroup"]);
+    let inner = srun(&["-n1", &busybox(), "cat", "/proc/self/cgroup"]);
+    let (host, inner) = (text(&host).0, text(&inner).0);
+    let path = |text: &str, ctrl: &str| {
+        text.lines()
+            .find_map(|l| {
+                let mut p = l.splitn(3, ':');
+                let (_, c, path) = (p.next()?, p.next()?, p.next()?);
+                (c == ctrl).then(|| path.to_string())
+            })
+            .unwrap_or_else(|| panic!("no {ctrl} line in {text}"))
+    };
+    for ctrl in ["memory", "cpu", "pids"] {
+        let (h, c) = (path(&host, ctrl), path(&inner, ctrl));
+        let parent = h.trim_end_matches('/');
+        assert!(
+            c.starts_with(&format!("{parent}/egret-")),
+            "{ctrl}: container in {c}, task in {h}"
+        );
+    }
+}

@@ -11,17 +11,24 @@
 #   4  srun:    `srun --container-image=egret/busybox /bin/true`  vs  plain `srun /bin/true`,
 #               -n1 and -n8, as separate jobs and as steps inside one salloc; the per-step
 #               overhead is compared with the raw runc cost of (2) + 15 ms
+#   5  timeline (informational, needs perf): scheduler tracepoints around one extra egret pull
+#               and a few single runs of each kind, printed as per-phase medians (where the
+#               time goes: skopeo, mksquashfs, launcher, runc, ...)
 # A MISS never fails: the exit status is non-zero only when a measurement could not be made.
+# Takes about 4 minutes on a 2-core machine.
 #
 # Idempotent; everything it creates lives in one scratch directory removed at exit (the system
 # store only gains the busybox and huge images, which srun needs). It does not rebuild egret:
-# `make bench` installs first.
+# `make bench` installs first. It runs `make images-big` itself (a no-op when they are pushed).
 #
-# Knobs (environment): BENCH_IMPORT_RUNS (3), BENCH_GZIP_RUNS (1; 0 skips the gzip lines),
-# BENCH_START_RUNS (40), BENCH_SRUN_RUNS (20), BENCH_ROUNDS (4: the short benchmarks are split
-# into rounds, alternating the commands, and pooled), BENCH_SKIP (space-separated sections to
-# skip: import start srun salloc trace), BENCH_OUT (a directory that receives the raw results,
-# table.txt and table.md), BENCH_SCRATCH_BASE (/var/tmp).
+# Knobs (environment):
+#   BENCH_IMPORT_RUNS (3)    BENCH_GZIP_RUNS (1; 0 skips the gzip lines)
+#   BENCH_START_RUNS (100)   BENCH_SRUN_RUNS (40)
+#   BENCH_ROUND_SIZE (1)     the short benchmarks run in rounds of that many runs per command, the
+#                            commands alternating (A B C A B C ...), and the rounds are pooled
+#   BENCH_SKIP               space-separated sections to skip: import start srun salloc trace
+#   BENCH_OUT                a directory that receives the raw results, table.txt and table.md
+#   BENCH_SCRATCH_BASE       where the scratch directory goes (/var/tmp)
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,12 +39,14 @@ HUGE=$REGISTRY/egret/huge
 BUSYBOX=$REGISTRY/egret/busybox
 IMPORT_RUNS=${BENCH_IMPORT_RUNS:-3}
 GZIP_RUNS=${BENCH_GZIP_RUNS:-1}
-START_RUNS=${BENCH_START_RUNS:-40}
-SRUN_RUNS=${BENCH_SRUN_RUNS:-20}
-ROUNDS=${BENCH_ROUNDS:-4}
+START_RUNS=${BENCH_START_RUNS:-100}
+SRUN_RUNS=${BENCH_SRUN_RUNS:-40}
+ROUND_SIZE=${BENCH_ROUND_SIZE:-1}
 SKIP=" ${BENCH_SKIP:-} "
-ZSTD_OPTS="-comp zstd -Xcompression-level 3"
-GZIP_OPTS="-comp gzip"          # mksquashfs' default compressor and level (gzip -9)
+ZSTD_ARGS=(-comp zstd -Xcompression-level 3)  # egret's default mksquashfsOptions
+GZIP_ARGS=(-comp gzip)  # mksquashfs' default compressor and level (gzip -9), Sarus' default
+ZSTD_OPTS="${ZSTD_ARGS[*]}"
+GZIP_OPTS="${GZIP_ARGS[*]}"
 SYSTEM_CONFIG=/etc/egret/egret.json
 STEP_TIMEOUT=600
 
@@ -47,10 +56,10 @@ skipped() { [[ $SKIP == *" $1 "* ]]; }
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (drops page caches, runs runc, loop-mounts images)"
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
-for n in IMPORT_RUNS GZIP_RUNS START_RUNS SRUN_RUNS ROUNDS; do
+for n in IMPORT_RUNS GZIP_RUNS START_RUNS SRUN_RUNS ROUND_SIZE; do
     [[ ${!n} =~ ^[0-9]+$ ]] || die "BENCH_$n must be a number (got '${!n}')"
 done
-((ROUNDS >= 1)) || ROUNDS=1
+((ROUND_SIZE >= 1)) || ROUND_SIZE=1
 
 if ! command -v hyperfine >/dev/null 2>&1; then
     log "hyperfine missing: installing it (Debian package)"
@@ -67,6 +76,7 @@ RES=$SCRATCH/results
 mkdir -p "$RES"
 : >"$RES/failures.txt"
 
+# shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
     local rc=$? c
     trap - EXIT INT TERM
@@ -229,17 +239,32 @@ else
         # alternate the order so that a slow phase of the machine hits both sides
         if ((i % 2)); then
             egret_import egret-zstd "$i" "$ZSTD_OPTS"
-            sarus_import sarus-zstd "$i" $ZSTD_OPTS
+            sarus_import sarus-zstd "$i" "${ZSTD_ARGS[@]}"
         else
-            sarus_import sarus-zstd "$i" $ZSTD_OPTS
+            sarus_import sarus-zstd "$i" "${ZSTD_ARGS[@]}"
             egret_import egret-zstd "$i" "$ZSTD_OPTS"
         fi
     done
+    if ! skipped trace && command -v perf >/dev/null 2>&1; then
+        log "1t. one more egret pull (not counted) under perf sched tracepoints, for the timeline"
+        rm -rf "$SCRATCH/store-traced" "$SCRATCH/store-traced-tmp"
+        mkdir -p "$SCRATCH/store-traced" "$SCRATCH/store-traced-tmp"
+        make_config "$SCRATCH/egret-traced.json" "$SCRATCH/store-traced" "$ZSTD_OPTS"
+        drop_caches
+        if ! { timeout "$STEP_TIMEOUT" perf record -q -a -o "$SCRATCH/perf-pull.data" \
+            -e sched:sched_process_exec -e sched:sched_process_exit -e sched:sched_process_fork -- \
+            egret --config "$SCRATCH/egret-traced.json" pull "$BIG" >"$SCRATCH/perf-pull.log" 2>&1 &&
+            perf script -i "$SCRATCH/perf-pull.data" -F comm,pid,tid,time,event,trace \
+                >"$SCRATCH/trace-pull.txt" 2>>"$SCRATCH/perf-pull.log"; }; then
+            log "warning: traced egret pull failed (informational only)"
+        fi
+        rm -rf "$SCRATCH/store-traced" "$SCRATCH/store-traced-tmp" "$SCRATCH/perf-pull.data"
+    fi
     if ((GZIP_RUNS > 0)); then
         log "1b. import with gzip (mksquashfs default, Sarus without mksquashfsOptions): $GZIP_RUNS run(s) each"
         for ((i = 1; i <= GZIP_RUNS; i++)); do
             egret_import egret-gzip "$i" "$GZIP_OPTS"
-            sarus_import sarus-gzip "$i" $GZIP_OPTS
+            sarus_import sarus-gzip "$i" "${GZIP_ARGS[@]}"
         done
     fi
 fi
@@ -258,25 +283,9 @@ for ref in "$BUSYBOX" "$HUGE"; do
     fi
 done
 
-# hyperfine in rounds: every round runs each command RUNS/ROUNDS times, so that the commands
-# alternate and a busy phase of the machine (other users) is shared; report.py pools the rounds.
-bench_rounds() { # bench_rounds PREFIX RUNS WARMUP [-n NAME CMD]...
-    local prefix=$1 runs=$2 warmup=$3 r per ok=0
-    shift 3
-    per=$(((runs + ROUNDS - 1) / ROUNDS))
-    for ((r = 1; r <= ROUNDS; r++)); do
-        if timeout "$STEP_TIMEOUT" hyperfine -N --style basic -w "$warmup" -r "$per" \
-            --export-json "$RES/$prefix-round$r.json" "$@" >"$SCRATCH/$prefix-round$r.log" 2>&1; then
-            ok=1
-        else
-            tail -15 "$SCRATCH/$prefix-round$r.log" >&2
-            rm -f "$RES/$prefix-round$r.json"
-            fail "$prefix" "hyperfine round $r failed (a command exited non-zero or timed out)"
-            return 1
-        fi
-    done
-    ((ok))
-}
+LOGDIR=$SCRATCH
+# shellcheck source=scripts/bench/rounds.sh
+. "$HERE/rounds.sh"
 
 # ---------------------------------------------------------------------------------------------
 # 2 + 3. Start time: raw runc, egret run busybox, egret run huge
@@ -299,11 +308,16 @@ json.dump(c, open(p, "w"), indent=2)
 EOF
     then
         RAW_BUNDLE=$B
-        log "2-3. start: runc run / egret run busybox / egret run huge, $START_RUNS runs each"
+        log "2. start: runc run / egret run busybox, $START_RUNS runs each"
         bench_rounds start "$START_RUNS" 5 \
-            -n runc "runc --root $SCRATCH/runc-state run -b $B egret-bench-$$" \
-            -n egret-busybox "egret --config $RUNCFG run $BUSYBOX /bin/true" \
-            -n egret-huge "egret --config $RUNCFG run $HUGE /bin/true"
+            runc "runc --root $SCRATCH/runc-state run -b $B egret-bench-$$" \
+            egret-busybox "egret --config $RUNCFG run $BUSYBOX /bin/true" ||
+            fail start "runc run / egret run busybox"
+        log "3. size: egret run huge / egret run busybox, $START_RUNS runs each"
+        bench_rounds size "$START_RUNS" 5 \
+            size-busybox "egret --config $RUNCFG run $BUSYBOX /bin/true" \
+            size-huge "egret --config $RUNCFG run $HUGE /bin/true" ||
+            fail size "egret run huge / egret run busybox"
     else
         tail -5 "$SCRATCH/bundle.log" >&2
         fail start "could not prepare the raw runc bundle"
@@ -327,17 +341,17 @@ else
     if ! skipped srun; then
         log "3b-4. srun steps as separate jobs: $SRUN_RUNS runs each"
         bench_rounds srun "$SRUN_RUNS" 3 \
-            -n srun-plain-n1 "srun -n1 /bin/true" \
-            -n srun-busybox-n1 "srun -n1 --container-image=$BUSYBOX /bin/true" \
-            -n srun-huge-n1 "srun -n1 --container-image=$HUGE /bin/true" \
-            -n srun-plain-n8 "srun -n8 /bin/true" \
-            -n srun-busybox-n8 "srun -n8 --container-image=$BUSYBOX /bin/true"
+            srun-plain-n1 "srun -n1 /bin/true" \
+            srun-busybox-n1 "srun -n1 --container-image=$BUSYBOX /bin/true" \
+            srun-huge-n1 "srun -n1 --container-image=$HUGE /bin/true" \
+            srun-plain-n8 "srun -n8 /bin/true" \
+            srun-busybox-n8 "srun -n8 --container-image=$BUSYBOX /bin/true" ||
+            fail srun "srun steps as separate jobs"
     fi
     if ! skipped salloc; then
         log "4c. srun steps inside one allocation (salloc -n8): $SRUN_RUNS runs each"
-        per=$(((SRUN_RUNS + ROUNDS - 1) / ROUNDS))
-        if ! timeout "$STEP_TIMEOUT" salloc -n8 --job-name=egret-bench \
-            bash "$HERE/alloc-steps.sh" "$RES" "$ROUNDS" "$per" "$BUSYBOX" "$HUGE" \
+        if ! timeout "$STEP_TIMEOUT" salloc -n8 --immediate=120 --job-name=egret-bench \
+            bash "$HERE/alloc-steps.sh" "$RES" "$SCRATCH" "$SRUN_RUNS" "$ROUND_SIZE" "$BUSYBOX" "$HUGE" \
             >"$SCRATCH/salloc.log" 2>&1; then
             tail -15 "$SCRATCH/salloc.log" >&2
             rm -f "$RES"/alloc-round*.json
@@ -355,6 +369,7 @@ elif ((have_run_images)); then
     TRACE_SRUN=1
     skipped srun && TRACE_SRUN=0
     log "5. timeline of egret run / srun / srun --container-image (perf sched tracepoints)"
+    # shellcheck disable=SC2016  # the loop's $1.. are bash -c's arguments
     if timeout 300 perf record -q -a -o "$SCRATCH/perf.data" \
         -e sched:sched_process_exec -e sched:sched_process_exit -e sched:sched_process_fork -- \
         bash -c 'for i in 1 2 3 4 5 6 7; do
@@ -366,6 +381,7 @@ elif ((have_run_images)); then
                  done; true' bench "$RUNCFG" "$BUSYBOX" "$RAW_BUNDLE" "$SCRATCH/runc-state" "$TRACE_SRUN" >"$SCRATCH/perf.log" 2>&1 &&
         perf script -i "$SCRATCH/perf.data" -F comm,pid,tid,time,event,trace \
             >"$SCRATCH/trace.txt" 2>>"$SCRATCH/perf.log"; then
+        [ -s "$SCRATCH/trace-pull.txt" ] && cat "$SCRATCH/trace-pull.txt" >>"$SCRATCH/trace.txt"
         python3 "$HERE/timeline.py" "$SCRATCH/trace.txt" >"$RES/timeline.txt" 2>>"$SCRATCH/perf.log" \
             || log "warning: timeline.py failed (informational only)"
     else

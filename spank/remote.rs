@@ -72,6 +72,11 @@ fn start_launcher(sp: Spank) -> Result<(), String> {
 
 fn spawn_launcher(launcher: &Path, run_dir: &Path, request: &[u8]) -> Result<i32, String> {
     fs::create_dir_all(run_dir).map_err(|e| format!("egret: {}: {e}", run_dir.display()))?;
+    // One old generation is kept: /run is memory.
+    let log_path = run_dir.join("launcher.log");
+    if fs::metadata(&log_path).is_ok_and(|m| m.len() > 8 << 20) {
+        let _ = fs::rename(&log_path, run_dir.join("launcher.log.1"));
+    }
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -182,14 +187,23 @@ pub fn exit(_sp: Spank, _args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Deletes (killing if needed) every runc container of this step still known to runc.
+/// Deletes (killing if needed) every runc container of this step still known to runc. A step
+/// killed by Slurm may still be tearing runc down, so look again until none is left (2 s).
 fn remove_runc_state(cfg: &Config, prefix: &str) {
-    let Ok(entries) = fs::read_dir(&cfg.runc_root) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(prefix) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let left: Vec<String> = fs::read_dir(&cfg.runc_root)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(prefix))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if left.is_empty() || Instant::now() > deadline {
+            return;
+        }
+        for name in left {
             let _ = Command::new(&cfg.runc_path)
                 .arg("--root")
                 .arg(&cfg.runc_root)
@@ -199,6 +213,7 @@ fn remove_runc_state(cfg: &Config, prefix: &str) {
                 .stderr(Stdio::null())
                 .status();
         }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -583,8 +583,14 @@ fn first_import_is_reported_then_the_cached_image_starts_silently() {
     let opt = format!("--container-image={image}");
     let o = srun(&[&opt, "cat", "/etc/os-release"]);
     let (out, err) = text(&o);
-    assert!(o.status.success() && out.contains("ID=egret-glibc"), "{out}\n{err}");
-    assert!(err.contains("egret: downloading") && err.contains("egret: stored"), "{err}");
+    assert!(
+        o.status.success() && out.contains("ID=egret-glibc"),
+        "{out}\n{err}"
+    );
+    assert!(
+        err.contains("egret: downloading") && err.contains("egret: stored"),
+        "{err}"
+    );
     let o = srun(&[&opt, "true"]);
     let (_, err) = text(&o);
     assert!(o.status.success() && !err.contains("egret"), "{err}");

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Part of scripts/bench.sh: runs inside `salloc -n8` and times srun steps of that allocation
-# (no job submission per step), plain and containerised, -n1 and -n8, in ROUNDS rounds.
-# Usage: alloc-steps.sh RESULTS_DIR ROUNDS RUNS_PER_ROUND BUSYBOX_REF HUGE_REF
+# (no job submission per step), plain and containerised, -n1 and -n8.
+# Usage: alloc-steps.sh RESULTS_DIR LOG_DIR RUNS ROUND_SIZE BUSYBOX_REF HUGE_REF
 set -euo pipefail
-res=$1 rounds=$2 per=$3 busybox=$4 huge=$5
+RES=$1 LOGDIR=$2 runs=$3 ROUND_SIZE=$4 busybox=$5 huge=$6
 [ -n "${SLURM_JOB_ID:-}" ] || { echo "alloc-steps.sh: not inside an allocation" >&2; exit 1; }
 echo "allocation $SLURM_JOB_ID on $SLURM_JOB_NODELIST ($SLURM_NTASKS tasks)"
-for ((r = 1; r <= rounds; r++)); do
-    hyperfine -N --style basic -w 3 -r "$per" --export-json "$res/alloc-round$r.json" \
-        -n alloc-plain-n1 "srun -n1 /bin/true" \
-        -n alloc-busybox-n1 "srun -n1 --container-image=$busybox /bin/true" \
-        -n alloc-huge-n1 "srun -n1 --container-image=$huge /bin/true" \
-        -n alloc-plain-n8 "srun -n8 /bin/true" \
-        -n alloc-busybox-n8 "srun -n8 --container-image=$busybox /bin/true"
-done
+# shellcheck source=scripts/bench/rounds.sh
+. "$(dirname "${BASH_SOURCE[0]}")/rounds.sh"
+bench_rounds alloc "$runs" 3 \
+    alloc-plain-n1 "srun -n1 /bin/true" \
+    alloc-busybox-n1 "srun -n1 --container-image=$busybox /bin/true" \
+    alloc-huge-n1 "srun -n1 --container-image=$huge /bin/true" \
+    alloc-plain-n8 "srun -n8 /bin/true" \
+    alloc-busybox-n8 "srun -n8 --container-image=$busybox /bin/true"

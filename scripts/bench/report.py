@@ -32,7 +32,7 @@ ROWS = [
     ("2", "start", "ratio", "start: egret run busybox / raw runc run",
      "hf:egret-busybox", "hf:runc", 1.3),
     ("3a", "start", "ratio", "size: egret run huge / egret run busybox",
-     "hf:egret-huge", "hf:egret-busybox", 1.1),
+     "hf:size-huge", "hf:size-busybox", 1.1),
     ("3b", "srun", "ratio", "size: srun --container-image huge / busybox (jobs)",
      "hf:srun-huge-n1", "hf:srun-busybox-n1", 1.1),
     ("3c", "salloc", "ratio", "size: srun --container-image huge / busybox (in salloc)",
@@ -133,7 +133,7 @@ def build(res):
             diff = a["median"] - b["median"]
             row.update(a=f"{fmt_time(a['median'], unit)} ({fmt_time(a['min'], unit)})",
                        b=f"{fmt_time(b['median'], unit)} ({fmt_time(b['min'], unit)})",
-                       ratio=f"{ratio:.2f} ({ratio_min:.2f})",
+                       ratio=f"{ratio:.3f} ({ratio_min:.3f})",
                        diff=fmt_diff(diff, unit), n=f"{a['n']}/{b['n']}")
             if kind == "ratio":
                 row["result"] = "PASS" if ratio <= target else "MISS"
@@ -224,7 +224,7 @@ def main(argv):
         out.append("")
         out.extend(f"- {line}" for line in extra)
         if timeline(res):
-            out += ["", "Where the time goes (perf sched tracepoints, runs 0.2 s apart):", "",
+            out += ["", "Where the time goes (perf sched tracepoints; one traced pull, start runs 0.2 s apart):", "",
                     "```", timeline(res), "```"]
     else:
         out.append(title)
@@ -237,7 +237,7 @@ def main(argv):
         out.append("Ratios are ratios of medians (of minimums in parentheses); times are wall clock.")
         out.extend(extra)
         if timeline(res):
-            out.append("Where the time goes (perf sched tracepoints, runs 0.2 s apart):")
+            out.append("Where the time goes (perf sched tracepoints; one traced pull, start runs 0.2 s apart):")
             out.append(timeline(res))
         out.append("")
         out.append("Peers, for context (design brief):")

@@ -104,6 +104,18 @@ def egret_runs(execs, exits, parent):
             continue
         tree = [e for e in execs if t0 < e[0] < end and descends(e[1], epid, parent)]
         ms = {}
+        squash = [e for e in tree if base(e[2]) == "mksquashfs"]
+        if squash:  # an import: skopeo inspect (tag -> digest), skopeo copy, flatten | mksquashfs
+            skopeos = [e for e in tree if base(e[2]) == "skopeo"]
+            for label, hit in (("skopeo inspect", skopeos[:1]), ("skopeo copy", skopeos[1:2]),
+                               ("mksquashfs", squash[:1])):
+                if hit:
+                    ms[f"{label} exec"] = hit[0][0]
+                    if hit[0][1] in exits:
+                        ms[f"{label} exit"] = exits[hit[0][1]]
+            ms["egret exit"] = end
+            runs.append(("egret pull", {k: v - t0 for k, v in ms.items()}))
+            continue
         runc = [e for e in tree if base(e[2]) == "runc"]
         if runc:
             ms["runc exec"] = runc[0][0]
@@ -149,16 +161,18 @@ def main(argv):
     if not groups:
         print("  (no runs recognised in the trace)")
         return 0
-    for kind in ("runc run (raw)", "egret run", "srun (plain)", "srun --container-image"):
+    for kind in ("egret pull", "runc run (raw)", "egret run", "srun (plain)",
+                 "srun --container-image"):
         runs = groups.get(kind)
         if not runs:
             continue
         names = {n for ms in runs for n in ms}
         med = sorted((statistics.median(ms[n] for ms in runs if n in ms), n) for n in names)
-        print(f"  {kind} /bin/true: {len(runs)} runs, median offsets from the start")
+        what = kind if kind == "egret pull" else f"{kind} /bin/true"
+        print(f"  {what}: {len(runs)} run(s), median offsets from the start")
         prev_t, prev_n = 0.0, "start"
         for t, n in med:
-            print(f"    {prev_n:>26} -> {n:<26} {t - prev_t:6.1f} ms   (at {t:6.1f} ms)")
+            print(f"    {prev_n:>26} -> {n:<26} {t - prev_t:7.1f} ms   (at {t:7.1f} ms)")
             prev_t, prev_n = t, n
     return 0
 

@@ -621,3 +621,19 @@ fn container_cgroup_is_nested_in_the_tasks_cgroup() {
         );
     }
 }
+
+#[test]
+fn cpu_binding_is_kept_inside_the_container() {
+    // task/affinity binds each task; runc's cpuset cgroup must not undo it.
+    let o = srun(&[
+        "-n2",
+        "--cpu-bind=map_cpu:1,0",
+        &busybox(),
+        "sh",
+        "-c",
+        "echo rank$SLURM_PROCID=$(grep Cpus_allowed_list /proc/self/status | cut -f2)",
+    ]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(out.contains("rank0=1") && out.contains("rank1=0"), "{out}");
+}

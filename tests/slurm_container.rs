@@ -103,20 +103,7 @@ fn stdin_reaches_the_container() {
 #[test]
 fn runs_as_the_user_not_root() {
     common::require_root();
-    let o = Command::new("runuser")
-        .args([
-            "-u",
-            common::TEST_USER.name,
-            "--",
-            "timeout",
-            "120",
-            "srun",
-            &busybox(),
-            "id",
-        ])
-        .current_dir("/tmp")
-        .output()
-        .unwrap();
+    let o = srun_as_user_in(std::path::Path::new("/tmp"), &[&busybox(), "id"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(
@@ -368,12 +355,17 @@ fn pmi2_descriptor_reaches_the_container() {
 #[test]
 fn pmix_server_directory_is_bound_for_the_user() {
     common::require_root();
-    let o = Command::new("runuser")
-        .args(["-u", common::TEST_USER.name, "--", "timeout", "120", "srun", "--mpi=pmix", "-n2", &busybox()])
-        .args(["sh", "-c", "ls $PMIX_SERVER_TMPDIR | grep -c pmix_dstor; test -S /run/munge/munge.socket.2 && echo munge"])
-        .current_dir("/tmp")
-        .output()
-        .unwrap();
+    let o = srun_as_user_in(
+        std::path::Path::new("/tmp"),
+        &[
+            "--mpi=pmix",
+            "-n2",
+            &busybox(),
+            "sh",
+            "-c",
+            "ls $PMIX_SERVER_TMPDIR | grep -c pmix_dstor; test -S /run/munge/munge.socket.2 && echo munge",
+        ],
+    );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert_eq!(out.matches("munge").count(), 2, "{out}");

@@ -47,7 +47,7 @@ pub fn resolve(
             let p = if p.is_absolute() {
                 p
             } else {
-                submit_dir(req).join(p)
+                super::server::job_cwd(req).join(p)
             };
             let store = crate::store::Store::open(
                 &cfg.local_repository_base_dir,
@@ -109,11 +109,4 @@ impl Drop for UserAuthFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
-}
-
-fn submit_dir(req: &StepRequest) -> PathBuf {
-    req.job_env
-        .iter()
-        .find_map(|e| e.strip_prefix("SLURM_SUBMIT_DIR=").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/"))
 }

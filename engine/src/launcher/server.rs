@@ -242,7 +242,7 @@ fn prepare(cfg: &Config, req: &StepRequest, progress: &TaskProgress) -> Result<P
 }
 
 /// The directory the job was submitted from (relative mount sources are resolved against it).
-fn job_cwd(req: &StepRequest) -> PathBuf {
+pub(super) fn job_cwd(req: &StepRequest) -> PathBuf {
     req.job_env
         .iter()
         .find_map(|e| e.strip_prefix("SLURM_SUBMIT_DIR=").map(PathBuf::from))

@@ -563,12 +563,14 @@ fn hooks_are_listed_and_run_when_they_apply() {
     let hooks = sb.path("hooks.d");
     let log = sb.path("hooks.log");
     let log_s = log.display().to_string();
+    // Hooks read the container state runc writes on their stdin: one that exits without
+    // reading it makes runc's write fail with SIGPIPE, which runc forwards to the container.
     write_hook(
         &hooks,
         "10-mpich",
         serde_json::json!({
             "version": "1.0.0",
-            "hook": {"path": "/bin/sh", "args": ["sh", "-c", format!("echo mpich >> {log_s}")]},
+            "hook": {"path": "/bin/sh", "args": ["sh", "-c", format!("cat >/dev/null; echo mpich >> {log_s}")]},
             "when": {"annotations": {
                 "^com.hooks.mpi.enabled$": "^true$",
                 "^com.hooks.mpi.type$": "^mpich$"}},
@@ -592,7 +594,7 @@ fn hooks_are_listed_and_run_when_they_apply() {
         "30-always",
         serde_json::json!({
             "version": "1.0.0",
-            "hook": {"path": "/bin/sh", "args": ["sh", "-c", format!("echo always >> {log_s}")],
+            "hook": {"path": "/bin/sh", "args": ["sh", "-c", format!("cat >/dev/null; echo always >> {log_s}")],
                      "timeout": 10},
             "when": {"always": true},
             "stages": ["createRuntime", "poststop"]

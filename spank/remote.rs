@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -77,11 +78,15 @@ fn spawn_launcher(launcher: &Path, run_dir: &Path, request: &[u8]) -> Result<i32
     if fs::metadata(&log_path).is_ok_and(|m| m.len() > 8 << 20) {
         let _ = fs::rename(&log_path, run_dir.join("launcher.log.1"));
     }
+    // Root-only: it names the images users run.
     let log = fs::OpenOptions::new()
+        .mode(0o600)
         .create(true)
         .append(true)
         .open(run_dir.join("launcher.log"))
         .map_err(|e| format!("egret: {}/launcher.log: {e}", run_dir.display()))?;
+    // A log left by an older version may be world-readable.
+    let _ = log.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
     let mut cmd = Command::new(launcher);
     cmd.arg("serve")
         .stdin(Stdio::piped())

@@ -137,8 +137,27 @@ pub struct SiteMount {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MountFlags {
-    #[serde(default)]
+    /// Sarus writes `"readonly": ""` (a flag without value); `true`/`false` are accepted too.
+    #[serde(default, deserialize_with = "flag")]
     pub readonly: bool,
+}
+
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Bool(bool),
+        Text(String),
+    }
+    match Flag::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("siteMounts flags.readonly: expected \"\" (Sarus) or true/false")
+    })? {
+        Flag::Bool(b) => Ok(b),
+        Flag::Text(t) if t.is_empty() => Ok(true),
+        Flag::Text(t) => Err(serde::de::Error::custom(format!(
+            "siteMounts flags.readonly: expected \"\" (Sarus) or true/false, got \"{t}\""
+        ))),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -390,6 +409,16 @@ mod tests {
         assert!(c.site_mounts[0].flags.readonly);
         assert_eq!(c.default_mpi_type.as_deref(), Some("mpich"));
         assert_eq!(c.user_mounts.not_allowed_paths, vec![PathBuf::from("/opt")]);
+    }
+
+    #[test]
+    fn sarus_readonly_flag_without_value() {
+        let c = parse(r#"{"siteMounts":[{"type":"bind","source":"/a","destination":"/a","flags":{"readonly":""}}]}"#)
+            .unwrap();
+        assert!(c.site_mounts[0].flags.readonly);
+        let e = parse(r#"{"siteMounts":[{"type":"bind","source":"/a","destination":"/a","flags":{"readonly":"no"}}]}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("readonly"), "{e}");
     }
 
     #[test]

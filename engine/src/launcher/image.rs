@@ -27,7 +27,12 @@ pub fn resolve(
                 user.gid,
                 &cfg.repository_metadata_lock_timings,
             )
-            .map_err(|e| format!("egret: {e}"))?;
+            .map_err(|e| format!("egret: {e}"))?
+            // "waiting for another import of ..." must reach the user, not only the log.
+            .with_notifier({
+                let p = progress.clone();
+                move |msg: &str| crate::progress::Progress::phase(&p, msg)
+            });
             let fetcher = crate::skopeo::Skopeo::new(cfg);
             let auth = UserAuthFile::copy_from(cfg, req, user)?;
             let opts = crate::import::PullOptions {

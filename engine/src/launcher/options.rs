@@ -34,7 +34,7 @@ macro_rules! opt {
 
 /// Every option, in the order `srun --help` shows them. The index is the SPANK `val`.
 pub const OPTIONS: &[OptionSpec] = &[
-    opt!("container-image", "[USER@][REGISTRY#]IMAGE[:TAG]|PATH", Required,
+    opt!("container-image", "[REGISTRY#]IMAGE[:TAG]|PATH", Required,
         "[egret] the image to run the job's tasks in (Docker or enroot reference, or a .sqsh file)"),
     opt!("container-mounts", "SRC[:DST[:FLAGS]][,SRC...]", Required,
         "[egret] bind mounts into the container; FLAGS ro or rw, joined with +"),
@@ -65,7 +65,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     opt!("container-pid", "host|private", Required,
         "[egret] PID namespace: the host's (default) or a private one"),
     opt!("container-init", "", None,
-        "[egret] run an init process (tini) as PID 1 of the container"),
+        "[egret] run an init process (tini) that reaps zombies (PID 1 with --container-pid=private)"),
 ];
 
 /// The validated container settings of one step.

@@ -14,6 +14,8 @@ use egret_engine::store::{IndexEntry, Store};
 /// What every command gets: the loaded config and the caller's identity.
 pub struct Context {
     pub config: Config,
+    /// The file `config` came from (the default path when none exists).
+    pub config_path: PathBuf,
     pub verbose: bool,
     pub debug: bool,
     /// The real uid/gid: whose index `images`, `pull`, `load` and `rmi` work on.
@@ -39,13 +41,14 @@ impl Context {
             _ => None,
         };
         let default = Path::new(egret_engine::config::DEFAULT_CONFIG_PATH);
-        let config = match chosen {
-            Some(p) => Config::load(&p).map_err(|e| e.to_string())?,
+        let config = match &chosen {
+            Some(p) => Config::load(p).map_err(|e| e.to_string())?,
             None if default.exists() => Config::load(default).map_err(|e| e.to_string())?,
             None => Config::default(),
         };
         Ok(Context {
             config,
+            config_path: chosen.unwrap_or_else(|| default.to_path_buf()),
             verbose,
             debug,
             uid: uid.as_raw(),

@@ -41,6 +41,8 @@ enum Cmd {
     Run(run_cmds::RunArgs),
     /// List the configured OCI hooks.
     Hooks(run_cmds::HooksArgs),
+    /// Check that everything egret trusts as root is root-owned and not writable by others.
+    Check,
     /// Print the version.
     Version,
 }
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Cmd::Rmi(a) => ctx.and_then(|c| image_cmds::rmi(&c, a)),
         Cmd::Run(a) => ctx.and_then(|c| run_cmds::run(&c, a)),
         Cmd::Hooks(a) => ctx.and_then(|c| run_cmds::hooks(&c, a)),
+        Cmd::Check => ctx.and_then(|c| run_cmds::check(&c)),
         Cmd::Version => {
             println!("egret {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

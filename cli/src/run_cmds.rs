@@ -91,6 +91,7 @@ pub fn run(c: &Context, a: RunArgs) -> Result<ExitCode, String> {
         );
     }
     let cfg = &c.config;
+    egret_engine::security::enforce(cfg, &c.config_path, &[]).map_err(|e| format!("run: {e}"))?;
     let user = UserIdentity::current_real().map_err(|e| e.to_string())?;
     let (image, command) = a
         .args
@@ -346,4 +347,25 @@ pub fn hooks(c: &Context, a: HooksArgs) -> Result<ExitCode, String> {
         print!("{}", hooksd::format_list(&hooks));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `egret check`: every security check, whatever `securityChecks` says; one line per problem.
+pub fn check(c: &Context) -> Result<ExitCode, String> {
+    let launcher = std::path::PathBuf::from(egret_engine::launcher::server::DEFAULT_LAUNCHER);
+    let plugin = std::path::PathBuf::from("/usr/local/lib/egret/spank_egret.so");
+    let found =
+        egret_engine::security::check_install(&c.config, &c.config_path, &[launcher, plugin]);
+    for v in &found {
+        println!("{v}");
+    }
+    if found.is_empty() {
+        println!(
+            "egret check: no problems found ({})",
+            c.config_path.display()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("egret check: {} problem(s) found", found.len());
+        Ok(ExitCode::FAILURE)
+    }
 }

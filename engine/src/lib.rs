@@ -27,3 +27,4 @@ pub mod sys;
 pub mod user;
 
 pub mod launcher;
+pub mod security;

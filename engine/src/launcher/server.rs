@@ -168,6 +168,9 @@ fn accept_loop(
 
 /// Imports the image and assembles the rootfs; the error is the user's one line.
 fn prepare(cfg: &Config, req: &StepRequest, progress: &TaskProgress) -> Result<Prepared, String> {
+    // Nothing runs as root from files someone other than root could have changed.
+    let me: Vec<PathBuf> = std::env::current_exe().into_iter().collect();
+    crate::security::enforce(cfg, &req.config, &me).map_err(|e| format!("egret: {e}"))?;
     let opts = &req.options;
     let user = UserIdentity::from_uid(req.uid, req.gid).map_err(|e| format!("egret: {e}"))?;
     let resolve = |image: &str| super::image::resolve(cfg, req, &user, image, progress);

@@ -386,3 +386,4 @@ pub fn multilayer_expected() -> serde_json::Value {
         .unwrap_or_else(|e| panic!("cannot read {}: {e} (run `make images`)", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+pub mod sandbox;

@@ -1,0 +1,70 @@
+//! A private egret configuration, store, bundle, runc and hooks directory under a scratch
+//! directory, for the CLI tests (`egret --config`): they never touch the shared store.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super as common;
+
+/// A private egret configuration and store under a scratch directory.
+pub struct Sandbox {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        Sandbox::with(|_, _| {})
+    }
+
+    /// `edit` gets the scratch directory and the config (already pointing into it).
+    pub fn with(edit: impl FnOnce(&Path, &mut serde_json::Value)) -> Sandbox {
+        common::require_root();
+        let dir = common::scratch_dir(None);
+        for sub in ["store", "tmp", "bundle", "runc", "hooks.d"] {
+            fs::create_dir(dir.join(sub)).expect("create sandbox directory");
+        }
+        let text = fs::read_to_string(common::EGRET_CONFIG).unwrap_or_else(|e| {
+            panic!(
+                "cannot read {}: {e} (run `make install`)",
+                common::EGRET_CONFIG
+            )
+        });
+        let mut cfg: serde_json::Value = serde_json::from_str(&text).expect("egret.json is JSON");
+        let at = |sub: &str| serde_json::Value::from(dir.join(sub).to_str().expect("utf-8"));
+        cfg["localRepositoryBaseDir"] = at("store");
+        cfg["tempDir"] = at("tmp");
+        cfg["OCIBundleDir"] = at("bundle");
+        // The sandbox lives under /tmp, which the security checks rightly refuse as a parent of
+        // anything root trusts; tests/cli_check.rs covers the checks.
+        cfg["securityChecks"] = serde_json::Value::Bool(false);
+        cfg["runcRoot"] = at("runc");
+        cfg["hooksDir"] = at("hooks.d");
+        edit(&dir, &mut cfg);
+        let config = dir.join("egret.json");
+        fs::write(&config, serde_json::to_vec_pretty(&cfg).unwrap()).expect("write egret.json");
+        Sandbox { dir, config }
+    }
+
+    pub fn path(&self, sub: &str) -> PathBuf {
+        self.dir.join(sub)
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = common::egret();
+        cmd.arg("--config").arg(&self.config).args(args);
+        cmd
+    }
+
+    pub fn egret(&self, args: &[&str]) -> Output {
+        common::run(&mut self.cmd(args))
+    }
+
+    /// Runs `egret ARGS`, which must succeed; returns (stdout, stderr).
+    pub fn ok(&self, args: &[&str]) -> (String, String) {
+        let out = self.egret(args);
+        let stdout = common::assert_success(&out, &format!("egret {}", args.join(" ")));
+        (stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

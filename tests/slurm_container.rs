@@ -629,3 +629,15 @@ fn cpu_binding_is_kept_inside_the_container() {
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("rank0=1") && out.contains("rank1=0"), "{out}");
 }
+
+#[test]
+fn missing_command_exits_127_like_a_shell() {
+    let o = srun(&[&busybox(), "/no/such/command"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(127), "{err}");
+    assert!(
+        err.contains("egret: /no/such/command: command not found in the container"),
+        "{err}"
+    );
+    assert!(!err.contains("freezer"), "runc's warnings leaked: {err}");
+}

@@ -78,6 +78,25 @@ impl Runc {
         c
     }
 
+    /// Like [`Runc::command`], with runc's own messages written as JSON lines to `log` instead of
+    /// the container's stderr; [`runc_failure`] turns them into one line for the user.
+    pub fn command_logged(
+        &self,
+        id: &str,
+        bundle: &Path,
+        preserve_fds: u32,
+        log: &Path,
+    ) -> Command {
+        let inner = self.command(id, bundle, preserve_fds);
+        let mut c = Command::new(&self.path);
+        sys::process::unblock_signals_on_exec(&mut c);
+        c.arg("--log")
+            .arg(log)
+            .args(["--log-format", "json"])
+            .args(inner.get_args());
+        c
+    }
+
     /// Runs the container with our stdio and returns its exit code (128 + N when killed by
     /// signal N), forwarding [`FORWARDED_SIGNALS`]. runc's state for `id` is deleted afterwards,
     /// whatever happened.
@@ -286,5 +305,60 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+}
+
+/// Why runc itself failed (not the container), from a `--log-format json` log: the exit code a
+/// shell would give (127 command not found, 126 not executable) and one line for the user.
+pub fn runc_failure(log: &str) -> Option<(i32, String)> {
+    let msg = log
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "error")
+        .find_map(|v| v["msg"].as_str().map(str::to_string))?;
+    // runc: `... exec: "CMD": stat CMD: no such file or directory` or `executable file not found`.
+    let cmd = msg
+        .split("exec: \"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .map(str::to_string);
+    match cmd {
+        Some(c) if msg.contains("no such file") || msg.contains("not found in $PATH") => Some((
+            127,
+            format!("egret: {c}: command not found in the container"),
+        )),
+        Some(c) if msg.contains("permission denied") => Some((
+            126,
+            format!("egret: {c}: permission denied in the container"),
+        )),
+        _ => Some((
+            1,
+            format!(
+                "egret: runc: {}",
+                msg.trim_start_matches("runc run failed: ")
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod runc_log_tests {
+    use super::runc_failure;
+
+    #[test]
+    fn missing_command_is_127_in_one_line() {
+        let log = r#"{"level":"warning","msg":"cannot toggle freezer","time":"t"}
+{"level":"error","msg":"runc run failed: unable to start container process: exec: \"/nonexistent\": stat /nonexistent: no such file or directory","time":"t"}"#;
+        assert_eq!(
+            runc_failure(log),
+            Some((
+                127,
+                "egret: /nonexistent: command not found in the container".into()
+            ))
+        );
+        let log = r#"{"level":"error","msg":"runc run failed: unable to start container process: exec: \"nosuch\": executable file not found in $PATH"}"#;
+        assert_eq!(runc_failure(log).unwrap().0, 127);
+        assert_eq!(runc_failure(r#"{"level":"warning","msg":"x"}"#), None);
     }
 }

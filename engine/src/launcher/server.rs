@@ -282,6 +282,21 @@ fn run_one(p: &Prepared, mut conn: Conn) {
         }
     }
     let outcome = start_container(p, &conn, &id).map(|child| watch(p, &mut conn, child, &id));
+    // When runc itself failed (not the command), say why in one line, with a shell's exit code.
+    let outcome = outcome.map(|code| {
+        let log = p
+            .rootfs
+            .bundle_dir
+            .join(format!("task-{}/runc.log", conn.hello.local_id));
+        let text = fs::read_to_string(log).unwrap_or_default();
+        match crate::runtime::runc_failure(&text) {
+            Some((shell_code, line)) if code != 0 => {
+                let _ = protocol::send(&mut conn.stream, &ToTask::Message(line));
+                shell_code
+            }
+            _ => code,
+        }
+    });
     let msg = match outcome {
         Ok(code) => ToTask::Exit(code),
         Err(e) => ToTask::Error(e),
@@ -368,7 +383,7 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
         root: p.cfg.runc_root.clone(),
     };
     let extra = conn.fds.len().saturating_sub(3) as u32;
-    let inner = runc.command(id, &bundle_dir, extra);
+    let inner = runc.command_logged(id, &bundle_dir, extra, &bundle_dir.join("runc.log"));
     let mut cmd =
         super::cgroup::join_then_exec(conn.pid, &inner).map_err(|e| format!("egret: {e}"))?;
     let raw: Vec<i32> = conn.fds.iter().map(|f| f.as_raw_fd()).collect();

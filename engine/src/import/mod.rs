@@ -145,6 +145,11 @@ pub fn pull_image(
     let pinned = r.with_digest(&digest);
     let wait = wait_timings(store, opts);
     let what = format!("another import of {}", r.display());
+    // Whatever a killed import left (its locks are free now) goes, also when nothing is
+    // downloaded this time: that import may have installed the image before dying.
+    let temp_dir = opts.temp_dir.as_deref().unwrap_or(&cfg.temp_dir);
+    store.clean_stale();
+    clean_stale(temp_dir, TEMP_PREFIX);
 
     if let Some((image, replaced)) = reuse(store, r, &digest, &what, &wait)? {
         progress.done(&format!("{} is up to date ({digest})", r.display()));
@@ -171,9 +176,6 @@ pub fn pull_image(
         });
     }
 
-    let temp_dir = opts.temp_dir.as_deref().unwrap_or(&cfg.temp_dir);
-    store.clean_stale();
-    clean_stale(temp_dir, TEMP_PREFIX);
     let work = store.work_dir()?;
     let download = WorkDir::create(temp_dir, TEMP_PREFIX)?;
     let oci_dir = download.path().join("oci");

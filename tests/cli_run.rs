@@ -28,7 +28,7 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-use common::sandbox::Sandbox;
+use common::sandbox::{names_in, stderr, Sandbox};
 
 impl Sandbox {
     fn pull(&self, name: &str) -> String {
@@ -73,32 +73,6 @@ impl Sandbox {
             mine()
         );
     }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        // Kept for a look when the test failed.
-        if !std::thread::panicking() {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = match fs::read_dir(dir) {
-        Ok(rd) => rd
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => panic!("cannot read {}: {e}", dir.display()),
-    };
-    names.sort();
-    names
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A failed command with exactly one line on stderr, starting with `egret: `; returns it.

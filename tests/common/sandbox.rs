@@ -65,6 +65,33 @@ impl Sandbox {
     pub fn ok(&self, args: &[&str]) -> (String, String) {
         let out = self.egret(args);
         let stdout = common::assert_success(&out, &format!("egret {}", args.join(" ")));
-        (stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+        (stdout, stderr(&out))
     }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Kept for a look when the test failed.
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Sorted entry names of `dir` (none when it does not exist).
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("cannot read {}: {e}", dir.display()),
+    };
+    names.sort();
+    names
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -14,6 +14,8 @@ Images (all under REGISTRY/egret/, tag "latest" unless noted):
                hardlinks, setuid, xattrs, ownership, long/non-ASCII names); the expected
                merged tree goes to tests/common/multilayer-expected.json
   entrypoint   busybox + Entrypoint/Cmd/WorkingDir/Env
+  pytorch      busybox + Env PYTORCH_VERSION (what PyTorch images carry; egret then sets the
+               torch.distributed variables from the Slurm step)
   glibc        bash + coreutils from the host with their shared libraries and ld.so.cache
   big          (--big) >= 500 MB, 3 layers, tens of thousands of files, mixed content
   huge         (--big) busybox + two single-file layers of 512 MiB (about 1 GiB)
@@ -800,6 +802,11 @@ class Builder:
         }
         lay.add_image(layers, config, ["busybox base", "/work"], tag="latest")
 
+    def build_pytorch(self, lay, work):
+        config = {"Env": [PATH_ENV, "PYTORCH_VERSION=2.3.0", "WORLD_SIZE=from-image"],
+                  "Cmd": ["/bin/sh"], "Labels": {"egret.test.image": "pytorch"}}
+        lay.add_image([self.base_layer(lay)], config, ["busybox base"], tag="latest")
+
     def build_glibc(self, lay, work):
         root = os.path.join(work, "rootfs")
         os.makedirs(root)
@@ -921,12 +928,12 @@ def main():
                     help="where to write the multilayer expected tree (JSON)")
     args = ap.parse_args()
 
-    names = ["busybox", "multilayer", "entrypoint", "glibc"]
+    names = ["busybox", "multilayer", "entrypoint", "pytorch", "glibc"]
     if args.big:
         names += ["big", "huge"]
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in ("busybox", "multilayer", "entrypoint", "glibc", "big", "huge")]
+        unknown = [n for n in wanted if n not in ("busybox", "multilayer", "entrypoint", "pytorch", "glibc", "big", "huge")]
         if unknown:
             ap.error(f"unknown image(s): {', '.join(unknown)}")
         names = wanted

@@ -24,7 +24,21 @@ fn is_remote() -> bool {
 /// `slurm_spank_user_init`: start the launcher. Errors are kept for `task_init`, which can show
 /// them on the user's terminal; failing here would drain the node for batch steps.
 pub fn user_init(sp: Spank, _args: &[String]) -> Result<(), String> {
-    if !is_remote() || !state::with(|s| s.options.active() && s.remote_error.is_none()) {
+    if !is_remote() {
+        return Ok(());
+    }
+    let job_env = sp.env();
+    let lookup = |k: &str| {
+        job_env
+            .iter()
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=').map(str::to_string))
+    };
+    state::with(|s| {
+        if let Err(e) = s.options.apply_env(lookup) {
+            s.remote_error.get_or_insert(format!("egret: {e}"));
+        }
+    });
+    if !state::with(|s| s.options.active() && s.remote_error.is_none()) {
         return Ok(());
     }
     if let Err(e) = start_launcher(sp) {

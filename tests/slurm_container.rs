@@ -186,12 +186,12 @@ fn readonly_container_cannot_be_written() {
 
 #[test]
 fn bad_option_fails_in_srun_before_queueing() {
-    let before = job_count();
+    let before = common::next_job_id();
     let o = srun(&[&busybox(), "--container-pid=shared", "true"]);
     let (_, err) = text(&o);
     assert!(!o.status.success());
     assert!(err.contains("--container-pid=shared"), "{err}");
-    assert_eq!(job_count(), before, "a job was created");
+    assert_eq!(common::next_job_id(), before, "a job was created");
     let o = srun(&["--container-image=UPPER/Case::x", "true"]);
     assert!(
         !o.status.success() && text(&o).1.contains("--container-image"),
@@ -274,22 +274,6 @@ fn many_steps_leave_nothing_behind() {
     };
     assert_eq!(left("/var/tmp", "egret-auth-"), 0);
     assert_eq!(left("/run/egret", "step-"), 0);
-}
-
-/// The id the next job will get: unchanged when srun refused to queue one.
-fn job_count() -> usize {
-    let o = Command::new("scontrol")
-        .args(["show", "config"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("NEXT_JOB_ID")
-                .map(|v| v.trim_start_matches([' ', '=']).trim().to_string())
-        })
-        .and_then(|v| v.parse().ok())
-        .expect("NEXT_JOB_ID in scontrol show config")
 }
 
 fn wait_timeout(

@@ -387,3 +387,19 @@ pub fn multilayer_expected() -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 pub mod sandbox;
+
+/// The id the next job will get: unchanged when srun refused to queue one.
+pub fn next_job_id() -> usize {
+    let o = Command::new("scontrol")
+        .args(["show", "config"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("NEXT_JOB_ID")
+                .map(|v| v.trim_start_matches([' ', '=']).trim().to_string())
+        })
+        .and_then(|v| v.parse().ok())
+        .expect("NEXT_JOB_ID in scontrol show config")
+}

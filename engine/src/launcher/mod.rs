@@ -18,3 +18,4 @@ mod progress;
 pub mod protocol;
 pub mod server;
 mod sqsh;
+pub mod task_env;

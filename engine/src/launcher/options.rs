@@ -97,8 +97,12 @@ impl ContainerOptions {
         self.image.is_some() || self.name.is_some()
     }
 
-    /// Records option number `index` of `OPTIONS` with its value. Idempotent: Slurm 22.05 fires
-    /// remote callbacks twice, and a later value (the command line over `#SBATCH`) wins.
+    /// Records option number `index` of `OPTIONS` with its value, as pyxis does: Slurm may
+    /// report an option twice (22.05 fires remote callbacks twice), so the same value again is
+    /// fine, but two different values of a single-valued option, or both options of a pair
+    /// (`--container-writable` and `--container-readonly`), are an error. List options
+    /// (`--container-mounts`, `--container-env`, `--container-device`,
+    /// `--container-annotation`) accumulate.
     pub fn set(&mut self, index: usize, value: Option<&str>) -> Result<(), String> {
         let spec = OPTIONS
             .get(index)
@@ -115,12 +119,12 @@ impl ContainerOptions {
             "container-image" => {
                 crate::reference::ImageSource::parse(&v())
                     .map_err(|e| format!("--container-image={}: {e}", v()))?;
-                self.image = value;
+                set_once(&mut self.image, name, v())?;
             }
             "container-mounts" => {
                 crate::mounts::parse_pyxis_mounts(&v(), std::path::Path::new("/"))
                     .map_err(|e| format!("--container-mounts: {e}"))?;
-                self.mounts = value;
+                append_list(&mut self.mounts, &v());
             }
             "container-workdir" => {
                 if !v().starts_with('/') {
@@ -129,25 +133,26 @@ impl ContainerOptions {
                         v()
                     ));
                 }
-                self.workdir = value;
+                set_once(&mut self.workdir, name, v())?;
             }
             "container-env" => {
-                let names: Vec<String> = v().split(',').map(str::to_string).collect();
-                for n in &names {
+                for n in v().split(',') {
                     if !valid_env_name(n) {
                         return Err(format!(
                             "--container-env: '{n}' is not a valid variable name"
                         ));
                     }
+                    if !self.env_names.iter().any(|e| e == n) {
+                        self.env_names.push(n.to_string());
+                    }
                 }
-                self.env_names = names;
             }
-            "container-entrypoint" => self.entrypoint = Some(true),
-            "no-container-entrypoint" => self.entrypoint = Some(false),
-            "container-writable" => self.writable = Some(true),
-            "container-readonly" => self.writable = Some(false),
-            "container-mount-home" => self.mount_home = Some(true),
-            "no-container-mount-home" => self.mount_home = Some(false),
+            "container-entrypoint" => set_flag(&mut self.entrypoint, true, PAIR_ENTRYPOINT)?,
+            "no-container-entrypoint" => set_flag(&mut self.entrypoint, false, PAIR_ENTRYPOINT)?,
+            "container-writable" => set_flag(&mut self.writable, true, PAIR_WRITABLE)?,
+            "container-readonly" => set_flag(&mut self.writable, false, PAIR_WRITABLE)?,
+            "container-mount-home" => set_flag(&mut self.mount_home, true, PAIR_HOME)?,
+            "no-container-mount-home" => set_flag(&mut self.mount_home, false, PAIR_HOME)?,
             "container-name" => {
                 let n = v();
                 if n.len() > 64
@@ -160,7 +165,7 @@ impl ContainerOptions {
                         "--container-name={n}: use up to 64 letters, digits, '.', '_' or '-'"
                     ));
                 }
-                self.name = value;
+                set_once(&mut self.name, name, n)?;
             }
             "mpi-hook" => {
                 let t = v();
@@ -170,17 +175,16 @@ impl ContainerOptions {
                 {
                     return Err(format!("--mpi-hook={t}: not a valid MPI type name"));
                 }
-                self.mpi_hook = Some(t);
+                set_once(&mut self.mpi_hook, name, t)?;
             }
             "container-device" => {
                 for d in v().split(',') {
                     crate::mounts::parse_device(d)
                         .map_err(|e| format!("--container-device={d}: {e}"))?;
                 }
-                self.devices = value;
+                append_list(&mut self.devices, &v());
             }
             "container-annotation" => {
-                let mut out = Vec::new();
                 for kv in v().split(',') {
                     let (k, val) = kv.split_once('=').ok_or_else(|| {
                         format!("--container-annotation={kv}: expected KEY=VALUE")
@@ -188,12 +192,19 @@ impl ContainerOptions {
                     if k.is_empty() {
                         return Err(format!("--container-annotation={kv}: empty key"));
                     }
-                    out.push((k.to_string(), val.to_string()));
+                    match self.annotations.iter().find(|(ok, _)| ok == k) {
+                        Some((_, old)) if old != val => {
+                            return Err(format!(
+                                "--container-annotation: {k} given twice with different values ('{old}' and '{val}')"
+                            ))
+                        }
+                        Some(_) => {}
+                        None => self.annotations.push((k.to_string(), val.to_string())),
+                    }
                 }
-                self.annotations = out;
             }
             "container-pid" => {
-                self.pid_private = Some(match v().as_str() {
+                let private = match v().as_str() {
                     "host" => false,
                     "private" => true,
                     other => {
@@ -201,12 +212,86 @@ impl ContainerOptions {
                             "--container-pid={other}: expected 'host' or 'private'"
                         ))
                     }
-                })
+                };
+                if self.pid_private.is_some_and(|p| p != private) {
+                    return Err(
+                        "--container-pid given twice with different values ('host' and 'private')"
+                            .into(),
+                    );
+                }
+                self.pid_private = Some(private);
             }
             "container-init" => self.init = true,
             _ => return Err(format!("--{name}: not handled")),
         }
         Ok(())
+    }
+
+    /// Fills the options the command line left unset from `EGRET_CONTAINER_<NAME>` or, for job
+    /// scripts written for pyxis, `PYXIS_CONTAINER_<NAME>` (`--container-mount-home` reads
+    /// `..._MOUNT_HOME`, `--mpi-hook` reads `..._MPI_HOOK`). On/off options take 1/true/yes/y or
+    /// 0/false/no/n. `lookup` is the environment of the context: the process's in srun and
+    /// sbatch, the job's in slurmstepd.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        for (index, spec) in OPTIONS.iter().enumerate() {
+            if spec.name.starts_with("no-") {
+                continue;
+            }
+            let suffix = spec
+                .name
+                .trim_start_matches("container-")
+                .to_ascii_uppercase()
+                .replace('-', "_");
+            let found = ["EGRET_CONTAINER_", "PYXIS_CONTAINER_"]
+                .iter()
+                .map(|prefix| format!("{prefix}{suffix}"))
+                .find_map(|var| lookup(&var).map(|val| (var, val)));
+            let Some((var, val)) = found else { continue };
+            if self.is_set(spec.name) {
+                continue;
+            }
+            let err = |e: String| format!("{var}={}: {e}", val.escape_debug());
+            if spec.arg == Arg::None {
+                let on = parse_bool(&val).ok_or_else(|| {
+                    err("expected 1, true, yes, y, 0, false, no or n".to_string())
+                })?;
+                let target = match (spec.name, on) {
+                    (n, true) => Some(n.to_string()),
+                    ("container-readonly", false) => Some("container-writable".to_string()),
+                    ("container-writable", false) => Some("container-readonly".to_string()),
+                    (n, false) => {
+                        let no = format!("no-{n}");
+                        index_of(&no).map(|_| no)
+                    }
+                };
+                if let Some(t) = target.and_then(|t| index_of(&t)) {
+                    self.set(t, None).map_err(err)?;
+                }
+            } else {
+                self.set(index, Some(&val)).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the command line (or `#SBATCH`) already gave option `name`.
+    fn is_set(&self, name: &str) -> bool {
+        match name {
+            "container-image" => self.image.is_some(),
+            "container-mounts" => self.mounts.is_some(),
+            "container-workdir" => self.workdir.is_some(),
+            "container-env" => !self.env_names.is_empty(),
+            "container-entrypoint" => self.entrypoint.is_some(),
+            "container-writable" | "container-readonly" => self.writable.is_some(),
+            "container-mount-home" => self.mount_home.is_some(),
+            "container-name" => self.name.is_some(),
+            "mpi-hook" => self.mpi_hook.is_some(),
+            "container-device" => self.devices.is_some(),
+            "container-annotation" => !self.annotations.is_empty(),
+            "container-pid" => self.pid_private.is_some(),
+            "container-init" => self.init,
+            _ => false,
+        }
     }
 
     /// Checks that only make sense once every option is known.
@@ -224,6 +309,55 @@ impl ContainerOptions {
             }
         }
         Ok(())
+    }
+}
+
+const PAIR_ENTRYPOINT: &str = "--container-entrypoint and --no-container-entrypoint";
+const PAIR_WRITABLE: &str = "--container-writable and --container-readonly";
+const PAIR_HOME: &str = "--container-mount-home and --no-container-mount-home";
+
+/// A single-valued option: a repeat must carry the same value.
+fn set_once(slot: &mut Option<String>, name: &str, value: String) -> Result<(), String> {
+    match slot {
+        Some(old) if *old != value => Err(format!(
+            "--{name} given twice with different values ('{old}' and '{value}')"
+        )),
+        _ => {
+            *slot = Some(value);
+            Ok(())
+        }
+    }
+}
+
+/// One of a pair of on/off options: giving both is an error.
+fn set_flag(slot: &mut Option<bool>, on: bool, pair: &str) -> Result<(), String> {
+    if slot.is_some_and(|old| old != on) {
+        return Err(format!("both {pair} were given; keep one"));
+    }
+    *slot = Some(on);
+    Ok(())
+}
+
+/// A comma-separated list option: new entries are appended, repeats are dropped.
+fn append_list(slot: &mut Option<String>, value: &str) {
+    let mut items: Vec<String> = slot
+        .as_deref()
+        .map(|s| s.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    for item in value.split(',') {
+        if !items.iter().any(|i| i == item) {
+            items.push(item.to_string());
+        }
+    }
+    *slot = Some(items.join(","));
+}
+
+/// pyxis's booleans for environment variables.
+pub fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "y" => Some(true),
+        "0" | "false" | "no" | "n" => Some(false),
+        _ => None,
     }
 }
 
@@ -313,5 +447,97 @@ mod tests {
         let mut o = ContainerOptions::default();
         set(&mut o, "container-workdir", Some("/tmp")).unwrap();
         assert!(o.finish().unwrap_err().contains("--container-image"));
+    }
+
+    #[test]
+    fn repeats_must_agree_and_pairs_conflict() {
+        let mut o = ContainerOptions::default();
+        set(&mut o, "container-workdir", Some("/a")).unwrap();
+        set(&mut o, "container-workdir", Some("/a")).unwrap();
+        let e = set(&mut o, "container-workdir", Some("/b")).unwrap_err();
+        assert!(
+            e.contains("given twice") && e.contains("'/a'") && e.contains("'/b'"),
+            "{e}"
+        );
+        set(&mut o, "container-writable", None).unwrap();
+        let e = set(&mut o, "container-readonly", None).unwrap_err();
+        assert!(
+            e.contains("--container-writable and --container-readonly"),
+            "{e}"
+        );
+        set(&mut o, "no-container-entrypoint", None).unwrap();
+        assert!(set(&mut o, "container-entrypoint", None).is_err());
+        set(&mut o, "container-pid", Some("host")).unwrap();
+        assert!(set(&mut o, "container-pid", Some("private")).is_err());
+    }
+
+    #[test]
+    fn list_options_accumulate_without_repeats() {
+        let mut o = ContainerOptions::default();
+        set(&mut o, "container-mounts", Some("/a:/a")).unwrap();
+        set(&mut o, "container-mounts", Some("/b:/b,/a:/a")).unwrap();
+        assert_eq!(o.mounts.as_deref(), Some("/a:/a,/b:/b"));
+        set(&mut o, "container-env", Some("A,B")).unwrap();
+        set(&mut o, "container-env", Some("B,C")).unwrap();
+        assert_eq!(o.env_names, ["A", "B", "C"]);
+        set(&mut o, "container-annotation", Some("k=v")).unwrap();
+        set(&mut o, "container-annotation", Some("k=v")).unwrap();
+        assert!(set(&mut o, "container-annotation", Some("k=w")).is_err());
+    }
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn environment_fills_what_the_command_line_left_unset() {
+        let mut o = ContainerOptions::default();
+        set(&mut o, "container-workdir", Some("/cli")).unwrap();
+        o.apply_env(env_of(&[
+            ("PYXIS_CONTAINER_IMAGE", "127.0.0.1:5000#egret/busybox"),
+            ("PYXIS_CONTAINER_WORKDIR", "/env"),
+            ("PYXIS_CONTAINER_MOUNT_HOME", "yes"),
+            ("PYXIS_CONTAINER_READONLY", "1"),
+            ("PYXIS_CONTAINER_ENTRYPOINT", "n"),
+            ("PYXIS_CONTAINER_ENV", "A,B"),
+        ]))
+        .unwrap();
+        assert_eq!(o.image.as_deref(), Some("127.0.0.1:5000#egret/busybox"));
+        assert_eq!(o.workdir.as_deref(), Some("/cli"));
+        assert_eq!(o.mount_home, Some(true));
+        assert_eq!(o.writable, Some(false));
+        assert_eq!(o.entrypoint, Some(false));
+        assert_eq!(o.env_names, ["A", "B"]);
+    }
+
+    #[test]
+    fn egret_variables_win_over_pyxis_ones() {
+        let mut o = ContainerOptions::default();
+        o.apply_env(env_of(&[
+            ("PYXIS_CONTAINER_WORKDIR", "/pyxis"),
+            ("EGRET_CONTAINER_WORKDIR", "/egret"),
+            ("PYXIS_CONTAINER_WRITABLE", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(o.workdir.as_deref(), Some("/egret"));
+        assert_eq!(o.writable, Some(false));
+    }
+
+    #[test]
+    fn bad_environment_values_name_the_variable() {
+        for (k, v) in [
+            ("PYXIS_CONTAINER_MOUNT_HOME", "maybe"),
+            ("PYXIS_CONTAINER_WORKDIR", "relative"),
+            ("EGRET_CONTAINER_IMAGE", ""),
+            ("PYXIS_CONTAINER_PID", "shared"),
+        ] {
+            let mut o = ContainerOptions::default();
+            let e = o.apply_env(env_of(&[(k, v)])).unwrap_err();
+            assert!(e.starts_with(k) && !e.contains('\n'), "{k}: {e}");
+        }
     }
 }

@@ -24,6 +24,7 @@ use crate::user::UserIdentity;
 use super::exec;
 use super::progress::TaskProgress;
 use super::protocol::{self, Hello, StepRequest, ToLauncher, ToTask};
+use super::task_env;
 
 /// Where the launcher binary is installed; the plugin's `launcher=` argument overrides it.
 pub const DEFAULT_LAUNCHER: &str = "/usr/local/libexec/egret/egret-launcher";
@@ -330,6 +331,8 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
             }
         }
     }
+    task_env::drop_locale(&mut env, &opts.env_names);
+    let task_vars = env.clone();
     let process = ProcessRequest {
         args: hello.argv.clone(),
         entrypoint: if opts.entrypoint == Some(true) {
@@ -373,6 +376,11 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
     };
     let mut spec = spec::build_spec(&p.cfg, &p.rootfs, &p.meta, &p.user, &process, &sopts)
         .map_err(|e| format!("egret: {e}"))?;
+    if let Some(process) = spec.process_mut() {
+        let env = process.env_mut().get_or_insert_with(Vec::new);
+        let extra = task_env::pytorch_vars(&p.meta.env, env, &task_vars);
+        env.extend(extra);
+    }
     add_pmix_mounts(&mut spec, &env_of(hello), p.user.uid)?;
     // runc's new cpuset cgroup would reset the affinity Slurm gave the task (--cpu-bind).
     spec::keep_affinity(&mut spec, conn.pid).map_err(|e| format!("egret: {e}"))?;

@@ -1,0 +1,258 @@
+//! pyxis parity through real `srun`/`sbatch`: options from `PYXIS_CONTAINER_*` /
+//! `EGRET_CONTAINER_*`, repeated and conflicting options, pyxis's environment rules and escaped
+//! `#` in `#SBATCH` lines. Needs root and the cluster of `make up`.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+fn image(name: &str) -> String {
+    format!("--container-image={}", common::registry_image(name))
+}
+
+/// `srun` with extra environment variables; the test's own PYXIS_/EGRET_ variables never leak in.
+fn srun_env(env: &[(&str, &str)], args: &[&str]) -> Output {
+    common::require_root();
+    let mut cmd = Command::new("timeout");
+    cmd.arg("180").arg("srun").args(args).stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PYXIS_CONTAINER_") || k.starts_with("EGRET_CONTAINER_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("srun runs")
+}
+
+fn out_err(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn ok(o: &Output) -> String {
+    let (out, err) = out_err(o);
+    assert!(o.status.success(), "stdout: {out}\nstderr: {err}");
+    out
+}
+
+#[test]
+fn pyxis_container_image_variable_runs_the_container() {
+    let busybox = common::registry_image("busybox");
+    let out = ok(&srun_env(
+        &[("PYXIS_CONTAINER_IMAGE", &busybox)],
+        &["cat", "/etc/os-release"],
+    ));
+    assert!(out.contains("ID=egret-busybox"), "{out}");
+}
+
+#[test]
+fn command_line_wins_over_the_variables() {
+    let entry = common::registry_image("entrypoint");
+    let out = ok(&srun_env(
+        &[
+            ("PYXIS_CONTAINER_IMAGE", &entry),
+            ("PYXIS_CONTAINER_WORKDIR", "/etc"),
+        ],
+        &[
+            &image("busybox"),
+            "--container-workdir=/data",
+            "sh",
+            "-c",
+            "pwd; grep ^ID= /etc/os-release",
+        ],
+    ));
+    assert!(out.contains("/data\nID=egret-busybox"), "{out}");
+}
+
+#[test]
+fn egret_variables_win_over_pyxis_variables() {
+    let out = ok(&srun_env(
+        &[
+            ("PYXIS_CONTAINER_WORKDIR", "/etc"),
+            ("EGRET_CONTAINER_WORKDIR", "/data"),
+        ],
+        &[&image("busybox"), "pwd"],
+    ));
+    assert_eq!(out.trim(), "/data");
+}
+
+#[test]
+fn boolean_variables_take_pyxis_values() {
+    for (var, val, expect) in [
+        ("PYXIS_CONTAINER_READONLY", "1", "refused"),
+        ("PYXIS_CONTAINER_READONLY", "no", "wrote"),
+        ("PYXIS_CONTAINER_WRITABLE", "false", "refused"),
+        ("EGRET_CONTAINER_WRITABLE", "Y", "wrote"),
+    ] {
+        let out = ok(&srun_env(
+            &[(var, val)],
+            &[
+                &image("busybox"),
+                "sh",
+                "-c",
+                "touch /newfile 2>/dev/null && echo wrote || echo refused",
+            ],
+        ));
+        assert_eq!(out.trim(), expect, "{var}={val}");
+    }
+}
+
+#[test]
+fn bad_variable_values_fail_in_srun_before_queueing() {
+    for (var, val) in [
+        ("PYXIS_CONTAINER_MOUNT_HOME", "maybe"),
+        ("PYXIS_CONTAINER_WORKDIR", "relative/dir"),
+        ("EGRET_CONTAINER_PID", "shared"),
+    ] {
+        let before = common::next_job_id();
+        let o = srun_env(&[(var, val)], &[&image("busybox"), "true"]);
+        let (_, err) = out_err(&o);
+        assert!(!o.status.success(), "{var}={val}: {err}");
+        let ours: Vec<&str> = err.lines().filter(|l| l.contains("egret:")).collect();
+        assert_eq!(ours.len(), 1, "{err}");
+        assert!(ours[0].contains(&format!("{var}={val}")), "{err}");
+        assert_eq!(common::next_job_id(), before, "{var}: a job was queued");
+    }
+}
+
+#[test]
+fn repeated_and_conflicting_options_fail_before_queueing() {
+    let busybox = image("busybox");
+    let entry = image("entrypoint");
+    for (args, needle) in [
+        (
+            vec![busybox.as_str(), entry.as_str(), "true"],
+            "--container-image given twice with different values",
+        ),
+        (
+            vec![
+                busybox.as_str(),
+                "--container-writable",
+                "--container-readonly",
+                "true",
+            ],
+            "both --container-writable and --container-readonly",
+        ),
+        (
+            vec![
+                busybox.as_str(),
+                "--container-workdir=/a",
+                "--container-workdir=/b",
+                "true",
+            ],
+            "--container-workdir given twice",
+        ),
+        (
+            vec![busybox.as_str(), "--container-workdir=", "true"],
+            "--container-workdir: empty value",
+        ),
+    ] {
+        let before = common::next_job_id();
+        let o = srun_env(&[], &args);
+        let (_, err) = out_err(&o);
+        assert!(
+            !o.status.success() && err.contains(needle),
+            "{args:?}: {err}"
+        );
+        assert_eq!(common::next_job_id(), before, "{args:?}: a job was queued");
+    }
+    let long = format!("--container-workdir=/{}", "x".repeat(5000));
+    let o = srun_env(&[], &[&busybox, &long, "true"]);
+    assert!(out_err(&o).1.contains("longer than"), "{:?}", out_err(&o));
+    // The same value twice is not a conflict (Slurm itself may report an option twice).
+    let out = ok(&srun_env(
+        &[],
+        &[
+            &busybox,
+            &busybox,
+            "--container-workdir=/data",
+            "--container-workdir=/data",
+            "pwd",
+        ],
+    ));
+    assert_eq!(out.trim(), "/data");
+}
+
+#[test]
+fn locale_variables_stay_outside_unless_named() {
+    let env = [
+        ("LANG", "xx_YY.UTF-8"),
+        ("LC_ALL", "xx_YY"),
+        ("LANGUAGE", "xx"),
+    ];
+    let cmd = [
+        "sh",
+        "-c",
+        "echo \"lang=$LANG lc=$LC_ALL language=$LANGUAGE\"",
+    ];
+    let busybox = image("busybox");
+    let mut args = vec![busybox.as_str()];
+    args.extend(cmd);
+    let out = ok(&srun_env(&env, &args));
+    assert_eq!(out.trim(), "lang= lc= language=");
+    let mut args = vec![busybox.as_str(), "--container-env=LC_ALL"];
+    args.extend(cmd);
+    let out = ok(&srun_env(&env, &args));
+    assert_eq!(out.trim(), "lang= lc=xx_YY language=");
+}
+
+#[test]
+fn pytorch_images_get_the_distributed_variables_from_the_step() {
+    let out = ok(&srun_env(
+        &[],
+        &[
+            "-N2",
+            "-n2",
+            "-l",
+            &image("pytorch"),
+            "sh",
+            "-c",
+            "echo addr=$MASTER_ADDR port=$MASTER_PORT world=$WORLD_SIZE rank=$RANK local=$LOCAL_RANK job=$SLURM_JOB_ID",
+        ],
+    ));
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 2, "{out}");
+    for (i, line) in lines.iter().enumerate() {
+        let job: u64 = line
+            .rsplit("job=")
+            .next()
+            .and_then(|j| j.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{out}"));
+        let port = job % 16384 + 49152;
+        // WORLD_SIZE is set by the image itself: its value is kept, as enroot's hook does.
+        assert!(
+            line.contains(&format!(
+                "addr=n1 port={port} world=from-image rank={i} local=0"
+            )),
+            "{out}"
+        );
+    }
+    // Without PYTORCH_VERSION in the image, nothing is added.
+    let out = ok(&srun_env(
+        &[],
+        &[
+            &image("busybox"),
+            "sh",
+            "-c",
+            "echo addr=$MASTER_ADDR rank=$RANK",
+        ],
+    ));
+    assert_eq!(out.trim(), "addr= rank=");
+}
+
+#[test]
+fn sbatch_image_with_an_escaped_hash_runs_the_script_in_the_container() {
+    let script = format!(
+        "#!/bin/sh\n#SBATCH --container-image={}\\#egret/busybox\ngrep ^ID= /etc/os-release\ntest -r \"$0\" && echo script-visible\n",
+        common::REGISTRY
+    );
+    let (code, out) = common::sbatch_wait(&script);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ID=egret-busybox") && out.contains("script-visible"),
+        "{out}"
+    );
+}

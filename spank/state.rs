@@ -32,6 +32,7 @@ pub static STATE: Mutex<State> = Mutex::new(State {
         writable: None,
         mount_home: None,
         name: None,
+        save: None,
         mpi_hook: None,
         devices: None,
         annotations: Vec::new(),

@@ -256,3 +256,83 @@ fn sbatch_image_with_an_escaped_hash_runs_the_script_in_the_container() {
         "{out}"
     );
 }
+
+#[test]
+fn container_save_writes_a_user_owned_squashfs_that_runs_again() {
+    use std::os::unix::fs::MetadataExt;
+    let user = common::TEST_USER;
+    let dir = common::scratch_dir(Some(user));
+    let saved = dir.join("saved.sqsh");
+    let save = format!("--container-save={}", saved.display());
+    let before = common::leak_snapshot();
+    let o = common::srun_as(
+        user.name,
+        &[
+            &image("busybox"),
+            &save,
+            "--container-mounts=/tmp:/hostmnt",
+            "sh",
+            "-c",
+            "echo changed > /tmp/marker && mkdir /tmp/gone && rmdir /tmp/gone",
+        ],
+    );
+    ok(&o);
+    let meta = std::fs::metadata(&saved).expect("the saved image exists when srun returns");
+    assert_eq!((meta.uid(), meta.gid()), (user.uid, user.gid));
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["saved.sqsh"], "temporary files left behind");
+    common::assert_no_leaks(&before);
+    let again = format!("--container-image={}", saved.display());
+    let out = ok(&common::srun_as(
+        user.name,
+        &[
+            &again,
+            "sh",
+            "-c",
+            "cat /tmp/marker; test -e /tmp/gone || echo deleted; ls /hostmnt 2>/dev/null | wc -l",
+        ],
+    ));
+    // The changes are kept; the bind mount's contents are not in the file.
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["changed", "deleted", "0"],
+        "{out}"
+    );
+}
+
+#[test]
+fn container_save_errors_are_clear() {
+    let before = common::next_job_id();
+    let o = srun_env(
+        &[],
+        &[&image("busybox"), "--container-save=/tmp/somedir/", "true"],
+    );
+    let (_, err) = out_err(&o);
+    assert!(
+        !o.status.success() && err.contains("names a directory"),
+        "{err}"
+    );
+    assert_eq!(common::next_job_id(), before, "a job was queued");
+    // A directory the user cannot write: the step fails with one line, nothing is written.
+    let user = common::TEST_USER;
+    let o = common::srun_as(
+        user.name,
+        &[
+            &image("busybox"),
+            "--container-save=/root/not-yours.sqsh",
+            "true",
+        ],
+    );
+    let (_, err) = out_err(&o);
+    assert!(!o.status.success(), "{err}");
+    let ours: Vec<&str> = err.lines().filter(|l| l.contains("egret:")).collect();
+    assert_eq!(ours.len(), 1, "{err}");
+    assert!(
+        ours[0].contains("--container-save=/root/not-yours.sqsh"),
+        "{err}"
+    );
+    assert!(!std::path::Path::new("/root/not-yours.sqsh").exists());
+}

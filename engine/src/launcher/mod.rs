@@ -16,6 +16,7 @@ pub mod named;
 pub mod options;
 mod progress;
 pub mod protocol;
+pub mod save;
 pub mod server;
 mod sqsh;
 pub mod task_env;

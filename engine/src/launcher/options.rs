@@ -56,6 +56,8 @@ pub const OPTIONS: &[OptionSpec] = &[
         "[egret] do not bind mount the user's home directory (default)"),
     opt!("container-name", "NAME", Required,
         "[egret] name the container so later steps of the job can reuse it"),
+    opt!("container-save", "PATH", Required,
+        "[egret] at the end of the step, save the container's root filesystem to this squashfs file (yours; runnable with --container-image=PATH)"),
     opt!("mpi-hook", "TYPE", Optional,
         "[egret] enable the native MPI hook (and the glibc hook where configured); TYPE picks the MPI"),
     opt!("container-device", "HOST[:CTR][:rwm][,...]", Required,
@@ -80,6 +82,8 @@ pub struct ContainerOptions {
     pub writable: Option<bool>,
     pub mount_home: Option<bool>,
     pub name: Option<String>,
+    /// `--container-save`: where node 0 writes the step's root filesystem.
+    pub save: Option<String>,
     /// Some("") enables the hook with the site's default MPI type.
     pub mpi_hook: Option<String>,
     pub devices: Option<String>,
@@ -166,6 +170,15 @@ impl ContainerOptions {
                     ));
                 }
                 set_once(&mut self.name, name, n)?;
+            }
+            "container-save" => {
+                if v().ends_with('/') {
+                    return Err(format!(
+                        "--container-save={}: names a directory; give a file name such as image.sqsh",
+                        v()
+                    ));
+                }
+                set_once(&mut self.save, name, v())?;
             }
             "mpi-hook" => {
                 let t = v();
@@ -285,6 +298,7 @@ impl ContainerOptions {
             "container-writable" | "container-readonly" => self.writable.is_some(),
             "container-mount-home" => self.mount_home.is_some(),
             "container-name" => self.name.is_some(),
+            "container-save" => self.save.is_some(),
             "mpi-hook" => self.mpi_hook.is_some(),
             "container-device" => self.devices.is_some(),
             "container-annotation" => !self.annotations.is_empty(),
@@ -301,6 +315,7 @@ impl ContainerOptions {
                 || self.workdir.is_some()
                 || !self.env_names.is_empty()
                 || self.mpi_hook.is_some()
+                || self.save.is_some()
                 || self.devices.is_some();
             if used {
                 return Err(

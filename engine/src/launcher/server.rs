@@ -254,20 +254,49 @@ pub(super) fn job_cwd(req: &StepRequest) -> PathBuf {
 }
 
 fn serve_tasks(p: Arc<Prepared>, rx: mpsc::Receiver<Conn>) -> i32 {
+    // With --container-save the tasks hear their end only once the file is written, so the
+    // next step of the job script finds it (node 0 saves; the other nodes' changes are not kept).
+    let save = p.req.options.save.clone().filter(|_| p.req.node_id == 0);
     let mut workers = Vec::new();
     for _ in 0..p.req.local_tasks {
         let Ok(conn) = rx.recv() else { break };
         let p = p.clone();
-        workers.push(std::thread::spawn(move || run_one(&p, conn)));
+        let defer = save.is_some();
+        workers.push(std::thread::spawn(move || run_one(&p, conn, defer)));
     }
-    for w in workers {
-        let _ = w.join();
+    let mut ends: Vec<(UnixStream, ToTask)> = workers
+        .into_iter()
+        .filter_map(|w| w.join().ok().flatten())
+        .collect();
+    if let Some(value) = save {
+        let saved = super::save::destination(&value, &job_cwd(&p.req)).and_then(|dest| {
+            super::save::save(
+                &p.cfg,
+                &p.rootfs.rootfs,
+                &p.rootfs.bundle_dir,
+                &dest,
+                &p.user,
+            )
+        });
+        if let Err(e) = saved {
+            // One line, on one task; a step whose file is missing must not look successful.
+            if let Some((stream, end)) = ends.first_mut() {
+                let _ = protocol::send(stream, &ToTask::Message(format!("egret: {e}")));
+                if matches!(end, ToTask::Exit(0)) {
+                    *end = ToTask::Exit(1);
+                }
+            }
+        }
+    }
+    for (mut stream, end) in ends {
+        let _ = protocol::send(&mut stream, &end);
     }
     0
 }
 
-/// Runs one task's container and reports its end to the task.
-fn run_one(p: &Prepared, mut conn: Conn) {
+/// Runs one task's container and reports its end to the task, or with `defer` returns the
+/// report for the caller to send.
+fn run_one(p: &Prepared, mut conn: Conn, defer: bool) -> Option<(UnixStream, ToTask)> {
     let id = container_id(
         p.req.job_id,
         p.req.step_id,
@@ -302,7 +331,11 @@ fn run_one(p: &Prepared, mut conn: Conn) {
         Ok(code) => ToTask::Exit(code),
         Err(e) => ToTask::Error(e),
     };
+    if defer {
+        return Some((conn.stream, msg));
+    }
     let _ = protocol::send(&mut conn.stream, &msg);
+    None
 }
 
 fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::Child, String> {

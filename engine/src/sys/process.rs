@@ -4,7 +4,7 @@
 //! fork(2) (multi-threaded callers), pidfd_open(2), proc(5) (`/proc/self/status`).
 
 use std::io::{self, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -76,6 +76,22 @@ pub fn unblock_signals_on_exec(cmd: &mut Command) {
                 0 => Ok(()),
                 e => Err(io::Error::from_raw_os_error(e)),
             }
+        })
+    };
+}
+
+/// Makes `cmd`'s process find the open file `file` as descriptor `target` (for programs that
+/// take a path: they are given `/proc/self/fd/<target>`). `file` must outlive the spawn.
+pub fn pass_fd_on_exec<Fd: AsRawFd>(cmd: &mut Command, file: &Fd, target: i32) {
+    let fd = file.as_raw_fd();
+    // SAFETY: the closure runs between fork and exec and only calls dup2 (async-signal-safe); it
+    // allocates nothing and takes no lock. dup2 clears close-on-exec on the new descriptor.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, target) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
         })
     };
 }

@@ -37,6 +37,12 @@ pub fn user_init(sp: Spank, _args: &[String]) -> Result<(), String> {
         if let Err(e) = s.options.apply_env(lookup) {
             s.remote_error.get_or_insert(format!("egret: {e}"));
         }
+        if s.options.entrypoint.is_none() && s.execute_entrypoint {
+            s.options.entrypoint = Some(true);
+        }
+        if s.options.remap_root.is_none() && s.remap_root {
+            s.options.remap_root = Some(true);
+        }
     });
     if !state::with(|s| s.options.active() && s.remote_error.is_none()) {
         return Ok(());
@@ -239,7 +245,7 @@ fn remove_runc_state(cfg: &Config, prefix: &str) {
 /// `slurm_spank_job_epilog` (root, once per job and node, after its last step): named
 /// containers live as long as the job.
 pub fn job_epilog(sp: Spank, args: &[String]) -> Result<(), String> {
-    let (config, _) = state::plugin_args(args)?;
+    let config = state::plugin_args(args)?.config;
     let (Some(uid), Some(job)) = (sp.uid(), sp.job_id()) else {
         return Ok(());
     };

@@ -11,6 +11,10 @@ use crate::ffi::{self, Spank};
 pub struct State {
     pub config: PathBuf,
     pub launcher: PathBuf,
+    /// The site's default for running the image's ENTRYPOINT.
+    pub execute_entrypoint: bool,
+    /// The site's default for `--container-remap-root`.
+    pub remap_root: bool,
     pub options: ContainerOptions,
     /// A remote option value that failed validation: reported to the user in task_init.
     pub remote_error: Option<String>,
@@ -23,14 +27,18 @@ pub struct State {
 pub static STATE: Mutex<State> = Mutex::new(State {
     config: PathBuf::new(),
     launcher: PathBuf::new(),
+    execute_entrypoint: false,
+    remap_root: false,
     options: ContainerOptions {
         image: None,
         mounts: None,
         workdir: None,
         env_names: Vec::new(),
         entrypoint: None,
+        entrypoint_log: false,
         writable: None,
         mount_home: None,
+        remap_root: None,
         name: None,
         save: None,
         mpi_hook: None,
@@ -38,6 +46,7 @@ pub static STATE: Mutex<State> = Mutex::new(State {
         annotations: Vec::new(),
         pid_private: None,
         init: false,
+        ssh: false,
     },
     remote_error: None,
     launcher_pid: None,
@@ -53,10 +62,12 @@ pub fn with<T>(f: impl FnOnce(&mut State) -> T) -> T {
 /// `slurm_spank_init`: read the plugin arguments and register the options (in every context
 /// where options exist: srun, sbatch/salloc and slurmstepd).
 pub fn init(sp: Spank, args: &[String]) -> Result<(), String> {
-    let (config, launcher) = plugin_args(args)?;
+    let pa = plugin_args(args)?;
     with(|s| {
-        s.config = config;
-        s.launcher = launcher;
+        s.config = pa.config;
+        s.launcher = pa.launcher;
+        s.execute_entrypoint = pa.execute_entrypoint;
+        s.remap_root = pa.remap_root;
     });
     match ffi::context() {
         ffi::Context::S_CTX_LOCAL | ffi::Context::S_CTX_ALLOCATOR | ffi::Context::S_CTX_REMOTE => {}
@@ -86,22 +97,46 @@ pub fn init(sp: Spank, args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// `config=PATH` and `launcher=PATH` from the plugstack.conf line.
-pub fn plugin_args(args: &[String]) -> Result<(PathBuf, PathBuf), String> {
-    let mut config = PathBuf::from(egret_engine::config::DEFAULT_CONFIG_PATH);
-    let mut launcher = PathBuf::from(egret_engine::launcher::server::DEFAULT_LAUNCHER);
+/// The plugstack.conf arguments: `config=PATH`, `launcher=PATH`, and pyxis's
+/// `execute_entrypoint=0|1` (whether the image's ENTRYPOINT runs when neither
+/// `--container-entrypoint` nor `--no-container-entrypoint` is given; default 0) and
+/// `remap_root=0|1` (the default of `--container-remap-root`; default 0).
+pub struct PluginArgs {
+    pub config: PathBuf,
+    pub launcher: PathBuf,
+    pub execute_entrypoint: bool,
+    pub remap_root: bool,
+}
+
+pub fn plugin_args(args: &[String]) -> Result<PluginArgs, String> {
+    let mut out = PluginArgs {
+        config: PathBuf::from(egret_engine::config::DEFAULT_CONFIG_PATH),
+        launcher: PathBuf::from(egret_engine::launcher::server::DEFAULT_LAUNCHER),
+        execute_entrypoint: false,
+        remap_root: false,
+    };
     for a in args {
         match a.split_once('=') {
-            Some(("config", v)) => config = PathBuf::from(v),
-            Some(("launcher", v)) => launcher = PathBuf::from(v),
+            Some(("config", v)) => out.config = PathBuf::from(v),
+            Some(("launcher", v)) => out.launcher = PathBuf::from(v),
+            Some((key @ ("execute_entrypoint" | "remap_root"), v)) => {
+                let on = egret_engine::launcher::options::parse_bool(v).ok_or_else(|| {
+                    format!("egret: plugstack.conf: {key}={v}: expected 0 or 1")
+                })?;
+                if key == "remap_root" {
+                    out.remap_root = on;
+                } else {
+                    out.execute_entrypoint = on;
+                }
+            }
             _ => {
                 return Err(format!(
-                    "egret: unknown plugstack.conf argument '{a}' (expected config=PATH or launcher=PATH)"
+                    "egret: unknown plugstack.conf argument '{a}' (expected config=PATH, launcher=PATH, execute_entrypoint=0|1 or remap_root=0|1)"
                 ))
             }
         }
     }
-    Ok((config, launcher))
+    Ok(out)
 }
 
 /// An option callback: validate where the user typed it; in slurmstepd keep the first error to
@@ -115,5 +150,30 @@ pub fn set_option(val: i32, value: Option<&str>, remote: bool) -> Result<(), Str
             Ok(())
         }
         Err(e) => Err(format!("egret: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn plugstack_arguments() {
+        let pa = plugin_args(&args(&["config=/x/egret.json", "execute_entrypoint=1"])).unwrap();
+        assert_eq!(pa.config, PathBuf::from("/x/egret.json"));
+        assert!(pa.execute_entrypoint);
+        assert!(!plugin_args(&[]).unwrap().execute_entrypoint);
+        let e = plugin_args(&args(&["execute_entrypoint=maybe"]))
+            .err()
+            .unwrap();
+        assert!(e.contains("execute_entrypoint=maybe"), "{e}");
+        let e = plugin_args(&args(&["container_scope=everywhere"]))
+            .err()
+            .unwrap();
+        assert!(e.contains("unknown plugstack.conf argument"), "{e}");
     }
 }

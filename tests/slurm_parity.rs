@@ -336,3 +336,76 @@ fn container_save_errors_are_clear() {
     );
     assert!(!std::path::Path::new("/root/not-yours.sqsh").exists());
 }
+
+#[test]
+fn entrypoint_options_of_pyxis_are_accepted() {
+    let out = ok(&srun_env(
+        &[],
+        &[
+            &image("entrypoint"),
+            "--container-entrypoint",
+            "--container-entrypoint-log",
+            "from-cli",
+        ],
+    ));
+    assert_eq!(out.trim(), "entry: from-cli");
+    let out = ok(&srun_env(
+        &[
+            ("PYXIS_CONTAINER_ENTRYPOINT", "1"),
+            ("PYXIS_CONTAINER_ENTRYPOINT_LOG", "1"),
+        ],
+        &[&image("entrypoint"), "from-env"],
+    ));
+    assert_eq!(out.trim(), "entry: from-env");
+    let out = ok(&srun_env(&[], &[&image("entrypoint"), "echo", "plain"]));
+    assert_eq!(out.trim(), "plain");
+}
+
+#[test]
+fn remap_root_is_root_in_a_user_namespace_only() {
+    let user = common::TEST_USER;
+    let script = "id -u; id -g; cat /proc/self/uid_map; touch /tmp/mine && ls -ln /tmp/mine | awk '{print $3}'; touch /etc/evil 2>/dev/null && echo wrote-etc || echo etc-refused";
+    let out = ok(&common::srun_as(
+        user.name,
+        &[
+            &image("busybox"),
+            "--container-remap-root",
+            "sh",
+            "-c",
+            script,
+        ],
+    ));
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert_eq!(lines[0], ["0"], "{out}");
+    assert_eq!(lines[1], ["0"], "{out}");
+    assert_eq!(lines[2], ["0", &user.uid.to_string(), "1"], "{out}");
+    assert_eq!(lines[3], ["0"], "{out}");
+    assert_eq!(lines[4], ["etc-refused"], "{out}");
+    // From the variable, and the command line wins over it.
+    let out = ok(&srun_env(
+        &[("PYXIS_CONTAINER_REMAP_ROOT", "1")],
+        &[&image("busybox"), "id", "-u"],
+    ));
+    assert_eq!(out.trim(), "0");
+    let o = common::srun_as(
+        user.name,
+        &["--no-container-remap-root", &image("busybox"), "id", "-u"],
+    );
+    assert_eq!(ok(&o).trim(), user.uid.to_string());
+    let o = srun_env(
+        &[],
+        &[
+            &image("busybox"),
+            "--container-remap-root",
+            "--no-container-remap-root",
+            "true",
+        ],
+    );
+    assert!(out_err(&o)
+        .1
+        .contains("both --container-remap-root and --no-container-remap-root"));
+}

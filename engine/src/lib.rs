@@ -21,6 +21,7 @@ pub mod bundle;
 pub mod env;
 pub mod hooksd;
 pub mod mounts;
+pub mod remap_root;
 pub mod runtime;
 pub mod spec;
 pub mod sys;

@@ -81,8 +81,16 @@ pub fn check_install(cfg: &Config, config_path: &Path, extra: &[PathBuf]) -> Vec
         cfg.mksquashfs_path.clone(),
         cfg.skopeo_path.clone(),
         cfg.sqfs2tar_path.clone(),
-        cfg.oci_bundle_dir.clone(),
     ];
+    // The bundle directory itself and its parents only: what is below is egret's own, and a
+    // step joining a running named container sees the other step's rootfs there.
+    if fs::metadata(&cfg.oci_bundle_dir).is_ok() {
+        for dir in cfg.oci_bundle_dir.ancestors() {
+            if !dir.as_os_str().is_empty() {
+                let _ = check_one(dir, &mut out);
+            }
+        }
+    }
     if let Some(s) = &cfg.seccomp_profile {
         paths.push(s.clone());
     }

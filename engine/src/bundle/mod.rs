@@ -162,14 +162,14 @@ pub struct ContainerRequest {
 }
 
 /// `c` or `b`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DeviceKind {
     Char,
     Block,
 }
 
 /// An allow rule for the device cgroup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceRule {
     pub kind: DeviceKind,
     pub major: i64,
@@ -197,6 +197,57 @@ pub struct Rootfs {
     pub warnings: Vec<String>,
     /// Mount points, in the order they were mounted.
     mounted: Vec<PathBuf>,
+}
+
+/// What another launcher needs to run containers on an assembled rootfs it did not build
+/// (a named container joined by a second step, see `launcher::named`).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct AttachInfo {
+    pub rootfs: PathBuf,
+    pub device_rules: Vec<DeviceRule>,
+    pub spec_mounts: Vec<Mount>,
+    pub readonly: bool,
+    pub init: bool,
+    pub has_bind_mounts: bool,
+}
+
+impl Rootfs {
+    pub fn attach_info(&self) -> AttachInfo {
+        AttachInfo {
+            rootfs: self.rootfs.clone(),
+            device_rules: self.device_rules.clone(),
+            spec_mounts: self.spec_mounts.clone(),
+            readonly: self.readonly,
+            init: self.init,
+            has_bind_mounts: self.has_bind_mounts(),
+        }
+    }
+
+    /// The rootfs another launcher assembled, used from `bundle_dir` (this launcher's own
+    /// directory for its tasks' bundles). Tearing it down unmounts nothing: it is not ours.
+    pub fn attached(info: &AttachInfo, bundle_dir: PathBuf) -> Rootfs {
+        // Only whether there are bind mounts matters here (hooks.d `hasBindMounts`).
+        let binds = if info.has_bind_mounts {
+            vec![BindMount {
+                source: info.rootfs.clone(),
+                destination: PathBuf::from("/"),
+                readonly: true,
+            }]
+        } else {
+            Vec::new()
+        };
+        Rootfs {
+            bundle_dir,
+            rootfs: info.rootfs.clone(),
+            device_rules: info.device_rules.clone(),
+            spec_mounts: info.spec_mounts.clone(),
+            binds,
+            readonly: info.readonly,
+            init: info.init,
+            warnings: Vec::new(),
+            mounted: Vec::new(),
+        }
+    }
 }
 
 /// Moves the calling thread into a new mount namespace in which host mount events still arrive

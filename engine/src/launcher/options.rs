@@ -44,6 +44,8 @@ pub const OPTIONS: &[OptionSpec] = &[
         "[egret] take these variables from the task's environment over the image's"),
     opt!("container-entrypoint", "", None,
         "[egret] run the image's ENTRYPOINT before the command"),
+    opt!("container-entrypoint-log", "", None,
+        "[egret] show the entrypoint's output (egret runs ENTRYPOINT in front of the command as Docker does, so it is always shown)"),
     opt!("no-container-entrypoint", "", None,
         "[egret] do not run the image's ENTRYPOINT (default)"),
     opt!("container-writable", "", None,
@@ -54,8 +56,12 @@ pub const OPTIONS: &[OptionSpec] = &[
         "[egret] bind mount the user's home directory"),
     opt!("no-container-mount-home", "", None,
         "[egret] do not bind mount the user's home directory (default)"),
-    opt!("container-name", "NAME", Required,
-        "[egret] name the container so later steps of the job can reuse it"),
+    opt!("container-remap-root", "", None,
+        "[egret] run as root inside a user namespace mapped to you (never real root; the image's files stay read-only)"),
+    opt!("no-container-remap-root", "", None,
+        "[egret] run as yourself inside the container (default)"),
+    opt!("container-name", "NAME[:auto|create|exec|no_exec]", Required,
+        "[egret] name the container so later steps of the job reuse it (auto: join it while it runs, else reuse, else create)"),
     opt!("container-save", "PATH", Required,
         "[egret] at the end of the step, save the container's root filesystem to this squashfs file (yours; runnable with --container-image=PATH)"),
     opt!("mpi-hook", "TYPE", Optional,
@@ -68,6 +74,8 @@ pub const OPTIONS: &[OptionSpec] = &[
         "[egret] PID namespace: the host's (default) or a private one"),
     opt!("container-init", "", None,
         "[egret] run an init process (tini) that reaps zombies (PID 1 with --container-pid=private)"),
+    opt!("container-ssh", "", None,
+        "[egret] SSH between the step's containers (keys: egret ssh-keygen); implies --container-pid=private"),
 ];
 
 /// The validated container settings of one step.
@@ -78,9 +86,15 @@ pub struct ContainerOptions {
     pub workdir: Option<String>,
     pub env_names: Vec<String>,
     pub entrypoint: Option<bool>,
+    /// `--container-entrypoint-log` (pyxis): accepted; the entrypoint's output is never hidden.
+    #[serde(default)]
+    pub entrypoint_log: bool,
     /// None: default (writable).
     pub writable: Option<bool>,
     pub mount_home: Option<bool>,
+    /// `--container-remap-root`: uid 0 in a user namespace mapped to the user.
+    #[serde(default)]
+    pub remap_root: Option<bool>,
     pub name: Option<String>,
     /// `--container-save`: where node 0 writes the step's root filesystem.
     pub save: Option<String>,
@@ -90,6 +104,9 @@ pub struct ContainerOptions {
     pub annotations: Vec<(String, String)>,
     pub pid_private: Option<bool>,
     pub init: bool,
+    /// `--container-ssh`: the SSH and Slurm sync hooks, in a private PID namespace.
+    #[serde(default)]
+    pub ssh: bool,
 }
 
 /// Longest value we accept for any option: a path or a list of them, not a payload.
@@ -152,24 +169,18 @@ impl ContainerOptions {
                 }
             }
             "container-entrypoint" => set_flag(&mut self.entrypoint, true, PAIR_ENTRYPOINT)?,
+            // Accepted so pyxis job scripts run unchanged; nothing is hidden (see the usage).
+            "container-entrypoint-log" => self.entrypoint_log = true,
             "no-container-entrypoint" => set_flag(&mut self.entrypoint, false, PAIR_ENTRYPOINT)?,
             "container-writable" => set_flag(&mut self.writable, true, PAIR_WRITABLE)?,
             "container-readonly" => set_flag(&mut self.writable, false, PAIR_WRITABLE)?,
             "container-mount-home" => set_flag(&mut self.mount_home, true, PAIR_HOME)?,
             "no-container-mount-home" => set_flag(&mut self.mount_home, false, PAIR_HOME)?,
+            "container-remap-root" => set_flag(&mut self.remap_root, true, PAIR_REMAP)?,
+            "no-container-remap-root" => set_flag(&mut self.remap_root, false, PAIR_REMAP)?,
             "container-name" => {
-                let n = v();
-                if n.len() > 64
-                    || !n
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-                    || n.starts_with('.')
-                {
-                    return Err(format!(
-                        "--container-name={n}: use up to 64 letters, digits, '.', '_' or '-'"
-                    ));
-                }
-                set_once(&mut self.name, name, n)?;
+                super::named::parse_name(&v())?;
+                set_once(&mut self.name, name, v())?;
             }
             "container-save" => {
                 if v().ends_with('/') {
@@ -232,9 +243,19 @@ impl ContainerOptions {
                             .into(),
                     );
                 }
+                if self.ssh && !private {
+                    return Err(SSH_HOST_PID.into());
+                }
                 self.pid_private = Some(private);
             }
             "container-init" => self.init = true,
+            "container-ssh" => {
+                // Its daemon must die with the container: a private PID namespace.
+                if self.pid_private == Some(false) {
+                    return Err(SSH_HOST_PID.into());
+                }
+                self.ssh = true;
+            }
             _ => return Err(format!("--{name}: not handled")),
         }
         Ok(())
@@ -295,8 +316,10 @@ impl ContainerOptions {
             "container-workdir" => self.workdir.is_some(),
             "container-env" => !self.env_names.is_empty(),
             "container-entrypoint" => self.entrypoint.is_some(),
+            "container-entrypoint-log" => self.entrypoint_log,
             "container-writable" | "container-readonly" => self.writable.is_some(),
             "container-mount-home" => self.mount_home.is_some(),
+            "container-remap-root" => self.remap_root.is_some(),
             "container-name" => self.name.is_some(),
             "container-save" => self.save.is_some(),
             "mpi-hook" => self.mpi_hook.is_some(),
@@ -304,6 +327,7 @@ impl ContainerOptions {
             "container-annotation" => !self.annotations.is_empty(),
             "container-pid" => self.pid_private.is_some(),
             "container-init" => self.init,
+            "container-ssh" => self.ssh,
             _ => false,
         }
     }
@@ -316,6 +340,7 @@ impl ContainerOptions {
                 || !self.env_names.is_empty()
                 || self.mpi_hook.is_some()
                 || self.save.is_some()
+                || self.ssh
                 || self.devices.is_some();
             if used {
                 return Err(
@@ -330,6 +355,9 @@ impl ContainerOptions {
 const PAIR_ENTRYPOINT: &str = "--container-entrypoint and --no-container-entrypoint";
 const PAIR_WRITABLE: &str = "--container-writable and --container-readonly";
 const PAIR_HOME: &str = "--container-mount-home and --no-container-mount-home";
+const PAIR_REMAP: &str = "--container-remap-root and --no-container-remap-root";
+const SSH_HOST_PID: &str =
+    "--container-ssh needs a private PID namespace: it cannot be combined with --container-pid=host";
 
 /// A single-valued option: a repeat must carry the same value.
 fn set_once(slot: &mut Option<String>, name: &str, value: String) -> Result<(), String> {
@@ -484,6 +512,34 @@ mod tests {
         assert!(set(&mut o, "container-entrypoint", None).is_err());
         set(&mut o, "container-pid", Some("host")).unwrap();
         assert!(set(&mut o, "container-pid", Some("private")).is_err());
+    }
+
+    #[test]
+    fn ssh_implies_a_private_pid_namespace() {
+        for order in [
+            ["container-ssh", "container-pid"],
+            ["container-pid", "container-ssh"],
+        ] {
+            let mut o = ContainerOptions::default();
+            let mut r = Ok(());
+            for n in order {
+                let v = (n == "container-pid").then_some("host");
+                r = r.and_then(|_| set(&mut o, n, v));
+            }
+            let e = r.unwrap_err();
+            assert!(
+                e.contains("--container-pid=host") && !e.contains('\n'),
+                "{e}"
+            );
+        }
+        let mut o = ContainerOptions::default();
+        set(&mut o, "container-ssh", None).unwrap();
+        set(&mut o, "container-pid", Some("private")).unwrap();
+        assert!(o.ssh && o.finish().unwrap_err().contains("--container-image"));
+        let mut o = ContainerOptions::default();
+        o.apply_env(env_of(&[("EGRET_CONTAINER_SSH", "1")]))
+            .unwrap();
+        assert!(o.ssh);
     }
 
     #[test]

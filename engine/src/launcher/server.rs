@@ -22,6 +22,7 @@ use crate::spec::{self, EntrypointChoice, EnvRequest, ProcessRequest, SpecOption
 use crate::user::UserIdentity;
 
 use super::exec;
+use super::named;
 use super::progress::TaskProgress;
 use super::protocol::{self, Hello, StepRequest, ToLauncher, ToTask};
 use super::task_env;
@@ -51,6 +52,8 @@ struct Prepared {
     user: UserIdentity,
     meta: ImageMeta,
     rootfs: Rootfs,
+    /// Marks the named container as running while this launcher lives.
+    _named_hold: Option<fs::File>,
 }
 
 /// Runs the launcher; returns the process exit code.
@@ -59,9 +62,26 @@ pub fn serve(req: StepRequest) -> i32 {
         Ok(c) => c,
         Err(e) => return log_failure(&req, &e.to_string()),
     };
-    // The rootfs, loop device and overlay must be invisible to the host and vanish with us.
-    if let Err(e) = bundle::enter_private_mount_namespace() {
-        return log_failure(&req, &e.to_string());
+    // A named container another step runs is joined: its mount namespace, its rootfs. The
+    // decision must come first: a mount namespace can only be entered before threads exist.
+    let mut named_step = plan_named(&cfg, &req);
+    let joined = match &named_step {
+        Ok(Some(n)) => match &n.plan {
+            named::Plan::Join(r) => Some(join_namespace(r)),
+            named::Plan::Own => None,
+        },
+        _ => None,
+    };
+    match joined {
+        Some(Ok(())) => {}
+        Some(Err(e)) => named_step = Err(e),
+        None => {
+            // The rootfs, loop device and overlay must be invisible to the host and vanish
+            // with us.
+            if let Err(e) = bundle::enter_private_mount_namespace() {
+                return log_failure(&req, &e.to_string());
+            }
+        }
     }
     exec::ignore_job_signals();
     let listener = match listen(&req) {
@@ -77,10 +97,19 @@ pub fn serve(req: StepRequest) -> i32 {
     let accept_progress = progress.clone();
     std::thread::spawn(move || accept_loop(listener, accept_req, tx, accept_progress));
 
-    let prepared = prepare(&cfg, &req, &progress);
+    let prepared = named_step.and_then(|n| prepare(&cfg, &req, &progress, n));
     progress.detach();
     let result = match prepared {
-        Ok(p) => serve_tasks(Arc::new(p), rx),
+        Ok(p) => {
+            // A joining step's bundles live on the other step's filesystem: remove them.
+            let joined_bundles =
+                (p.rootfs.bundle_dir != cfg.oci_bundle_dir).then(|| p.rootfs.bundle_dir.clone());
+            let code = serve_tasks(Arc::new(p), rx);
+            if let Some(dir) = joined_bundles {
+                let _ = fs::remove_dir_all(dir);
+            }
+            code
+        }
         Err(msg) => {
             for _ in 0..req.local_tasks {
                 match rx.recv() {
@@ -167,24 +196,95 @@ fn accept_loop(
     }
 }
 
+/// A step's named container: where it lives and what this step does with it.
+struct NamedStep {
+    dir: PathBuf,
+    name: String,
+    plan: named::Plan,
+    /// Held until the decision is recorded (see `named::lock_plan`).
+    plan_lock: fs::File,
+}
+
+fn plan_named(cfg: &Config, req: &StepRequest) -> Result<Option<NamedStep>, String> {
+    let Some(value) = &req.options.name else {
+        return Ok(None);
+    };
+    let (name, mode) = named::parse_name(value).map_err(|e| format!("egret: {e}"))?;
+    // The node's Slurm name (several slurmd may share a host and its disk).
+    let env = |k: &str| {
+        req.job_env
+            .iter()
+            .find_map(|e| e.strip_prefix(k)?.strip_prefix('='))
+    };
+    // srun passes on its own SLURMD_NODENAME (a batch script's node): the step's node list
+    // comes first.
+    let node = env("SLURM_STEP_NODELIST")
+        .and_then(|l| task_env::nth_host(l, req.node_id as usize))
+        .or_else(|| env("SLURMD_NODENAME").map(str::to_string))
+        .filter(|n| !n.is_empty() && !n.contains('/') && !n.starts_with('.'))
+        .unwrap_or_else(|| "local".to_string());
+    let dir = named::container_dir(cfg, req.uid, req.job_id, &node, &name);
+    let plan_lock = named::lock_plan(&dir)?;
+    let plan = named::plan(&dir, &name, mode)?;
+    eprintln!(
+        "egret-launcher {}.{}: container {}: {}",
+        req.job_id,
+        req.step_id,
+        dir.display(),
+        match &plan {
+            named::Plan::Own => "own".to_string(),
+            named::Plan::Join(r) => format!("join {:?}", r.pids),
+        }
+    );
+    Ok(Some(NamedStep {
+        dir,
+        name,
+        plan,
+        plan_lock,
+    }))
+}
+
+/// Enters the mount namespace of a launcher that runs the container (the first of those
+/// recorded that is still an egret launcher).
+fn join_namespace(r: &named::Running) -> Result<(), String> {
+    let me = std::env::current_exe().map_err(|e| format!("egret: {e}"))?;
+    for pid in &r.pids {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        if fs::read_link(proc_dir.join("exe")).ok().as_ref() != Some(&me) {
+            continue;
+        }
+        let Ok(ns) = fs::File::open(proc_dir.join("ns/mnt")) else {
+            continue;
+        };
+        return nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("egret: cannot join the running named container: {e}"));
+    }
+    Err("egret: the named container's step ended while this one started; run it again".into())
+}
+
 /// Imports the image and assembles the rootfs; the error is the user's one line.
-fn prepare(cfg: &Config, req: &StepRequest, progress: &TaskProgress) -> Result<Prepared, String> {
+fn prepare(
+    cfg: &Config,
+    req: &StepRequest,
+    progress: &TaskProgress,
+    named: Option<NamedStep>,
+) -> Result<Prepared, String> {
     // Nothing runs as root from files someone other than root could have changed.
     let me: Vec<PathBuf> = std::env::current_exe().into_iter().collect();
     crate::security::enforce(cfg, &req.config, &me).map_err(|e| format!("egret: {e}"))?;
     let opts = &req.options;
+    if let Some(mpi) = &opts.mpi_hook {
+        check_mpi_hook(cfg, mpi)?;
+    }
     let user = UserIdentity::from_uid(req.uid, req.gid).map_err(|e| format!("egret: {e}"))?;
     let resolve = |image: &str| super::image::resolve(cfg, req, &user, image, progress);
-    let (image_file, meta, persistent) = match &opts.name {
-        Some(name) => {
-            let (f, m, dir) = super::named::open_or_create(
-                cfg,
-                req.uid,
-                req.job_id,
-                name,
-                opts.image.as_deref(),
-                resolve,
-            )?;
+    let (image_file, meta, persistent) = match &named {
+        Some(n) => {
+            if let named::Plan::Join(running) = &n.plan {
+                return join_prepared(cfg, req, user, n, running);
+            }
+            let (f, m, dir) =
+                named::open_or_create(&n.dir, req.job_id, &n.name, opts.image.as_deref(), resolve)?;
             (f, m, Some(dir))
         }
         None => {
@@ -236,12 +336,64 @@ fn prepare(cfg: &Config, req: &StepRequest, progress: &TaskProgress) -> Result<P
     };
     let rootfs = bundle::prepare_rootfs(cfg, &cfg.oci_bundle_dir, &creq)
         .map_err(|e| format!("egret: {e}"))?;
+    let named_hold = match named {
+        Some(n) => {
+            let record = named::Running {
+                pids: Vec::new(),
+                attach: rootfs.attach_info(),
+            };
+            let held = named::hold(&n.dir, record)?;
+            drop(n.plan_lock);
+            Some(held)
+        }
+        None => None,
+    };
     Ok(Prepared {
         cfg: cfg.clone(),
         req: req.clone(),
         user,
         meta,
         rootfs,
+        _named_hold: named_hold,
+    })
+}
+
+/// `--mpi-hook[=TYPE]` that no hook in `hooksDir` serves is refused (once per node, before any
+/// container starts) instead of running without the host's MPI.
+fn check_mpi_hook(cfg: &Config, requested: &str) -> Result<(), String> {
+    let hooks = match cfg.hooks_dir.as_deref() {
+        Some(dir) if dir.exists() => {
+            crate::hooksd::load_dir(dir).map_err(|e| format!("egret: {e}"))?
+        }
+        _ => Vec::new(),
+    };
+    crate::hooksd::check_mpi_request(&hooks, requested, cfg.default_mpi_type.as_deref())
+        .map_err(|e| format!("egret: {e}"))
+}
+
+/// A step joining a running named container: its tasks run on the rootfs the other step
+/// assembled, with their bundles in a directory of their own on its bundle filesystem.
+fn join_prepared(
+    cfg: &Config,
+    req: &StepRequest,
+    user: UserIdentity,
+    n: &NamedStep,
+    running: &named::Running,
+) -> Result<Prepared, String> {
+    let (_, meta) = named::origin(&n.dir, &n.name)?;
+    let bundle_dir = cfg.oci_bundle_dir.join(format!(
+        "join-{}.{}.{}",
+        req.job_id, req.step_id, req.node_id
+    ));
+    fs::create_dir_all(&bundle_dir).map_err(|e| format!("egret: {}: {e}", bundle_dir.display()))?;
+    let held = named::hold(&n.dir, running.clone())?;
+    Ok(Prepared {
+        cfg: cfg.clone(),
+        req: req.clone(),
+        user,
+        meta,
+        rootfs: Rootfs::attached(&running.attach, bundle_dir),
+        _named_hold: Some(held),
     })
 }
 
@@ -395,13 +547,18 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
         }
         annotations.insert("com.hooks.glibc.enabled".into(), "true".into());
     }
+    if opts.ssh {
+        // The sync hook holds every task until all containers (and their daemons) exist.
+        annotations.insert("com.hooks.ssh.enabled".into(), "true".into());
+        annotations.insert("com.hooks.slurm-global-sync.enabled".into(), "true".into());
+    }
     annotations.insert(
         "com.egret.job".into(),
         format!("{}.{}", p.req.job_id, p.req.step_id),
     );
     let sopts = SpecOptions {
         annotations,
-        pid_host: opts.pid_private != Some(true),
+        pid_host: opts.pid_private != Some(true) && !opts.ssh,
         cgroups_path: Some(id.to_string()),
         readonly_root: opts.writable == Some(false),
         init: opts.init,
@@ -413,6 +570,10 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
         let env = process.env_mut().get_or_insert_with(Vec::new);
         let extra = task_env::pytorch_vars(&p.meta.env, env, &task_vars);
         env.extend(extra);
+    }
+    if opts.remap_root == Some(true) {
+        crate::remap_root::apply(&mut spec, p.user.uid, p.user.gid)
+            .map_err(|e| format!("egret: {e}"))?;
     }
     add_pmix_mounts(&mut spec, &env_of(hello), p.user.uid)?;
     // runc's new cpuset cgroup would reset the affinity Slurm gave the task (--cpu-bind).

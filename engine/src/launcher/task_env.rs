@@ -61,30 +61,68 @@ pub fn pytorch_vars(
 
 /// The first host of a Slurm host list: `n[1-2],x` → `n1`, `gpu[007-9]a` → `gpu007a`.
 pub fn first_host(list: &str) -> Option<String> {
-    // The first entry ends at the first comma outside brackets.
-    let mut depth = 0;
-    let end = list
-        .char_indices()
-        .find(|&(_, c)| {
-            match c {
-                '[' => depth += 1,
-                ']' => depth -= 1,
-                _ => {}
+    nth_host(list, 0)
+}
+
+/// Host number `n` (from 0) of a Slurm host list such as `n[1-3,7],login[01-02]`; None when the
+/// list is malformed or shorter. One bracket group per entry (what Slurm prints for one
+/// dimension).
+pub fn nth_host(list: &str, n: usize) -> Option<String> {
+    let mut seen = 0usize;
+    for entry in split_top_level(list) {
+        let (prefix, ranges, suffix) = match (entry.find('['), entry.find(']')) {
+            (Some(open), Some(close)) if open < close => (
+                &entry[..open],
+                Some(&entry[open + 1..close]),
+                &entry[close + 1..],
+            ),
+            (None, None) => (entry, None, ""),
+            _ => return None,
+        };
+        let Some(ranges) = ranges else {
+            if entry.is_empty() {
+                return None;
             }
-            c == ',' && depth == 0
-        })
-        .map_or(list.len(), |(i, _)| i);
-    let entry = &list[..end];
-    let host = match (entry.find('['), entry.find(']')) {
-        (Some(open), Some(close)) if open < close => {
-            let range = &entry[open + 1..close];
-            let first = range.split(',').next()?.split('-').next()?;
-            format!("{}{first}{}", &entry[..open], &entry[close + 1..])
+            if seen == n {
+                return Some(entry.to_string());
+            }
+            seen += 1;
+            continue;
+        };
+        for range in ranges.split(',') {
+            let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+            let (a, b): (usize, usize) = (lo.parse().ok()?, hi.parse().ok()?);
+            if b < a {
+                return None;
+            }
+            let count = b - a + 1;
+            if n < seen + count {
+                let width = lo.len();
+                return Some(format!("{prefix}{:0width$}{suffix}", a + (n - seen)));
+            }
+            seen += count;
         }
-        (None, None) => entry.to_string(),
-        _ => return None,
-    };
-    (!host.is_empty()).then_some(host)
+    }
+    None
+}
+
+/// The entries of a host list: commas inside brackets do not separate.
+fn split_top_level(list: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in list.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&list[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&list[start..]);
+    out
 }
 
 #[cfg(test)]
@@ -118,6 +156,11 @@ mod tests {
         }
         assert_eq!(first_host(""), None);
         assert_eq!(first_host("n[1-2"), None);
+        assert_eq!(nth_host("n[1-2],login", 1).as_deref(), Some("n2"));
+        assert_eq!(nth_host("n[1-2],login", 2).as_deref(), Some("login"));
+        assert_eq!(nth_host("gpu[008-010,20]", 2).as_deref(), Some("gpu010"));
+        assert_eq!(nth_host("gpu[008-010,20]", 3).as_deref(), Some("gpu20"));
+        assert_eq!(nth_host("n[1-2]", 2), None);
     }
 
     #[test]

@@ -11,6 +11,12 @@
 #   4  srun:    `srun --container-image=egret/busybox /bin/true`  vs  plain `srun /bin/true`,
 #               -n1 and -n8, as separate jobs and as steps inside one salloc; the per-step
 #               overhead is compared with the raw runc cost of (2) + 15 ms
+#   7  named:   in the salloc, a named container's second step vs its first (`--container-name`)
+#      save:    `srun --container-save` of egret/big vs the same step without it (time), and the
+#               saved file's size vs the store's squashfs of egret/big
+#   6  mpi:     MPI ping-pong latency (8 B, 2 ranks on one node) of the same program:
+#               `srun --container-image=egret/mpich --mpi-hook` (host MPICH bind-mounted by the MPI
+#               hook)  vs  plain `srun` with the host MPICH (scripts/bench/mpi-pingpong.sh)
 #   5  timeline (informational, needs perf): scheduler tracepoints around one extra egret pull
 #               and a few single runs of each kind, printed as per-phase medians (where the
 #               time goes: skopeo, mksquashfs, launcher, runc, ...)
@@ -26,7 +32,9 @@
 #   BENCH_START_RUNS (100)   BENCH_SRUN_RUNS (40)
 #   BENCH_ROUND_SIZE (1)     the short benchmarks run in rounds of that many runs per command, the
 #                            commands alternating (A B C A B C ...), and the rounds are pooled
-#   BENCH_SKIP               space-separated sections to skip: import start srun salloc trace
+#   BENCH_MPI_RUNS (15)      BENCH_MPI_ITERS (50000 round trips per run)
+#   BENCH_SAVE_RUNS (2)
+#   BENCH_SKIP               space-separated sections to skip: import start srun salloc save mpi trace
 #   BENCH_OUT                a directory that receives the raw results, table.txt and table.md
 #   BENCH_SCRATCH_BASE       where the scratch directory goes (/var/tmp)
 set -uo pipefail
@@ -41,6 +49,8 @@ IMPORT_RUNS=${BENCH_IMPORT_RUNS:-3}
 GZIP_RUNS=${BENCH_GZIP_RUNS:-1}
 START_RUNS=${BENCH_START_RUNS:-100}
 SRUN_RUNS=${BENCH_SRUN_RUNS:-40}
+MPI_RUNS=${BENCH_MPI_RUNS:-15}
+MPI_ITERS=${BENCH_MPI_ITERS:-50000}
 ROUND_SIZE=${BENCH_ROUND_SIZE:-1}
 SKIP=" ${BENCH_SKIP:-} "
 ZSTD_ARGS=(-comp zstd -Xcompression-level 3)  # egret's default mksquashfsOptions
@@ -56,7 +66,7 @@ skipped() { [[ $SKIP == *" $1 "* ]]; }
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (drops page caches, runs runc, loop-mounts images)"
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
-for n in IMPORT_RUNS GZIP_RUNS START_RUNS SRUN_RUNS ROUND_SIZE; do
+for n in IMPORT_RUNS GZIP_RUNS START_RUNS SRUN_RUNS ROUND_SIZE MPI_RUNS MPI_ITERS; do
     [[ ${!n} =~ ^[0-9]+$ ]] || die "BENCH_$n must be a number (got '${!n}')"
 done
 ((ROUND_SIZE >= 1)) || ROUND_SIZE=1
@@ -344,8 +354,8 @@ else
             srun-plain-n1 "srun -n1 /bin/true" \
             srun-busybox-n1 "srun -n1 --container-image=$BUSYBOX /bin/true" \
             srun-huge-n1 "srun -n1 --container-image=$HUGE /bin/true" \
-            srun-plain-n8 "srun -n8 /bin/true" \
-            srun-busybox-n8 "srun -n8 --container-image=$BUSYBOX /bin/true" ||
+            srun-plain-n8 "srun -n8 --cpu-bind=none /bin/true" \
+            srun-busybox-n8 "srun -n8 --cpu-bind=none --container-image=$BUSYBOX /bin/true" ||
             fail srun "srun steps as separate jobs"
     fi
     if ! skipped salloc; then
@@ -358,6 +368,53 @@ else
             fail salloc "srun steps inside salloc -n8 failed"
         fi
     fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 7b. --container-save of the 500 MB image: the step's time with and without saving, and the
+# saved file's size against the squashfs it came from.
+SAVE_RUNS=${BENCH_SAVE_RUNS:-2}
+if skipped save; then
+    log "7b. save: skipped"
+elif ! sinfo -h -o %a >/dev/null 2>&1; then
+    fail save "Slurm does not answer (make up)"
+else
+    log "7b. srun --container-save of $BIG: $SAVE_RUNS runs"
+    timeout "$STEP_TIMEOUT" egret pull "$BIG" >"$SCRATCH/pull-big.log" 2>&1 ||
+        fail save "egret pull $BIG (system store) failed"
+    for ((i = 1; i <= SAVE_RUNS; i++)); do
+        for label in run-big save-big; do
+            extra=()
+            [ "$label" = save-big ] && extra=(--container-save="$SCRATCH/saved.sqsh")
+            rm -f "$SCRATCH/saved.sqsh"
+            t0=$(now)
+            if timeout "$STEP_TIMEOUT" srun -n1 --container-image="$BIG" "${extra[@]}" /bin/true \
+                >"$SCRATCH/save.log" 2>&1; then
+                record "$label" "$i" "$(elapsed "$t0" "$(now)")"
+            else
+                tail -5 "$SCRATCH/save.log" >&2
+                fail save "srun $label failed"
+            fi
+        done
+    done
+    if [ -f "$SCRATCH/saved.sqsh" ]; then
+        record_size saved-big "$(stat -c %s "$SCRATCH/saved.sqsh")"
+        digest=$(egret images --digests 2>/dev/null | awk '$1 == "egret/big" && $2 == "latest" {print $3}' | head -1)
+        src=/var/lib/egret/store/images/${digest/:/-}.squashfs
+        [ -f "$src" ] && record_size store-big "$(stat -c %s "$src")"
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 6. MPI ping-pong: native MPI in the container through the MPI hook vs on the host
+if skipped mpi; then
+    log "6. mpi: skipped"
+elif ! sinfo -h -o %a >/dev/null 2>&1; then
+    fail mpi "Slurm does not answer (make up)"
+else
+    log "6. mpi ping-pong, 8 B x $MPI_ITERS: native / --mpi-hook / image MPICH, $MPI_RUNS runs each"
+    bash "$HERE/mpi-pingpong.sh" "$RES" "$SCRATCH" "$MPI_RUNS" 8 "$MPI_ITERS" "$REGISTRY/egret/mpich" ||
+        fail mpi "MPI ping-pong (see $SCRATCH/mpi-pingpong.log)"
 fi
 
 # ---------------------------------------------------------------------------------------------

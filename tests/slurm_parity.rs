@@ -409,3 +409,21 @@ fn remap_root_is_root_in_a_user_namespace_only() {
         .1
         .contains("both --container-remap-root and --no-container-remap-root"));
 }
+
+#[test]
+fn workdir_with_dotdot_stays_inside_the_rootfs() {
+    let out = ok(&srun_env(
+        &[],
+        &[
+            &image("busybox"),
+            "--container-workdir=/data/../../../etc",
+            "pwd",
+        ],
+    ));
+    assert_eq!(out.trim(), "/etc");
+    // Without --container-workdir: the image's WORKDIR, else `/`, never the host's cwd.
+    let out = ok(&srun_env(&[], &[&image("entrypoint"), "pwd"]));
+    assert_eq!(out.trim(), "/work");
+    let out = ok(&srun_env(&[], &[&image("busybox"), "pwd"]));
+    assert_eq!(out.trim(), "/");
+}

@@ -4,7 +4,8 @@
 Usage: report.py [--markdown] RESULTS_DIR
 
 RESULTS_DIR holds what bench.sh wrote: meta.json, import.tsv (LABEL RUN SECONDS), sizes.tsv,
-images.tsv, failures.txt and hyperfine JSON exports (PREFIX-roundN.json, pooled across rounds).
+images.tsv, mpi.tsv (LABEL RUN SECONDS), failures.txt and hyperfine JSON exports
+(PREFIX-roundN.json, pooled across rounds).
 Ratios are ratios of medians (the min ratio is shown too). Exit status: 1 when a measurement
 failed or a row that was not skipped (BENCH_SKIP) has no data, 0 otherwise, whatever the
 PASS/MISS results are.
@@ -45,6 +46,14 @@ ROWS = [
      "hf:alloc-busybox-n1", "hf:alloc-plain-n1", None),
     ("4d", "salloc", "overhead", "srun -n8: --container-image busybox / plain (in salloc)",
      "hf:alloc-busybox-n8", "hf:alloc-plain-n8", None),
+    ("7a", "salloc", "info", "named container: later step / first step (in salloc)",
+     "hf:named-second", "hf:named-first", None),
+    ("7b", "save", "info", "srun --container-save egret/big / the same step without saving",
+     "imp:save-big", "imp:run-big", None),
+    ("6", "mpi", "ratio", "MPI ping-pong 8 B latency: --mpi-hook (host MPICH) / native",
+     "mpi:egret-hook", "mpi:native", 1.05),
+    ("6b", "mpi", "info", "MPI ping-pong 8 B latency: image's MPICH (no hook) / native",
+     "mpi:egret-image", "mpi:native", None),
 ]
 
 PEERS = [
@@ -65,6 +74,12 @@ def load(res):
             parts = line.rstrip("\n").split("\t")
             if len(parts) == 3:
                 series.setdefault("imp:" + parts[0], []).append(float(parts[2]))
+    path = os.path.join(res, "mpi.tsv")
+    if os.path.exists(path):
+        for line in open(path):
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) == 3:
+                series.setdefault("mpi:" + parts[0], []).append(float(parts[2]))
     for path in sorted(glob.glob(os.path.join(res, "*-round*.json"))):
         try:
             data = json.load(open(path))
@@ -84,12 +99,16 @@ def stats(values):
 def fmt_time(seconds, unit):
     if unit == "s":
         return f"{seconds:.2f} s"
+    if unit == "us":
+        return f"{seconds * 1e6:.2f} us"
     return f"{seconds * 1000:.1f} ms"
 
 
 def fmt_diff(seconds, unit):
     if unit == "s":
         return f"{seconds:+.2f} s"
+    if unit == "us":
+        return f"{seconds * 1e6:+.2f} us"
     return f"{seconds * 1000:+.1f} ms"
 
 
@@ -115,7 +134,7 @@ def build(res):
     rows = []
     incomplete = False
     for rid, section, kind, title, a_name, b_name, target in ROWS:
-        unit = "s" if a_name.startswith("imp:") else "ms"
+        unit = "s" if a_name.startswith("imp:") else "us" if a_name.startswith("mpi:") else "ms"
         a, b = stats(series.get(a_name, [])), stats(series.get(b_name, []))
         row = {"id": rid, "title": title, "a": "n/a", "b": "n/a", "ratio": "n/a",
                "diff": "n/a", "target": "", "result": "n/a", "n": ""}
@@ -165,6 +184,10 @@ def details(res, series):
             lines.append(f"image egret/{name}: {layers} layers, {size / 1e6:.1f} MB compressed")
     if "sarus-zstd:rootfs" in sizes:
         lines.append(f"egret/big unpacked (umoci): {int(sizes['sarus-zstd:rootfs'][0]) / 1e6:.1f} MB")
+    if "saved-big" in sizes and "store-big" in sizes:
+        saved, store = int(sizes["saved-big"][0]), int(sizes["store-big"][0])
+        lines.append(f"--container-save of egret/big: {saved / 1e6:.1f} MB, the store's squashfs "
+                     f"{store / 1e6:.1f} MB (x{saved / store:.2f})")
     for label in ("egret-zstd", "sarus-zstd", "egret-gzip", "sarus-gzip"):
         if label in sizes and sizes[label][0]:
             lines.append(f"squashfs written by {label}: {int(sizes[label][0]) / 1e6:.1f} MB")

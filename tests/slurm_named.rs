@@ -106,3 +106,51 @@ fn each_node_keeps_its_own_named_container() {
     );
     assert_removed_after_job(0, &job_id(&out));
 }
+
+#[test]
+fn scancel_removes_the_named_containers_of_the_job() {
+    common::require_root();
+    let img = common::registry_image("busybox");
+    let dir = common::scratch_dir(None);
+    let script = dir.join("named.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nsrun --container-image={img} --container-name=doomed sh -c 'echo x > /tmp/x'\n\
+             srun --container-name=doomed sleep 300\n"
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("sbatch")
+        .args(["--parsable", "-o", "/dev/null"])
+        .arg(&script)
+        .output()
+        .expect("sbatch");
+    assert!(out.status.success(), "{}", common::describe(&out));
+    let job = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let named = format!("/var/lib/egret/containers/0/{job}");
+    // Wait until a step has run on the container, then cancel the job.
+    assert!(
+        common::wait_for(Duration::from_secs(60), || {
+            std::fs::read_dir(format!("{named}/n1/doomed"))
+                .map(|d| d.flatten().any(|e| e.file_name() == "running.json"))
+                .unwrap_or(false)
+        }),
+        "the named container never ran"
+    );
+    let before = std::process::Command::new("scancel")
+        .arg(&job)
+        .status()
+        .expect("scancel");
+    assert!(before.success());
+    assert_removed_after_job(0, &job);
+    assert!(
+        common::wait_for(Duration::from_secs(30), || common::processes_named(&[
+            "runc",
+            "egret-launcher"
+        ])
+        .is_empty()),
+        "processes left: {:?}",
+        common::processes_named(&["runc", "egret-launcher"])
+    );
+}

@@ -1,10 +1,19 @@
 //! srun, sbatch and salloc: everything is checked here, before the job is queued.
 
+use egret_engine::launcher::multiprog;
+
 use crate::ffi::{self, Spank};
 use crate::state;
 
 /// `slurm_spank_init_post_opt`: checks that need every option at once.
 pub fn init_post_opt(_sp: Spank, _args: &[String]) -> Result<(), String> {
+    if ffi::context() == ffi::Context::S_CTX_LOCAL && srun_multi_prog() {
+        // slurmstepd chooses a multi-prog task's command only when it execs it, after egret has
+        // taken the task over: tell the tasks to read the file themselves.
+        // srun sends its own environment to the tasks (spank_setenv is remote-only); option
+        // processing runs before srun starts its threads.
+        std::env::set_var(multiprog::MARKER, "1");
+    }
     match ffi::context() {
         ffi::Context::S_CTX_LOCAL | ffi::Context::S_CTX_ALLOCATOR => {
             // PYXIS_CONTAINER_*/EGRET_CONTAINER_* are checked here too, so a bad value fails
@@ -17,4 +26,11 @@ pub fn init_post_opt(_sp: Spank, _args: &[String]) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// Whether this srun was started with `--multi-prog` (srun keeps it to itself).
+fn srun_multi_prog() -> bool {
+    std::fs::read("/proc/self/cmdline")
+        .map(|c| c.split(|b| *b == 0).any(|a| a == b"--multi-prog"))
+        .unwrap_or(false)
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use egret_engine::config::Config;
-use egret_engine::launcher::{client, protocol, server};
+use egret_engine::launcher::{client, multiprog, protocol, server};
 
 use crate::ffi::{self, Spank};
 use crate::state;
@@ -158,10 +158,25 @@ pub fn task_init(sp: Spank, _args: &[String]) -> Result<(), String> {
         }
     }
     ffi::close_exec_fds(&fds);
+    let global_id = sp.task_global_id().unwrap_or(0);
+    let mut argv = sp.argv();
+    if env.iter().any(|e| e == &format!("{}=1", multiprog::MARKER)) {
+        // srun ships the multi-prog file's text as the job's last argument (older Slurm: its
+        // path, then read as the user: this is the task).
+        let last = argv.last().cloned().unwrap_or_default();
+        let text = if last.contains('\n') {
+            last
+        } else {
+            std::fs::read_to_string(&last)
+                .unwrap_or_else(|e| fail(format!("egret: --multi-prog {last}: {e}")))
+        };
+        argv =
+            multiprog::argv_for(&text, global_id).unwrap_or_else(|e| fail(format!("egret: {e}")));
+    }
     let hello = protocol::Hello {
         local_id: local_id.max(0) as u32,
-        global_id: sp.task_global_id().unwrap_or(0),
-        argv: sp.argv(),
+        global_id,
+        argv,
         env,
         fds: fds.clone(),
         tty: nix::unistd::isatty(0).unwrap_or(false),

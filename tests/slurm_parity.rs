@@ -427,3 +427,30 @@ fn workdir_with_dotdot_stays_inside_the_rootfs() {
     let out = ok(&srun_env(&[], &[&image("busybox"), "pwd"]));
     assert_eq!(out.trim(), "/");
 }
+
+#[test]
+fn multi_prog_gives_each_task_its_line() {
+    let dir = common::scratch_dir(None);
+    let conf = dir.join("tasks.conf");
+    std::fs::write(
+        &conf,
+        "# rank command\n0 grep ^ID= /etc/os-release\n1-2 echo task=%t offset=%o\n",
+    )
+    .unwrap();
+    let conf = conf.to_str().unwrap().to_string();
+    let out = ok(&srun_env(
+        &[],
+        &["-n3", "-l", "--multi-prog", &image("busybox"), &conf],
+    ));
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "0: ID=egret-busybox",
+            "1: task=1 offset=0",
+            "2: task=2 offset=1"
+        ],
+        "{out}"
+    );
+}

@@ -12,6 +12,7 @@ pub mod cgroup;
 pub mod client;
 mod exec;
 mod image;
+pub mod multiprog;
 pub mod named;
 pub mod options;
 mod progress;

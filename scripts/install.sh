@@ -50,14 +50,16 @@ else
     missing+=(egret-launcher)
 fi
 shopt -s nullglob
+# OCI hooks (hooks/src/bin/egret-<name>-hook.rs), where the etc/hooks.d files point
+install -d -o root -g root -m 0755 "$LIBEXEC_DIR/hooks"
 hooks=0
-for h in "$REL"/egret-hook-*; do
-    # binaries only (cargo also leaves egret-hook-*.d dependency files here)
-    if [ ! -f "$h" ] || [ ! -x "$h" ] || [[ "$(basename "$h")" == *.* ]]; then continue; fi
-    put "$h" "$LIBEXEC_DIR/$(basename "$h")" 0755
+for h in "$REL"/egret-*-hook; do
+    # binaries only (cargo also leaves egret-*-hook.d dependency files here)
+    if [ ! -f "$h" ] || [ ! -x "$h" ]; then continue; fi
+    put "$h" "$LIBEXEC_DIR/hooks/$(basename "$h")" 0755
     hooks=$((hooks + 1))
 done
-[ "$hooks" -gt 0 ] || missing+=("egret-hook-*")
+[ "$hooks" -gt 0 ] || missing+=("egret-*-hook")
 if [ -f "$REL/libspank_egret.so" ]; then put "$REL/libspank_egret.so" "$PLUGIN" 0755; else missing+=(libspank_egret.so); fi
 
 # configuration

@@ -2,6 +2,7 @@
 
 mod image_cmds;
 mod run_cmds;
+mod ssh_cmds;
 
 use std::process::ExitCode;
 
@@ -41,6 +42,8 @@ enum Cmd {
     Run(run_cmds::RunArgs),
     /// List the configured OCI hooks.
     Hooks(run_cmds::HooksArgs),
+    /// Make your SSH keys for `--container-ssh` (once; --overwrite replaces them).
+    SshKeygen(ssh_cmds::SshKeygenArgs),
     /// Check that everything egret trusts as root is root-owned and not writable by others.
     Check,
     /// Print the version.
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => ctx.and_then(|c| run_cmds::run(&c, a)),
         Cmd::Hooks(a) => ctx.and_then(|c| run_cmds::hooks(&c, a)),
         Cmd::Check => ctx.and_then(|c| run_cmds::check(&c)),
+        Cmd::SshKeygen(a) => ctx.and_then(|c| ssh_cmds::ssh_keygen(&c, a)),
         Cmd::Version => {
             println!("egret {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

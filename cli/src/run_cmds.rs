@@ -98,7 +98,15 @@ pub fn run(c: &Context, a: RunArgs) -> Result<ExitCode, String> {
         .split_first()
         .ok_or_else(|| format!("missing IMAGE, {HELP}"))?;
     let id = runtime::container_id();
-    let parsed = parse(&a, command, &id)?;
+    let mut parsed = parse(&a, command, &id)?;
+    // The hooks log as verbosely as egret was asked to; an explicit --annotation wins.
+    if c.debug || c.verbose {
+        parsed
+            .opts
+            .annotations
+            .entry("com.hooks.logging.level".into())
+            .or_insert_with(|| if c.debug { "debug" } else { "info" }.into());
+    }
     let (image_file, meta) = find_image(cfg, &user, image, a.centralized_repository)?;
     let plan = Plan {
         req: ContainerRequest {

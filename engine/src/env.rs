@@ -449,4 +449,53 @@ mod tests {
             }
         }
     }
+
+    /// The GPU env translation table: the task's CUDA_VISIBLE_DEVICES → the container's
+    /// NVIDIA_VISIBLE_DEVICES (host ids) and CUDA_VISIBLE_DEVICES (re-indexed, numeric order),
+    /// then the site's rules and the user's --env on top.
+    #[test]
+    fn gpu_env_translation_table() {
+        let site_cvd = EnvironmentRules {
+            set: [("CUDA_VISIBLE_DEVICES".to_string(), "9".to_string())].into(),
+            ..EnvironmentRules::default()
+        };
+        let user_cvd = [EnvRequest::Set("CUDA_VISIBLE_DEVICES".into(), "7".into())];
+        let none = EnvironmentRules::default();
+        // (task value, site, user, expected NVIDIA_VISIBLE_DEVICES, expected CUDA_VISIBLE_DEVICES)
+        type Row<'a> = (
+            Option<&'a str>,
+            &'a EnvironmentRules,
+            &'a [EnvRequest],
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let table: &[Row] = &[
+            (Some("0"), &none, &[], Some("0"), Some("0")),
+            (Some("2,10"), &none, &[], Some("2,10"), Some("0,1")),
+            (Some("10,2"), &none, &[], Some("10,2"), Some("1,0")),
+            (Some("3,1"), &none, &[], Some("3,1"), Some("1,0")),
+            (Some(" 4,5 "), &none, &[], Some("4,5"), Some("0,1")),
+            (
+                Some("GPU-a1,GPU-b2"),
+                &none,
+                &[],
+                Some("GPU-a1,GPU-b2"),
+                Some("GPU-a1,GPU-b2"),
+            ),
+            (Some("NoDevFiles"), &none, &[], None, None),
+            (Some(""), &none, &[], None, None),
+            (None, &none, &[], None, None),
+            (Some("2,10"), &site_cvd, &[], Some("2,10"), Some("9")),
+            (Some("2,10"), &site_cvd, &user_cvd, Some("2,10"), Some("7")),
+        ];
+        for (task, site, user, nvd, cvd) in table {
+            let host: Vec<(&str, &str)> = task
+                .map(|v| ("CUDA_VISIBLE_DEVICES", v))
+                .into_iter()
+                .collect();
+            let env = run(&host, &[("NVIDIA_VISIBLE_DEVICES", "all")], site, user);
+            assert_eq!(get(&env, "NVIDIA_VISIBLE_DEVICES"), *nvd, "task {task:?}");
+            assert_eq!(get(&env, "CUDA_VISIBLE_DEVICES"), *cvd, "task {task:?}");
+        }
+    }
 }

@@ -366,6 +366,102 @@ pub fn mpi_hooks(hooks: &[HookConfig], default_mpi_type: Option<&str>) -> Vec<Mp
         .collect()
 }
 
+/// `--mpi-hook[=TYPE]`: an error when no hook would serve the request (the container would
+/// otherwise run silently without the host's MPI). `requested` is TYPE, empty for the site's
+/// `defaultMPIType`. Only the hooks' `com.hooks.mpi.*` conditions are looked at.
+pub fn check_mpi_request(
+    hooks: &[HookConfig],
+    requested: &str,
+    default_mpi_type: Option<&str>,
+) -> Result<(), String> {
+    let ty = if requested.is_empty() {
+        default_mpi_type.unwrap_or_default()
+    } else {
+        requested
+    };
+    let mut wanted = vec![(MPI_ENABLED, "true")];
+    if !ty.is_empty() {
+        wanted.push((MPI_TYPE, ty));
+    }
+    let serves = |h: &HookConfig| {
+        h.when
+            .annotations
+            .iter()
+            .filter(|(_, _, k, _)| k.is_match(MPI_ENABLED) || k.is_match(MPI_TYPE))
+            .all(|(_, _, k, v)| {
+                wanted
+                    .iter()
+                    .any(|(wk, wv)| k.is_match(wk) && v.is_match(wv))
+            })
+    };
+    let mpi = mpi_hooks(hooks, default_mpi_type);
+    if hooks
+        .iter()
+        .filter(|h| mpi.iter().any(|m| m.name == h.name))
+        .any(serves)
+    {
+        return Ok(());
+    }
+    let available: Vec<&str> = mpi.iter().map(|m| m.mpi_type.as_str()).collect();
+    let available = if available.is_empty() {
+        "no MPI hook is configured".to_string()
+    } else {
+        format!("MPI types configured: {}", available.join(", "))
+    };
+    Err(if requested.is_empty() && ty.is_empty() {
+        format!("--mpi-hook: no MPI type given and no defaultMPIType set ({available})")
+    } else if requested.is_empty() {
+        format!("--mpi-hook: no MPI hook serves the default MPI type '{ty}' ({available})")
+    } else {
+        format!("--mpi-hook={ty}: no MPI hook serves this MPI type ({available})")
+    })
+}
+
+#[cfg(test)]
+mod mpi_request_tests {
+    use super::*;
+
+    fn hook(name: &str, when: &str) -> HookConfig {
+        let text = format!(
+            r#"{{"version":"1.0.0","hook":{{"path":"/h"}},"when":{when},"stages":["createContainer"]}}"#
+        );
+        parse_hook(Path::new(&format!("/d/{name}.json")), &text).unwrap()
+    }
+
+    #[test]
+    fn an_mpi_type_nobody_serves_is_an_error() {
+        let mpich = hook(
+            "05-mpi",
+            r#"{"annotations":{"^com.hooks.mpi.enabled$":"^true$","^com.hooks.mpi.type$":"^mpich$"}}"#,
+        );
+        let other = hook("10-ts", r#"{"always":true}"#);
+        let hooks = [mpich, other.clone()];
+        assert_eq!(check_mpi_request(&hooks, "mpich", None), Ok(()));
+        assert_eq!(check_mpi_request(&hooks, "", Some("mpich")), Ok(()));
+        let e = check_mpi_request(&hooks, "unknowntype", Some("mpich")).unwrap_err();
+        assert_eq!(
+            e,
+            "--mpi-hook=unknowntype: no MPI hook serves this MPI type (MPI types configured: mpich)"
+        );
+        let e = check_mpi_request(&hooks, "", None).unwrap_err();
+        assert!(e.contains("no defaultMPIType"), "{e}");
+        let e = check_mpi_request(&hooks, "", Some("openmpi")).unwrap_err();
+        assert!(e.contains("default MPI type 'openmpi'"), "{e}");
+        let e = check_mpi_request(&[other], "mpich", None).unwrap_err();
+        assert!(e.contains("no MPI hook is configured"), "{e}");
+        // A hook for any type serves every request, also one without a type.
+        let any = hook(
+            "05-any",
+            r#"{"annotations":{"^com.hooks.mpi.enabled$":"^true$"}}"#,
+        );
+        assert_eq!(
+            check_mpi_request(std::slice::from_ref(&any), "whatever", None),
+            Ok(())
+        );
+        assert_eq!(check_mpi_request(&[any], "", None), Ok(()));
+    }
+}
+
 /// `egret hooks --mpi`: NAME MPI TYPE, `(default)` after the site's default.
 pub fn format_mpi_list(hooks: &[MpiHook]) -> String {
     let rows: Vec<[String; 2]> = hooks

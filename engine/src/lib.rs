@@ -19,6 +19,7 @@ pub mod store;
 
 pub mod bundle;
 pub mod env;
+pub mod hookdevices;
 pub mod hooksd;
 pub mod mounts;
 pub mod remap_root;

@@ -317,6 +317,9 @@ pub fn runc_failure(log: &str) -> Option<(i32, String)> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["level"] == "error")
         .find_map(|v| v["msg"].as_str().map(str::to_string))?;
+    if let Some(line) = hook_failure(&msg) {
+        return Some((1, line));
+    }
     // runc: `... exec: "CMD": stat CMD: no such file or directory` or `executable file not found`.
     let cmd = msg
         .split("exec: \"")
@@ -339,6 +342,44 @@ pub fn runc_failure(log: &str) -> Option<(i32, String)> {
                 msg.trim_start_matches("runc run failed: ")
             ),
         )),
+    }
+}
+
+/// A failed OCI hook: runc says `error running hook #N: error running hook: exit status S,
+/// stdout: ..., stderr: ...`. egret's hooks end their stderr with one line `egret NAME: error:
+/// WHY`, which is the line to show; another hook's last stderr line is shown after the runc
+/// context.
+fn hook_failure(msg: &str) -> Option<String> {
+    let at = msg.find("error running hook")?;
+    let (_, stderr) = msg[at..].rsplit_once(", stderr: ")?;
+    let last = stderr.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    if last.starts_with("egret ") {
+        Some(last.to_string())
+    } else {
+        let context = msg[at..].split(", stdout: ").next().unwrap_or_default();
+        Some(format!("egret: runc: {context}: {last}"))
+    }
+}
+
+#[cfg(test)]
+mod hook_failure_tests {
+    use super::runc_failure;
+
+    #[test]
+    fn a_failed_hook_is_its_own_last_line() {
+        let log = r#"{"level":"error","msg":"runc run failed: unable to start container process: error during container init: error running hook #0: error running hook: exit status 1, stdout: , stderr: egret mpi: error: the image has no MPI library\n","time":"t"}"#;
+        assert_eq!(
+            runc_failure(log),
+            Some((1, "egret mpi: error: the image has no MPI library".into()))
+        );
+        let log = r#"{"level":"error","msg":"runc run failed: error running hook #1: error running hook: exit status 3, stdout: x, stderr: warming up\nvendor hook: no GPU\n"}"#;
+        assert_eq!(
+            runc_failure(log),
+            Some((
+                1,
+                "egret: runc: error running hook #1: error running hook: exit status 3: vendor hook: no GPU".into()
+            ))
+        );
     }
 }
 

@@ -340,6 +340,8 @@ pub fn build_spec(
         &opts.annotations,
         command.first().map(String::as_str),
     )?);
+    // Devices the selected hooks bind in must be usable there.
+    crate::hookdevices::allow_hook_devices(&mut spec)?;
     Ok(spec)
 }
 

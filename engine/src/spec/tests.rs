@@ -434,3 +434,90 @@ fn write_is_private() {
     let back: Spec = serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap();
     assert_eq!(back, spec);
 }
+
+#[test]
+fn device_rules_present_in_the_runc_config() {
+    // A selected hook that declares devices gets allow rules for them; an unselected one does
+    // not, and neither do paths that are not devices.
+    let dir = tempfile::tempdir().unwrap();
+    let hooks_dir = dir.path().join("hooks.d");
+    std::fs::create_dir(&hooks_dir).unwrap();
+    std::fs::write(
+        hooks_dir.join("12-mount.json"),
+        r#"{"version":"1.0.0","hook":{"path":"/h/mount","args":["mount","--device=/dev/fuse:rw"],
+            "env":["BIND_MOUNTS=/dev/full:/etc/hostname","DEVICES=/nonexistent"]},
+            "when":{"annotations":{"^com.example.dev$":"^on$"}},"stages":["createContainer"]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        hooks_dir.join("13-off.json"),
+        r#"{"version":"1.0.0","hook":{"path":"/h/off","args":["off","--device=/dev/kmsg"]},
+            "when":{"always":false},"stages":["createContainer"]}"#,
+    )
+    .unwrap();
+    let cfg = Config {
+        hooks_dir: Some(hooks_dir),
+        ..Config::default()
+    };
+    let rootfs = Rootfs::for_tests(dir.path());
+    let on = SpecOptions {
+        annotations: [("com.example.dev".to_string(), "on".to_string())].into(),
+        ..SpecOptions::default()
+    };
+    let rules = |opts: &SpecOptions| -> Vec<Value> {
+        let j =
+            to_json(&build_spec(&cfg, &rootfs, &meta(), &user(), &process(&["sh"]), opts).unwrap());
+        j["linux"]["resources"]["devices"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let base = rules(&SpecOptions::default());
+    let with = rules(&on);
+    assert_eq!(with.len(), base.len() + 2, "{with:#?}");
+    assert_eq!(
+        &with[..base.len()],
+        &base[..],
+        "hook rules come after the base rules"
+    );
+    assert_eq!(
+        with[base.len()],
+        json!({"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw"})
+    );
+    assert_eq!(
+        with[base.len() + 1],
+        json!({"allow": true, "type": "c", "major": 1, "minor": 7, "access": "rwm"})
+    );
+    assert!(!with
+        .iter()
+        .any(|r| r["major"] == json!(1) && r["minor"] == json!(11)));
+}
+
+#[test]
+fn the_shipped_hook_files_parse_and_stay_off_by_default() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/hooks.d");
+    let all = hooksd::load_dir(&dir).unwrap();
+    assert!(!all.is_empty());
+    // Nothing but the always-on hooks that act only on an explicit opt-in (the container env
+    // or a device present) runs for a plain container.
+    let selected = hooksd::select(&all, &BTreeMap::new(), Some("sh"), false);
+    #[allow(deprecated)]
+    let paths: Vec<String> = [
+        selected.prestart(),
+        selected.create_runtime(),
+        selected.create_container(),
+        selected.poststart(),
+        selected.poststop(),
+    ]
+    .into_iter()
+    .flatten()
+    .flatten()
+    .map(|h| h.path().display().to_string())
+    .collect();
+    for p in &paths {
+        assert!(
+            p.ends_with("egret-timestamp-hook") || p.ends_with("egret-amdgpu-hook"),
+            "{p} runs without being asked for"
+        );
+    }
+}

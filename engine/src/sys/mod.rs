@@ -9,4 +9,5 @@ pub mod creds;
 pub mod fs;
 pub mod loopdev;
 pub mod mount;
+pub mod mounttree;
 pub mod process;

@@ -21,7 +21,7 @@
 #               and a few single runs of each kind, printed as per-phase medians (where the
 #               time goes: skopeo, mksquashfs, launcher, runc, ...)
 # A MISS never fails: the exit status is non-zero only when a measurement could not be made.
-# Takes about 4 minutes on a 2-core machine.
+# Takes about 6 minutes on a 2-core machine (2 of them for section 6).
 #
 # Idempotent; everything it creates lives in one scratch directory removed at exit (the system
 # store only gains the busybox and huge images, which srun needs). It does not rebuild egret:

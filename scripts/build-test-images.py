@@ -14,9 +14,13 @@ Images (all under REGISTRY/egret/, tag "latest" unless noted):
                hardlinks, setuid, xattrs, ownership, long/non-ASCII names); the expected
                merged tree goes to tests/common/multilayer-expected.json
   entrypoint   busybox + Entrypoint/Cmd/WorkingDir/Env
+  reported     busybox with a label of its own: an image only the import-reporting test pulls
+               through Slurm (its first import must really download)
   pytorch      busybox + Env PYTORCH_VERSION (what PyTorch images carry; egret then sets the
                torch.distributed variables from the Slurm step)
   glibc        bash + coreutils from the host with their shared libraries and ld.so.cache
+  mpich        the glibc image + Debian's MPICH runtime (libmpich12 and its shared libraries)
+               + /usr/local/bin/mpi-report and mpi-pingpong (tests/mpi/*.c built with mpicc)
   big          (--big) >= 500 MB, 3 layers, tens of thousands of files, mixed content
   huge         (--big) busybox + two single-file layers of 512 MiB (about 1 GiB)
 
@@ -31,6 +35,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import stat
 import subprocess
@@ -51,6 +56,8 @@ CREATED = "2024-01-01T00:00:00Z"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Bump when big/huge change (they are not rebuilt on every edit of this script: they are slow).
 BIG_RECIPE = "big-v2"
+# tests/mpi/NAME.c, built into the mpich image as /usr/local/bin/mpi-NAME
+MPI_PROGRAMS = ("report", "pingpong")
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -558,10 +565,11 @@ def entrypoint_layer():
     ]
 
 
-def host_glibc_root(root):
-    """Copy bash + some coreutils and their shared libraries from the host into root,
-    keeping the host's layout (usr-merge symlinks included). Returns the glibc version."""
-    binaries = ["/bin/bash", "/usr/bin/env", "/bin/ls", "/bin/cat", "/usr/bin/id", "/bin/sleep",
+def host_glibc_root(root, extra=()):
+    """Copy bash + some coreutils (+ the host files in extra) and their shared libraries from the
+    host into root, keeping the host's layout (usr-merge symlinks included). Returns the glibc
+    version."""
+    binaries = list(extra) + ["/bin/bash", "/usr/bin/env", "/bin/ls", "/bin/cat", "/usr/bin/id", "/bin/sleep",
                 "/bin/true", "/bin/false", "/bin/echo", "/bin/mkdir", "/bin/rm", "/usr/bin/stat",
                 "/bin/uname", "/bin/readlink", "/usr/bin/head", "/usr/bin/tail", "/usr/bin/wc",
                 "/bin/touch", "/usr/bin/printenv", "/bin/pwd", "/bin/hostname", "/bin/grep",
@@ -716,10 +724,15 @@ class Builder:
             parts.append(BIG_RECIPE)
         else:
             parts.append(self.script_sha)
-        if name == "glibc":
+        if name in ("glibc", "mpich"):
             parts.append(subprocess.run(
                 ["dpkg-query", "-W", "libc6", "bash", "coreutils", "grep", "libc-bin"],
                 capture_output=True, text=True).stdout)
+        if name == "mpich":
+            parts.append(subprocess.run(
+                ["dpkg-query", "-W", "libmpich12", "libmpich-dev", "gcc"],
+                capture_output=True, text=True).stdout)
+            parts += [sha256_file(os.path.join(REPO, "tests", "mpi", n + ".c")) for n in MPI_PROGRAMS]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def layout_dir(self, name):
@@ -802,10 +815,57 @@ class Builder:
         }
         lay.add_image(layers, config, ["busybox base", "/work"], tag="latest")
 
+    def build_reported(self, lay, work):
+        config = {"Env": [PATH_ENV], "Cmd": ["/bin/sh"], "Labels": {"egret.test.image": "reported"}}
+        lay.add_image([self.base_layer(lay)], config, ["busybox base"], tag="latest")
+
     def build_pytorch(self, lay, work):
         config = {"Env": [PATH_ENV, "PYTORCH_VERSION=2.3.0", "WORLD_SIZE=from-image"],
                   "Cmd": ["/bin/sh"], "Labels": {"egret.test.image": "pytorch"}}
         lay.add_image([self.base_layer(lay)], config, ["busybox base"], tag="latest")
+
+    def build_mpich(self, lay, work):
+        root = os.path.join(work, "rootfs")
+        os.makedirs(root)
+        libmpich = "/usr/lib/x86_64-linux-gnu/libmpich.so.12"
+        if not os.path.exists(libmpich) or not shutil.which("mpicc"):
+            sys.exit(f"{libmpich} or mpicc missing: install mpich and libmpich-dev (scripts/install-deps.sh)")
+        # Built first so that their NEEDED libraries come along; the same compiler and flags as
+        # the host copies of scripts/mpi-fixture.sh. Staged under /tmp, whose copy in the image
+        # is emptied again below.
+        tmp = tempfile.mkdtemp(prefix="egret-mpi-", dir="/tmp")
+        try:
+            progs = []
+            for name in MPI_PROGRAMS:
+                out = os.path.join(tmp, "mpi-" + name)
+                subprocess.run(["mpicc", "-O2", "-o", out,
+                                os.path.join(REPO, "tests", "mpi", name + ".c")], check=True)
+                progs.append(out)
+            # All of libc6's libraries, as in any glibc-based image (the host MPI the hook
+            # brings in may need some the image's own programs do not, e.g. libdl.so.2).
+            libc6 = [p for p in subprocess.run(["dpkg-query", "-L", "libc6"], capture_output=True,
+                                               text=True, check=True).stdout.split()
+                     if re.fullmatch(r"/(usr/)?lib/[^/]+-linux-gnu/[^/]+\.so[.0-9]*", p)]
+            glibc = host_glibc_root(root, extra=[libmpich] + libc6 + progs)
+            os.makedirs(root + "/usr/local/bin", exist_ok=True)
+            for p in progs:
+                os.replace(root + p, root + "/usr/local/bin/" + os.path.basename(p))
+            shutil.rmtree(root + tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "libmpich12"],
+                                 capture_output=True, text=True).stdout
+        with open(root + "/etc/os-release", "w") as fh:
+            fh.write(os_release("egret-mpich", f"egret test MPICH {version} (glibc {glibc})"))
+        ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"
+        subprocess.run([ldconfig, "-r", root], check=True)
+        entries = scan_tree(root)
+        shutil.rmtree(root)
+        desc, diff, _ = lay.write_layer(entries)
+        config = {"Env": [PATH_ENV], "Cmd": ["/usr/local/bin/mpi-report"],
+                  "Labels": {"egret.test.image": "mpich", "egret.test.mpich-version": version}}
+        lay.add_image([(desc, diff)], config, [f"Debian MPICH {version} with glibc {glibc}"],
+                      tag="latest")
 
     def build_glibc(self, lay, work):
         root = os.path.join(work, "rootfs")
@@ -928,12 +988,12 @@ def main():
                     help="where to write the multilayer expected tree (JSON)")
     args = ap.parse_args()
 
-    names = ["busybox", "multilayer", "entrypoint", "pytorch", "glibc"]
+    names = ["busybox", "multilayer", "entrypoint", "reported", "pytorch", "glibc", "mpich"]
     if args.big:
         names += ["big", "huge"]
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in ("busybox", "multilayer", "entrypoint", "pytorch", "glibc", "big", "huge")]
+        unknown = [n for n in wanted if n not in ("busybox", "multilayer", "entrypoint", "reported", "pytorch", "glibc", "mpich", "big", "huge")]
         if unknown:
             ap.error(f"unknown image(s): {', '.join(unknown)}")
         names = wanted

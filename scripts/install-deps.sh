@@ -12,6 +12,9 @@ PACKAGES=(
     runc squashfs-tools squashfs-tools-ng squashfuse fuse3 skopeo umoci docker-registry
     # things bind-mounted into or used by containers and tests
     busybox-static tini dropbear-bin mpich
+    # the MPI hook's fixtures (scripts/mpi-fixture.sh): Debian's MPICH for the egret/mpich image
+    # and mpicc; a venv for the "host" MPICH wheel from PyPI
+    libmpich12 libmpich-dev python3-venv
     # build (bindgen needs libclang; Rust links with cc)
     libclang-dev gcc libc6-dev pkg-config make
     # scripts and tests
@@ -43,6 +46,9 @@ fi
 
 # Debian's slurmd/slurmctld/munge units may have been started by the install (on machines with
 # systemd) against a config that does not exist yet; scripts/cluster-up.sh takes over from here.
+
+# The MPI hook's test fixture: a second, "native" MPICH under /opt/egret-test (idempotent).
+bash "$(dirname "$0")/mpi-fixture.sh"
 
 # The Rust toolchain does not come from apt (Debian 12's rustc is too old for our dependencies).
 export PATH="$HOME/.cargo/bin:$PATH"

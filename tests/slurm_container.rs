@@ -554,15 +554,15 @@ fn squashfs_the_user_cannot_read_or_corrupt_is_refused() {
 #[test]
 fn first_import_is_reported_then_the_cached_image_starts_silently() {
     common::require_root();
-    let image = common::registry_image("glibc");
-    // Only this test runs the glibc image through Slurm, as root: removing it from root's index
-    // drops it from the store, whatever ran before.
+    let image = common::registry_image("reported");
+    // Only this test runs this image (an image of its own): removing it from root's index drops
+    // it from the store, whatever ran before.
     let _ = common::egret().args(["rmi", &image]).output();
     let opt = format!("--container-image={image}");
     let o = srun(&[&opt, "cat", "/etc/os-release"]);
     let (out, err) = text(&o);
     assert!(
-        o.status.success() && out.contains("ID=egret-glibc"),
+        o.status.success() && out.contains("ID=egret-busybox"),
         "{out}\n{err}"
     );
     assert!(

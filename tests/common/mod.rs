@@ -29,7 +29,15 @@ pub const NODES: [&str; 2] = ["n1", "n2"];
 pub const SLURM_TIMEOUT_S: u32 = 120;
 /// Images pushed by `scripts/build-test-images.py` (tag `latest`; busybox also has `v2s2`,
 /// a Docker schema 2 manifest, and `multiarch`, an OCI index with amd64 and arm64).
-pub const TEST_IMAGES: [&str; 4] = ["busybox", "multilayer", "entrypoint", "glibc"];
+pub const TEST_IMAGES: [&str; 7] = [
+    "busybox",
+    "multilayer",
+    "entrypoint",
+    "reported",
+    "pytorch",
+    "glibc",
+    "mpich",
+];
 
 /// An ordinary (non-root) user that exists on every node of the test cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

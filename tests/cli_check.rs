@@ -37,13 +37,22 @@ fn a_misconfigured_install_names_each_violation() {
         Some(common::TEST_USER.gid),
     )
     .unwrap();
+    // A store someone else owns, and a runDir anyone may write.
+    let store = dir.join("store");
+    fs::create_dir_all(store.join("images")).unwrap();
+    std::os::unix::fs::chown(&store, Some(common::TEST_USER.uid), None).unwrap();
+    let run_dir = dir.join("run");
+    fs::create_dir_all(&run_dir).unwrap();
+    fs::set_permissions(&run_dir, fs::Permissions::from_mode(0o777)).unwrap();
     let config = dir.join("egret.json");
     fs::write(
         &config,
         format!(
-            r#"{{"securityChecks": true, "runcPath": "{}", "hooksDir": "{}"}}"#,
+            r#"{{"securityChecks": true, "runcPath": "{}", "hooksDir": "{}", "localRepositoryBaseDir": "{}", "runDir": "{}"}}"#,
             runc.display(),
-            dir.join("hooks.d").display()
+            dir.join("hooks.d").display(),
+            store.display(),
+            run_dir.display()
         ),
     )
     .unwrap();
@@ -72,6 +81,17 @@ fn a_misconfigured_install_names_each_violation() {
         line(
             Path::new("/var/tmp"),
             "must not be writable by group or others"
+        ),
+        "{out}"
+    );
+    assert!(
+        line(&store, "must be owned by root (owner uid is 4242)"),
+        "{out}"
+    );
+    assert!(
+        line(
+            &run_dir,
+            "must not be writable by group or others (mode 0777)"
         ),
         "{out}"
     );

@@ -22,6 +22,18 @@ impl std::fmt::Display for Violation {
     }
 }
 
+/// Checks the directory `dir` and each of its parents, not what is below it.
+fn check_dir_and_parents(dir: &Path, out: &mut Vec<Violation>) {
+    if fs::metadata(dir).is_err() {
+        return;
+    }
+    for d in dir.ancestors() {
+        if !d.as_os_str().is_empty() {
+            let _ = check_one(d, out);
+        }
+    }
+}
+
 /// Checks `path` (recursively when a directory) and each of its parents.
 pub fn check_untamperable(path: &Path, out: &mut Vec<Violation>) {
     if fs::metadata(path).is_err() {
@@ -70,8 +82,9 @@ fn check_one(path: &Path, out: &mut Vec<Violation>) -> Result<fs::Metadata, ()> 
 }
 
 /// Every file egret trusts as root: the config itself, runtimes, init, mksquashfs, skopeo,
-/// sqfs2tar, the hooks (their JSON and the programs they name), the bundle directory and the
-/// extra paths the caller names (e.g. the launcher binary).
+/// sqfs2tar, the hooks (their JSON and the programs they name), the extra paths the caller
+/// names (e.g. the launcher binary), and the directories egret writes as root (bundle, store,
+/// runDir, containersDir).
 pub fn check_install(cfg: &Config, config_path: &Path, extra: &[PathBuf]) -> Vec<Violation> {
     let mut out = Vec::new();
     let mut paths: Vec<PathBuf> = vec![
@@ -82,14 +95,19 @@ pub fn check_install(cfg: &Config, config_path: &Path, extra: &[PathBuf]) -> Vec
         cfg.skopeo_path.clone(),
         cfg.sqfs2tar_path.clone(),
     ];
-    // The bundle directory itself and its parents only: what is below is egret's own, and a
-    // step joining a running named container sees the other step's rootfs there.
-    if fs::metadata(&cfg.oci_bundle_dir).is_ok() {
-        for dir in cfg.oci_bundle_dir.ancestors() {
-            if !dir.as_os_str().is_empty() {
-                let _ = check_one(dir, &mut out);
-            }
-        }
+    // Directories egret writes as root: each itself and its parents only. What is below is
+    // egret's own, some of it deliberately the user's (sockets in runDir, a named container's
+    // upper layer), and a step joining a running named container sees the other step's rootfs
+    // in the bundle directory.
+    let store_images = cfg.local_repository_base_dir.join("images");
+    for dir in [
+        &cfg.oci_bundle_dir,
+        &cfg.local_repository_base_dir,
+        &store_images,
+        &cfg.run_dir,
+        &cfg.containers_dir,
+    ] {
+        check_dir_and_parents(dir, &mut out);
     }
     if let Some(s) = &cfg.seccomp_profile {
         paths.push(s.clone());

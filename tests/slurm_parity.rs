@@ -408,6 +408,18 @@ fn remap_root_is_root_in_a_user_namespace_only() {
     assert!(out_err(&o)
         .1
         .contains("both --container-remap-root and --no-container-remap-root"));
+    // Hooks that run inside the container (here the timestamp hooks, asked for by the
+    // environment) would not be root there: refused in one line.
+    let o = srun_env(
+        &[("TIMESTAMP_HOOK_LOGFILE", "/tmp/egret-remap-ts.log")],
+        &[&image("busybox"), "--container-remap-root", "true"],
+    );
+    let (_, err) = out_err(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("--container-remap-root cannot be combined with hooks"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -252,9 +252,15 @@ fn parse(a: &RunArgs, command: &[String], id: &str) -> Result<Parsed, String> {
         Some(s) if s.trim().is_empty() => EntrypointChoice::Clear,
         Some(s) => EntrypointChoice::Override(s.split_whitespace().map(String::from).collect()),
     };
-    let host_env = std::env::vars_os()
+    let host_env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
+    let mut hook_env = host_env.clone();
+    hook_env.extend(user_env.iter().filter_map(|r| match r {
+        EnvRequest::Set(k, v) => Some((k.clone(), v.clone())),
+        EnvRequest::FromHost(_) => None,
+    }));
+    egret_engine::hooksd::add_automatic_annotations(&mut annotations, &hook_env);
     Ok(Parsed {
         mounts,
         devices,

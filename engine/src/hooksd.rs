@@ -20,6 +20,31 @@ use serde::Deserialize;
 
 pub const MPI_ENABLED: &str = "com.hooks.mpi.enabled";
 pub const MPI_TYPE: &str = "com.hooks.mpi.type";
+pub const TIMESTAMP_ENABLED: &str = "com.hooks.timestamp.enabled";
+pub const AMDGPU_ENABLED: &str = "com.hooks.amdgpu.enabled";
+
+/// Annotations egret derives from facts rather than options, so that hooks with nothing to do
+/// are not even started (every hook is an exec per container): the timestamp hooks when the
+/// container's environment names `TIMESTAMP_HOOK_LOGFILE`, the AMD GPU hook when the host has
+/// `/dev/kfd`. An annotation the user gave is kept.
+pub fn add_automatic_annotations(
+    annotations: &mut BTreeMap<String, String>,
+    env: &[(String, String)],
+) {
+    if env
+        .iter()
+        .any(|(k, v)| k == "TIMESTAMP_HOOK_LOGFILE" && !v.is_empty())
+    {
+        annotations
+            .entry(TIMESTAMP_ENABLED.into())
+            .or_insert_with(|| "true".into());
+    }
+    if Path::new("/dev/kfd").exists() {
+        annotations
+            .entry(AMDGPU_ENABLED.into())
+            .or_insert_with(|| "true".into());
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HooksError {

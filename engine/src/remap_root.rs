@@ -17,6 +17,23 @@ use crate::spec::SpecError;
 
 /// Turns a built spec into its remapped-root form for the user `uid`/`gid`.
 pub fn apply(spec: &mut Spec, uid: u32, gid: u32) -> Result<(), SpecError> {
+    // Hooks runc starts inside the container's namespaces would run as the user there: they
+    // could neither read the bundle nor mount anything. Refuse rather than fail half-way.
+    if let Some(hooks) = spec.hooks() {
+        let inside: Vec<String> = hooks
+            .create_container()
+            .iter()
+            .chain(hooks.start_container().iter())
+            .flatten()
+            .map(|h| h.path().display().to_string())
+            .collect();
+        if !inside.is_empty() {
+            return Err(SpecError::Build(format!(
+                "--container-remap-root cannot be combined with hooks that run inside the container ({}); drop one of them",
+                inside.join(", ")
+            )));
+        }
+    }
     let process = spec.process_mut().as_mut().ok_or(SpecError::Build(
         "remap-root: the spec has no process".into(),
     ))?;

@@ -552,6 +552,7 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
         annotations.insert("com.hooks.ssh.enabled".into(), "true".into());
         annotations.insert("com.hooks.slurm-global-sync.enabled".into(), "true".into());
     }
+    crate::hooksd::add_automatic_annotations(&mut annotations, &task_vars);
     annotations.insert(
         "com.egret.job".into(),
         format!("{}.{}", p.req.job_id, p.req.step_id),

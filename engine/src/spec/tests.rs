@@ -498,8 +498,8 @@ fn the_shipped_hook_files_parse_and_stay_off_by_default() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/hooks.d");
     let all = hooksd::load_dir(&dir).unwrap();
     assert!(!all.is_empty());
-    // Nothing but the always-on hooks that act only on an explicit opt-in (the container env
-    // or a device present) runs for a plain container.
+    // Nothing runs for a plain container: every shipped hook waits for an annotation (set by
+    // an option, or by egret from a fact such as TIMESTAMP_HOOK_LOGFILE or /dev/kfd).
     let selected = hooksd::select(&all, &BTreeMap::new(), Some("sh"), false);
     #[allow(deprecated)]
     let paths: Vec<String> = [
@@ -514,10 +514,17 @@ fn the_shipped_hook_files_parse_and_stay_off_by_default() {
     .flatten()
     .map(|h| h.path().display().to_string())
     .collect();
-    for p in &paths {
-        assert!(
-            p.ends_with("egret-timestamp-hook") || p.ends_with("egret-amdgpu-hook"),
-            "{p} runs without being asked for"
-        );
-    }
+    assert!(paths.is_empty(), "{paths:?} run without being asked for");
+    let mut asked = BTreeMap::new();
+    hooksd::add_automatic_annotations(
+        &mut asked,
+        &[("TIMESTAMP_HOOK_LOGFILE".into(), "/tmp/ts.log".into())],
+    );
+    assert_eq!(
+        asked.get(hooksd::TIMESTAMP_ENABLED).map(String::as_str),
+        Some("true")
+    );
+    let selected = hooksd::select(&all, &asked, Some("sh"), false);
+    let n = selected.create_container().as_ref().map_or(0, |h| h.len());
+    assert!(n >= 4, "{n} timestamp hooks");
 }

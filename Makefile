@@ -72,7 +72,7 @@ lint: fmt-check clippy
 test: lint
 	$(MAKE) install
 	$(MAKE) cluster
-	$(CARGO) test --release --workspace -- --test-threads=1
+	$(CARGO) test --release --workspace --no-fail-fast -- --test-threads=1
 
 # Just the infrastructure checks (cluster, registry, test images).
 test-infra:

@@ -257,7 +257,21 @@ fn scancel_stops_the_container_and_leaves_nothing() {
 fn many_steps_leave_nothing_behind() {
     common::require_root();
     let before = common::leak_snapshot();
-    for _ in 0..20 {
+    // 200 consecutive container steps of one job (two tasks each), then a few as separate jobs.
+    let script = format!(
+        "#!/bin/sh
+i=0
+while [ $i -lt 200 ]; do
+  srun -n2 {} true || {{ echo failed-at-$i; exit 1; }}
+  i=$((i+1))
+done
+echo steps-done=$i
+",
+        busybox()
+    );
+    let (_, out) = common::sbatch_wait_with(&script, &["-n2"]);
+    assert!(out.contains("steps-done=200"), "{out}");
+    for _ in 0..5 {
         let o = srun(&["-n2", &busybox(), "true"]);
         assert!(o.status.success(), "{:?}", text(&o));
     }

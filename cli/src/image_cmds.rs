@@ -116,7 +116,7 @@ pub struct RmiArgs {
 }
 
 /// Every error names the command and where to read more, on one line.
-fn usage(cmd: &str, msg: impl std::fmt::Display) -> String {
+pub(crate) fn usage(cmd: &str, msg: impl std::fmt::Display) -> String {
     let msg: String = msg
         .to_string()
         .chars()

@@ -2,6 +2,7 @@
 
 mod image_cmds;
 mod run_cmds;
+mod sqsh_cmds;
 mod ssh_cmds;
 
 use std::process::ExitCode;
@@ -36,6 +37,10 @@ enum Cmd {
     Load(image_cmds::LoadArgs),
     /// List stored images.
     Images(image_cmds::ImagesArgs),
+    /// Write an image from a registry to a portable squashfs file (any user; no store).
+    Import(sqsh_cmds::ImportArgs),
+    /// Write a stored image to a squashfs file.
+    Export(sqsh_cmds::ExportArgs),
     /// Remove a stored image.
     Rmi(image_cmds::RmiArgs),
     /// Run a command in a container (root).
@@ -58,6 +63,8 @@ fn main() -> ExitCode {
         Cmd::Load(a) => ctx.and_then(|c| image_cmds::load(&c, a)),
         Cmd::Images(a) => ctx.and_then(|c| image_cmds::images(&c, a)),
         Cmd::Rmi(a) => ctx.and_then(|c| image_cmds::rmi(&c, a)),
+        Cmd::Import(a) => ctx.and_then(|c| sqsh_cmds::import(&c, a)),
+        Cmd::Export(a) => ctx.and_then(|c| sqsh_cmds::export(&c, a)),
         Cmd::Run(a) => ctx.and_then(|c| run_cmds::run(&c, a)),
         Cmd::Hooks(a) => ctx.and_then(|c| run_cmds::hooks(&c, a)),
         Cmd::Check => ctx.and_then(|c| run_cmds::check(&c)),

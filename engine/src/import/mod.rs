@@ -310,6 +310,51 @@ fn wait_timings(store: &Store, opts: &PullOptions) -> LockTimings {
 }
 
 /// Layout → flattened → squashfs in `work` → renamed into the store under `digest`.
+/// Pulls `r` straight into the squashfs file `out`, without the store: the enroot-style
+/// `egret import`, which any user may run (nothing here needs privileges). Download and
+/// squashfs are made in a work directory next to `out` and the finished file renamed into
+/// place, so `out` is never half-written. Returns the manifest digest.
+pub fn pull_to_file(
+    cfg: &Config,
+    fetcher: &dyn Fetcher,
+    r: &ImageRef,
+    opts: &PullOptions,
+    out: &Path,
+) -> Result<String, ImportError> {
+    let progress = &*opts.progress;
+    progress.phase(&format!("resolving {}", r.display()));
+    let raw = fetcher.inspect_raw(r, &opts.auth)?;
+    let resolved = oci::resolve(&raw, &r.display(), "linux", host_arch())?;
+    if let Some(wanted) = &r.digest {
+        let got = resolved.index_digest.as_ref().unwrap_or(&resolved.digest);
+        if got != wanted && &resolved.digest != wanted {
+            return Err(ImportError::DigestMismatch {
+                reference: r.display(),
+                got: got.clone(),
+            });
+        }
+    }
+    let digest = resolved.digest.clone();
+    let pinned = r.with_digest(&digest);
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+    let work = WorkDir::create(parent.unwrap_or(Path::new(".")), ".egret-import-")?;
+    let oci_dir = work.path().join("oci");
+    progress.phase(&format!("downloading {}", r.display()));
+    let (total, layers) = (resolved.download_size, resolved.layers.unwrap_or(0));
+    fetcher.copy_to_oci_dir(&pinned, &oci_dir, &opts.auth, &mut |bytes, blobs| {
+        progress.advance(bytes, total, blobs.saturating_sub(1).min(layers), layers)
+    })?;
+    let layout = Layout::read(&oci_dir)?;
+    let file = work.path().join("image.sqsh");
+    squash_layout(cfg, &layout, &file, progress)?;
+    std::fs::rename(&file, out).map_err(|source| ImportError::Archive {
+        path: out.to_path_buf(),
+        reason: format!("cannot move the image into place: {source}"),
+    })?;
+    progress.done(&format!("wrote {} ({digest})", out.display()));
+    Ok(digest)
+}
+
 fn convert(
     cfg: &Config,
     store: &Store,
@@ -319,6 +364,18 @@ fn convert(
     digest: &str,
     progress: &dyn Progress,
 ) -> Result<StoredImage, ImportError> {
+    let out = work.path().join("image.squashfs");
+    squash_layout(cfg, layout, &out, progress)?;
+    Ok(store.install(lock, digest, &out, &layout.meta)?)
+}
+
+/// Flattens the layers of `layout` into the squashfs file `out`.
+fn squash_layout(
+    cfg: &Config,
+    layout: &Layout,
+    out: &Path,
+    progress: &dyn Progress,
+) -> Result<(), ImportError> {
     if let Some(p) = &layout.meta.platform {
         let host = format!("linux/{}", host_arch());
         if !p.starts_with(&host) {
@@ -346,8 +403,7 @@ fn convert(
             }),
         });
     }
-    let out = work.path().join("image.squashfs");
-    let squashed = Mksquashfs::from_config(cfg).build(&out, |stdin| {
+    let squashed = Mksquashfs::from_config(cfg).build(out, |stdin| {
         flatten(inputs, stdin, &mut |ev| match ev {
             FlattenEvent::Layer { index, .. } => current.set(index - 1),
             FlattenEvent::Warning(w) => progress.warn(&w),
@@ -356,7 +412,7 @@ fn convert(
     for w in &squashed.warnings {
         progress.warn(&format!("mksquashfs: {w}"));
     }
-    Ok(store.install(lock, digest, &out, &layout.meta)?)
+    Ok(())
 }
 
 /// Counts bytes read across all layers, for progress.

@@ -1,0 +1,122 @@
+//! import, export: enroot-style squashfs files. `egret import` builds a portable `.sqsh` once
+//! (on a login node, as any user: nothing touches the store) that `srun
+//! --container-image=./FILE.sqsh` runs many times; `egret export` writes one from an image
+//! already in the store.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use egret_engine::import::{self, PullOptions};
+use egret_engine::progress::StderrProgress;
+use egret_engine::reference::ImageRef;
+use egret_engine::skopeo::Skopeo;
+use egret_engine::store::Store;
+
+use crate::image_cmds::{usage, Context};
+
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// The file to write (default: the repository and tag with '/' and ':' as '+', .sqsh, in
+    /// the current directory, as enroot names it).
+    #[arg(short = 'o', long, value_name = "FILE.sqsh")]
+    output: Option<PathBuf>,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    force: bool,
+    /// [REGISTRY/]REPOSITORY[:TAG][@DIGEST], or REGISTRY#REPOSITORY[:TAG] (enroot form).
+    #[arg(value_name = "REF")]
+    reference: String,
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    force: bool,
+    /// An image of yours in the store, as `egret images` shows it.
+    #[arg(value_name = "REF")]
+    reference: String,
+    /// The file to write.
+    #[arg(value_name = "FILE.sqsh")]
+    output: PathBuf,
+}
+
+pub fn import(c: &Context, a: ImportArgs) -> Result<ExitCode, String> {
+    let r = ImageRef::parse(&a.reference).map_err(|e| usage("import", e))?;
+    let out = a.output.clone().unwrap_or_else(|| default_name(&r));
+    check_destination(&out, a.force).map_err(|e| usage("import", e))?;
+    let opts = PullOptions {
+        progress: Arc::new(StderrProgress::default()),
+        ..PullOptions::default()
+    };
+    let fetcher = Skopeo::new(&c.config);
+    import::pull_to_file(&c.config, &fetcher, &r, &opts, &out).map_err(|e| usage("import", e))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn export(c: &Context, a: ExportArgs) -> Result<ExitCode, String> {
+    let r = ImageRef::parse(&a.reference).map_err(|e| usage("export", e))?;
+    check_destination(&a.output, a.force).map_err(|e| usage("export", e))?;
+    let timings = &c.config.repository_metadata_lock_timings;
+    let store = Store::open_readonly(&c.config.local_repository_base_dir, c.uid, c.gid, timings);
+    let image = store
+        .lookup(&r)
+        .map_err(|e| usage("export", e))?
+        .ok_or_else(|| {
+            usage(
+                "export",
+                format!(
+                    "{}: no such image of yours (see 'egret images')",
+                    r.display()
+                ),
+            )
+        })?;
+    copy_new(&image.squashfs, &a.output)
+        .map_err(|e| usage("export", format!("{}: {e}", a.output.display())))?;
+    eprintln!("egret: wrote {} ({})", a.output.display(), image.digest);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// enroot's naming: `egret/busybox:latest` → `egret+busybox+latest.sqsh`.
+fn default_name(r: &ImageRef) -> PathBuf {
+    let tag = r.tag.as_deref().unwrap_or("latest");
+    PathBuf::from(format!("{}+{tag}.sqsh", r.repository.replace('/', "+")))
+}
+
+fn check_destination(out: &Path, force: bool) -> Result<(), String> {
+    if out.as_os_str().to_string_lossy().ends_with('/') || out.is_dir() {
+        return Err(format!(
+            "{}: is a directory; give a file name such as image.sqsh",
+            out.display()
+        ));
+    }
+    if !force && fs::symlink_metadata(out).is_ok() {
+        return Err(format!(
+            "{} exists; remove it or add --force",
+            out.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Copies `src` to `dst` through a new file next to it, renamed into place when complete.
+fn copy_new(src: &Path, dst: &Path) -> io::Result<()> {
+    let dir = dst.parent().filter(|p| !p.as_os_str().is_empty());
+    let tmp = tempfile::Builder::new()
+        .prefix(".egret-export-")
+        .tempfile_in(dir.unwrap_or(Path::new(".")))?;
+    let mut input = fs::File::open(src)?;
+    let mut output = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(tmp.path())?;
+    io::copy(&mut input, &mut output)?;
+    output.set_permissions(fs::Permissions::from_mode(0o644))?;
+    output.sync_all()?;
+    tmp.persist(dst).map_err(|e| e.error)?;
+    Ok(())
+}

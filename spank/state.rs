@@ -45,6 +45,7 @@ pub static STATE: Mutex<State> = Mutex::new(State {
         devices: None,
         annotations: Vec::new(),
         pid_private: None,
+        unshare: None,
         init: false,
         ssh: false,
     },

@@ -21,3 +21,4 @@ pub mod save;
 pub mod server;
 mod sqsh;
 pub mod task_env;
+pub mod unshare;

@@ -72,6 +72,8 @@ pub const OPTIONS: &[OptionSpec] = &[
         "[egret] add OCI annotations to the container"),
     opt!("container-pid", "host|private", Required,
         "[egret] PID namespace: the host's (default) or a private one"),
+    opt!("container-unshare", "net,ipc,uts", Required,
+        "[egret] namespaces of the step's own, shared by its tasks on a node (net: loopback only; ipc: private /dev/shm and SysV IPC; uts: own hostname)"),
     opt!("container-init", "", None,
         "[egret] run an init process (tini) that reaps zombies (PID 1 with --container-pid=private)"),
     opt!("container-ssh", "", None,
@@ -103,6 +105,9 @@ pub struct ContainerOptions {
     pub devices: Option<String>,
     pub annotations: Vec<(String, String)>,
     pub pid_private: Option<bool>,
+    /// `--container-unshare`: validated `net,ipc,uts` subset.
+    #[serde(default)]
+    pub unshare: Option<String>,
     pub init: bool,
     /// `--container-ssh`: the SSH and Slurm sync hooks, in a private PID namespace.
     #[serde(default)]
@@ -248,6 +253,10 @@ impl ContainerOptions {
                 }
                 self.pid_private = Some(private);
             }
+            "container-unshare" => {
+                super::unshare::parse(&v())?;
+                set_once(&mut self.unshare, name, v())?;
+            }
             "container-init" => self.init = true,
             "container-ssh" => {
                 // Its daemon must die with the container: a private PID namespace.
@@ -326,6 +335,7 @@ impl ContainerOptions {
             "container-device" => self.devices.is_some(),
             "container-annotation" => !self.annotations.is_empty(),
             "container-pid" => self.pid_private.is_some(),
+            "container-unshare" => self.unshare.is_some(),
             "container-init" => self.init,
             "container-ssh" => self.ssh,
             _ => false,
@@ -340,6 +350,7 @@ impl ContainerOptions {
                 || !self.env_names.is_empty()
                 || self.mpi_hook.is_some()
                 || self.save.is_some()
+                || self.unshare.is_some()
                 || self.ssh
                 || self.devices.is_some();
             if used {

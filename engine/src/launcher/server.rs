@@ -54,6 +54,8 @@ struct Prepared {
     rootfs: Rootfs,
     /// Marks the named container as running while this launcher lives.
     _named_hold: Option<fs::File>,
+    /// `--container-unshare`: the process holding the step's namespaces.
+    unshare: Option<super::unshare::Holder>,
 }
 
 /// Runs the launcher; returns the process exit code.
@@ -97,7 +99,23 @@ pub fn serve(req: StepRequest) -> i32 {
     let accept_progress = progress.clone();
     std::thread::spawn(move || accept_loop(listener, accept_req, tx, accept_progress));
 
-    let prepared = named_step.and_then(|n| prepare(&cfg, &req, &progress, n));
+    // The namespaces of --container-unshare, held from this (long-lived) thread.
+    let holder = match &req.options.unshare {
+        Some(v) => super::unshare::parse(v)
+            .map_err(|e| format!("egret: {e}"))
+            .and_then(super::unshare::Holder::start)
+            .map(Some),
+        None => Ok(None),
+    };
+    let prepared = named_step
+        .and_then(|n| prepare(&cfg, &req, &progress, n))
+        .and_then(|mut p| {
+            p.unshare = holder?;
+            if p.unshare.as_ref().is_some_and(|h| h.unshare.ipc) {
+                super::unshare::make_shm(&p.rootfs.bundle_dir)?;
+            }
+            Ok(p)
+        });
     progress.detach();
     let result = match prepared {
         Ok(p) => {
@@ -355,6 +373,7 @@ fn prepare(
         meta,
         rootfs,
         _named_hold: named_hold,
+        unshare: None,
     })
 }
 
@@ -394,6 +413,7 @@ fn join_prepared(
         meta,
         rootfs: Rootfs::attached(&running.attach, bundle_dir),
         _named_hold: Some(held),
+        unshare: None,
     })
 }
 
@@ -575,6 +595,9 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
     if opts.remap_root == Some(true) {
         crate::remap_root::apply(&mut spec, p.user.uid, p.user.gid)
             .map_err(|e| format!("egret: {e}"))?;
+    }
+    if let Some(h) = &p.unshare {
+        h.apply(&mut spec, &p.rootfs.bundle_dir.join("shm"))?;
     }
     add_pmix_mounts(&mut spec, &env_of(hello), p.user.uid)?;
     // runc's new cpuset cgroup would reset the affinity Slurm gave the task (--cpu-bind).

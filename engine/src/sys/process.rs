@@ -95,3 +95,25 @@ pub fn pass_fd_on_exec<Fd: AsRawFd>(cmd: &mut Command, file: &Fd, target: i32) {
         })
     };
 }
+
+/// Makes `cmd`'s process receive SIGKILL when the thread that spawned it ends (a helper that
+/// must not outlive the launcher, even one killed with SIGKILL).
+pub fn die_with_parent_on_exec(cmd: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and only calls prctl (async-signal-safe);
+    // it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+}

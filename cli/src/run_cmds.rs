@@ -114,6 +114,7 @@ pub fn run(c: &Context, a: RunArgs) -> Result<ExitCode, String> {
             meta,
             user,
             mounts: parsed.mounts,
+            mount_extras: Vec::new(),
             devices: parsed.devices,
             readonly: false,
             init: a.init,

@@ -22,6 +22,7 @@ pub mod env;
 pub mod hookdevices;
 pub mod hooksd;
 pub mod mounts;
+pub mod pyxis_mounts;
 pub mod remap_root;
 pub mod runtime;
 pub mod spec;

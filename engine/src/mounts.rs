@@ -173,62 +173,16 @@ pub fn parse_sarus_mount(s: &str) -> Result<BindMount, MountError> {
     })
 }
 
-/// pyxis `--container-mounts=SRC[:DST[:FLAGS]][,...]`: DST defaults to SRC, FLAGS are `ro` or
-/// `rw` joined with `+`, a relative SRC is taken relative to `cwd`. With two fields, the second
-/// is DST when absolute and FLAGS otherwise.
+/// The bind mounts of a pyxis `--container-mounts` value (see `pyxis_mounts` for the whole
+/// grammar; its `tmpfs:` and `umount:` entries are left out here).
 pub fn parse_pyxis_mounts(s: &str, cwd: &Path) -> Result<Vec<BindMount>, MountError> {
-    s.split(',')
-        .map(|item| parse_pyxis_mount(item, cwd))
-        .collect()
-}
-
-fn parse_pyxis_mount(item: &str, cwd: &Path) -> Result<BindMount, MountError> {
-    let fields: Vec<&str> = item.split(':').collect();
-    let (src, dst, flags) = match fields.as_slice() {
-        [src] => (*src, "", None),
-        [src, second] if second.starts_with('/') || second.is_empty() => (*src, *second, None),
-        [src, flags] if flags.split('+').all(|f| matches!(f, "ro" | "rw")) => {
-            (*src, "", Some(*flags))
-        }
-        [_, dst] => {
-            return Err(parse_err(
-                item,
-                format!("'{dst}' is neither an absolute destination nor mount flags (ro, rw)"),
-            ))
-        }
-        [src, dst, flags] => (*src, *dst, Some(*flags)),
-        _ => return Err(parse_err(item, "expected SRC[:DST[:FLAGS]]")),
-    };
-    if src.is_empty() {
-        return Err(parse_err(item, "empty source"));
-    }
-    let source = cwd.join(src);
-    let destination = if dst.is_empty() {
-        normalize(&source)
-    } else {
-        absolute(item, "destination", dst)?
-    };
-    let mut readonly = false;
-    if let Some(flags) = flags {
-        for flag in flags.split('+') {
-            match flag {
-                "ro" => readonly = true,
-                "rw" => readonly = false,
-                "" => return Err(parse_err(item, "empty mount flag")),
-                other => {
-                    return Err(parse_err(
-                        item,
-                        format!("unknown mount flag '{other}' (expected ro or rw)"),
-                    ))
-                }
-            }
-        }
-    }
-    Ok(BindMount {
-        source,
-        destination,
-        readonly,
-    })
+    Ok(crate::pyxis_mounts::parse(s, cwd)?
+        .into_iter()
+        .filter_map(|m| match m {
+            crate::pyxis_mounts::PyxisMount::Bind(b, _) => Some(b),
+            _ => None,
+        })
+        .collect())
 }
 
 /// `--device HOST[:CONTAINER][:ACCESS]`; HOST and CONTAINER absolute, ACCESS a subset of `rwm`
@@ -638,12 +592,9 @@ mod tests {
     fn pyxis_mount_errors() {
         for (input, needle) in [
             ("/a:/b:ro:x", "SRC[:DST[:FLAGS]]"),
-            ("/a:/b:rbind", "unknown mount flag 'rbind'"),
-            (
-                "/a:rx",
-                "'rx' is neither an absolute destination nor mount flags",
-            ),
-            ("/a:data", "'data' is neither"),
+            ("/a:/b:rfoo", "unknown mount flag 'rfoo'"),
+            ("/a:rx", "destination 'rx' must be an absolute path"),
+            ("/a:data", "must be an absolute path"),
             ("/a,", "empty source"),
             (":/b", "empty source"),
             ("/a:b:ro", "absolute"),

@@ -34,8 +34,11 @@ pub use syscall::{LinuxSyscall, LoopHandle, Syscall};
 use crate::config::{Config, UserMountRules};
 use crate::imagemeta::ImageMeta;
 use crate::mounts::{self, BindMount, DeviceRequest, MountError, TargetKind};
+use crate::pyxis_mounts::MountExtras;
 use crate::sys;
-use crate::sys::mount::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+use crate::sys::mount::{
+    MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
+};
 use crate::user::{UserError, UserIdentity};
 
 const LOWER: &str = "lower";
@@ -147,6 +150,8 @@ pub struct ContainerRequest {
     /// The user's bind mounts: sources opened as the user, destinations checked against the
     /// site's deny lists.
     pub mounts: Vec<BindMount>,
+    /// pyxis flags of `mounts`, by position (missing: the defaults).
+    pub mount_extras: Vec<crate::pyxis_mounts::MountExtras>,
     /// The user's devices (opened as the user).
     pub devices: Vec<DeviceRequest>,
     /// Read-only container root (applied per container by runc, see `spec`).
@@ -442,9 +447,10 @@ fn assemble(
     for bm in &req.extra_binds {
         bind(sys, rootfs, bm, None)?;
     }
-    for bm in &req.mounts {
+    for (i, bm) in req.mounts.iter().enumerate() {
         mounts::check_destination(&bm.destination, &cfg.user_mounts)?;
-        bind(sys, rootfs, bm, Some((&req.user, &cfg.user_mounts)))?;
+        let extras = req.mount_extras.get(i).copied().unwrap_or_default();
+        bind_with(sys, rootfs, bm, Some((&req.user, &cfg.user_mounts)), extras)?;
     }
 
     // Devices: the site's, then the user's; the site's access rights win for the same node.
@@ -503,17 +509,30 @@ fn bind(
     m: &BindMount,
     user: Option<(&UserIdentity, &UserMountRules)>,
 ) -> Result<(), BundleError> {
+    bind_with(sys, rootfs, m, user, MountExtras::default())
+}
+
+/// [`bind`] with pyxis's flags: recursive or not, unbindable, noexec, what to create.
+fn bind_with(
+    sys: &dyn Syscall,
+    rootfs: &mut Rootfs,
+    m: &BindMount,
+    user: Option<(&UserIdentity, &UserMountRules)>,
+    extras: MountExtras,
+) -> Result<(), BundleError> {
     // The source, opened with the rights of whoever asked for it; must exist.
     let src = sys.open_as(user.map(|u| u.0), &m.source)?;
     let st = fstat(src.as_raw_fd()).map_err(|e| BundleError::Source {
         path: m.source.clone(),
         source: e.into(),
     })?;
-    let kind = if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits() {
-        TargetKind::Dir
-    } else {
-        TargetKind::File
-    };
+    let kind = extras.create.unwrap_or(
+        if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits() {
+            TargetKind::Dir
+        } else {
+            TargetKind::File
+        },
+    );
     // The destination as the container will see it: image symlinks resolved inside the rootfs,
     // then checked again, so a link cannot lead a user mount onto a denied path.
     let rel = mounts::resolve_in_root(&rootfs.rootfs, &m.destination)?;
@@ -523,7 +542,10 @@ fn bind(
     }
     let target = mounts::open_in_root(&rootfs.rootfs, &rel, kind)?;
     let what = format!("{}", m.source.display());
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+    let mut flags = MsFlags::MS_BIND;
+    if extras.recursive {
+        flags |= MsFlags::MS_REC;
+    }
     mount(
         sys,
         &what,
@@ -535,6 +557,17 @@ fn bind(
     )?;
     let path = rootfs.rootfs.join(&rel);
     rootfs.mounted.push(path.clone());
+    if extras.unbindable {
+        mount(
+            sys,
+            "unbindable",
+            None,
+            &path,
+            None,
+            MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+            None,
+        )?;
+    }
     // A bind keeps the source's flags: add ours on top, on every mount below it too.
     let mut attrs = MOUNT_ATTR_NOSUID;
     if user.is_some() {
@@ -542,6 +575,9 @@ fn bind(
     }
     if m.readonly {
         attrs |= MOUNT_ATTR_RDONLY;
+    }
+    if extras.noexec {
+        attrs |= MOUNT_ATTR_NOEXEC;
     }
     sys.set_mount_attrs(&path, attrs, true)
         .map_err(|source| BundleError::MountFlags {
@@ -610,6 +646,20 @@ fn add_device(
         access: d.access.clone(),
     });
     Ok(())
+}
+
+/// A tmpfs runc mounts in the container (`--container-mounts=tmpfs:DST[:FLAGS]`), always
+/// `nosuid,nodev`.
+pub fn tmpfs_spec_mount(destination: &Path, options: &[String]) -> Mount {
+    let mut all = vec!["nosuid".to_string(), "nodev".to_string()];
+    all.extend(options.iter().cloned());
+    MountBuilder::default()
+        .destination(destination)
+        .typ("tmpfs")
+        .source("tmpfs")
+        .options(all)
+        .build()
+        .expect("all fields set")
 }
 
 fn bind_spec_mount(source: &Path, destination: &Path, extra: &[&str]) -> Mount {

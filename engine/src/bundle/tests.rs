@@ -43,6 +43,7 @@ fn fixture() -> Fixture {
         meta: ImageMeta::default(),
         user: user(),
         mounts: vec![],
+        mount_extras: Vec::new(),
         devices: vec![],
         readonly: false,
         init: false,

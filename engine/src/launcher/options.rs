@@ -148,7 +148,7 @@ impl ContainerOptions {
                 set_once(&mut self.image, name, v())?;
             }
             "container-mounts" => {
-                crate::mounts::parse_pyxis_mounts(&v(), std::path::Path::new("/"))
+                crate::pyxis_mounts::parse(&v(), std::path::Path::new("/"))
                     .map_err(|e| format!("--container-mounts: {e}"))?;
                 append_list(&mut self.mounts, &v());
             }

@@ -17,6 +17,7 @@ use crate::bundle::{self, ContainerRequest, Rootfs};
 use crate::config::Config;
 use crate::imagemeta::ImageMeta;
 use crate::mounts::{self, BindMount};
+use crate::pyxis_mounts::PyxisMount;
 use crate::runtime::Runc;
 use crate::spec::{self, EntrypointChoice, EnvRequest, ProcessRequest, SpecOptions};
 use crate::user::UserIdentity;
@@ -312,10 +313,42 @@ fn prepare(
         }
     };
     let mut binds: Vec<BindMount> = Vec::new();
+    let mut mount_extras = Vec::new();
+    let mut tmpfs_mounts = Vec::new();
+    let mut site_cfg = cfg.clone();
     if let Some(spec) = &opts.mounts {
         let cwd = job_cwd(req);
-        binds = mounts::parse_pyxis_mounts(spec, &cwd)
+        let entries = crate::pyxis_mounts::parse(spec, &cwd)
             .map_err(|e| format!("egret: --container-mounts: {e}"))?;
+        for entry in entries {
+            match entry {
+                PyxisMount::Bind(b, x) => {
+                    binds.push(b);
+                    mount_extras.push(x);
+                }
+                PyxisMount::Tmpfs {
+                    destination,
+                    options,
+                } => {
+                    mounts::check_destination(&destination, &cfg.user_mounts)
+                        .map_err(|e| format!("egret: --container-mounts: {e}"))?;
+                    tmpfs_mounts.push((destination, options));
+                }
+                PyxisMount::Umount(destination) => {
+                    // Only the site's mounts may be taken away, never the image's files.
+                    let before = site_cfg.site_mounts.len();
+                    site_cfg
+                        .site_mounts
+                        .retain(|m| mounts::normalize(&m.destination) != destination);
+                    if site_cfg.site_mounts.len() == before {
+                        return Err(format!(
+                            "egret: --container-mounts: umount:{}: the site mounts nothing there",
+                            destination.display()
+                        ));
+                    }
+                }
+            }
+        }
     }
     if opts.mount_home == Some(true) {
         binds.push(BindMount {
@@ -346,14 +379,27 @@ fn prepare(
         meta: meta.clone(),
         user: user.clone(),
         mounts: binds,
+        mount_extras,
         devices,
         readonly: opts.writable == Some(false),
         init: opts.init,
         extra_binds,
         persistent,
     };
-    let rootfs = bundle::prepare_rootfs(cfg, &cfg.oci_bundle_dir, &creq)
+    let mut rootfs = bundle::prepare_rootfs(&site_cfg, &cfg.oci_bundle_dir, &creq)
         .map_err(|e| format!("egret: {e}"))?;
+    // tmpfs entries: made by runc in each container, at the destination resolved inside the
+    // rootfs (and checked again there against the site's deny lists).
+    for (destination, options) in tmpfs_mounts {
+        let rel = mounts::resolve_in_root(&rootfs.rootfs, &destination)
+            .map_err(|e| format!("egret: --container-mounts: {e}"))?;
+        let resolved = Path::new("/").join(rel);
+        mounts::check_destination(&resolved, &cfg.user_mounts)
+            .map_err(|e| format!("egret: --container-mounts: {e}"))?;
+        rootfs
+            .spec_mounts
+            .push(bundle::tmpfs_spec_mount(&resolved, &options));
+    }
     let named_hold = match named {
         Some(n) => {
             let record = named::Running {

@@ -103,6 +103,7 @@ impl World {
             },
             user: user(),
             mounts: vec![],
+            mount_extras: Vec::new(),
             devices: vec![],
             readonly: false,
             init: false,

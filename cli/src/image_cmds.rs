@@ -110,7 +110,8 @@ pub struct RmiArgs {
     /// Remove from the centralized repository (admins).
     #[arg(long)]
     centralized_repository: bool,
-    /// REPOSITORY[:TAG], REPOSITORY@DIGEST or REPOSITORY:TAG@DIGEST, as `egret images` shows it.
+    /// REPOSITORY[:TAG], REPOSITORY@DIGEST, REPOSITORY:TAG@DIGEST, or a digest alone (every
+    /// name of it), as `egret images [--digests]` shows them.
     #[arg(value_name = "REF")]
     reference: String,
 }
@@ -369,10 +370,43 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 pub fn rmi(c: &Context, a: RmiArgs) -> Result<ExitCode, String> {
-    let r = ImageRef::parse(&a.reference).map_err(|e| usage("rmi", e))?;
+    // A digest alone (`sha256:…`, as `egret images --digests` shows): every name of it.
+    let by_digest = a.reference.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    });
+    let refs = if by_digest {
+        need_root("rmi")?;
+        let store = open_store(c, "rmi", a.centralized_repository)?;
+        let names: Vec<ImageRef> = store
+            .list()
+            .map_err(|e| usage("rmi", e))?
+            .into_iter()
+            .filter(|e| e.registry_digest == a.reference)
+            .filter_map(|e| ImageRef::parse(&e.unique_key).ok())
+            .collect();
+        if names.is_empty() {
+            return Err(usage(
+                "rmi",
+                format!("no image of yours has digest {}", a.reference),
+            ));
+        }
+        names
+    } else {
+        vec![ImageRef::parse(&a.reference).map_err(|e| usage("rmi", e))?]
+    };
     need_root("rmi")?;
     let store = open_store(c, "rmi", a.centralized_repository)?;
-    let removed = store.remove(&r).map_err(|e| usage("rmi", e))?;
+    let mut removed = Vec::new();
+    for r in &refs {
+        match store.remove(r) {
+            Ok(gone) => removed.extend(gone),
+            // An earlier name of the same digest may have taken this one with it.
+            Err(_) if by_digest && !removed.is_empty() => {}
+            Err(e) => return Err(usage("rmi", e)),
+        }
+    }
     for e in removed {
         println!("removed {}", e.unique_key);
     }

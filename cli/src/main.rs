@@ -1,6 +1,7 @@
 //! `egret`: a Sarus-compatible command line over the engine. Thin: parsing and printing only.
 
 mod image_cmds;
+mod ps_cmds;
 mod run_cmds;
 mod sqsh_cmds;
 mod ssh_cmds;
@@ -45,6 +46,10 @@ enum Cmd {
     Rmi(image_cmds::RmiArgs),
     /// Run a command in a container (root).
     Run(run_cmds::RunArgs),
+    /// List the running containers started with `egret run` (root).
+    Ps,
+    /// Stop a running container by name: SIGTERM, then SIGKILL after 10 s (root).
+    Kill(ps_cmds::KillArgs),
     /// List the configured OCI hooks.
     Hooks(run_cmds::HooksArgs),
     /// Make your SSH keys for `--container-ssh` (once; --overwrite replaces them).
@@ -68,6 +73,8 @@ fn main() -> ExitCode {
         Cmd::Run(a) => ctx.and_then(|c| run_cmds::run(&c, a)),
         Cmd::Hooks(a) => ctx.and_then(|c| run_cmds::hooks(&c, a)),
         Cmd::Check => ctx.and_then(|c| run_cmds::check(&c)),
+        Cmd::Ps => ctx.and_then(|c| ps_cmds::ps(&c)),
+        Cmd::Kill(a) => ctx.and_then(|c| ps_cmds::kill(&c, a)),
         Cmd::SshKeygen(a) => ctx.and_then(|c| ssh_cmds::ssh_keygen(&c, a)),
         Cmd::Version => {
             println!("egret {}", env!("CARGO_PKG_VERSION"));

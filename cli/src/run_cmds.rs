@@ -60,6 +60,9 @@ pub struct RunArgs {
     /// Take the image from the centralized repository.
     #[arg(long)]
     centralized_repository: bool,
+    /// Name the container (for `egret ps` and `egret kill`); unique among running ones.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
     /// The image, then the command and its arguments (options end at the image).
     #[arg(
         value_name = "IMAGE [COMMAND [ARG...]]",
@@ -97,8 +100,16 @@ pub fn run(c: &Context, a: RunArgs) -> Result<ExitCode, String> {
         .args
         .split_first()
         .ok_or_else(|| format!("missing IMAGE, {HELP}"))?;
-    let id = runtime::container_id();
+    let id = match &a.name {
+        Some(n) => crate::ps_cmds::check_new_name(cfg, n)?,
+        None => runtime::container_id(),
+    };
     let mut parsed = parse(&a, command, &id)?;
+    // What `egret ps` shows.
+    parsed
+        .opts
+        .annotations
+        .insert(crate::ps_cmds::IMAGE_ANNOTATION.into(), image.clone());
     // The hooks log as verbosely as egret was asked to; an explicit --annotation wins.
     if c.debug || c.verbose {
         parsed

@@ -1,0 +1,163 @@
+//! ps, kill, and the names of `egret run --name`: Sarus's verbs over runc's state in egret's
+//! `runcRoot`. Only containers of `egret run` are listed (those of Slurm steps belong to their
+//! step, which srun and scancel manage).
+
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use egret_engine::config::Config;
+
+use crate::image_cmds::{usage, Context};
+
+/// The annotation `egret run` puts the image reference in, for `egret ps`.
+pub const IMAGE_ANNOTATION: &str = "com.egret.image";
+
+#[derive(clap::Args)]
+pub struct KillArgs {
+    /// The container's name (`egret run --name`), as `egret ps` shows it.
+    #[arg(value_name = "NAME")]
+    name: String,
+}
+
+/// A container as `runc list --format json` describes it.
+#[derive(serde::Deserialize)]
+struct Listed {
+    id: String,
+    pid: i64,
+    status: String,
+    created: String,
+    #[serde(default)]
+    annotations: Option<std::collections::BTreeMap<String, String>>,
+}
+
+fn need_root(cmd: &str) -> Result<(), String> {
+    if nix::unistd::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(usage(cmd, "needs root (containers are run by root)"))
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && !n.starts_with(['.', '-'])
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// The runc id for `egret run --name NAME`: the name itself, if valid and not running.
+pub fn check_new_name(cfg: &Config, name: &str) -> Result<String, String> {
+    if !valid_name(name) || name.starts_with("egret-") {
+        return Err(usage(
+            "run",
+            format!("--name {name}: use up to 64 letters, digits, '.', '_' or '-', not starting with 'egret-'"),
+        ));
+    }
+    if cfg.runc_root.join(name).exists() {
+        return Err(usage(
+            "run",
+            format!("--name {name}: a container of that name is running (see 'egret ps')"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn list(cfg: &Config) -> Result<Vec<Listed>, String> {
+    if !cfg.runc_root.exists() {
+        return Ok(Vec::new());
+    }
+    let out = Command::new(&cfg.runc_path)
+        .arg("--root")
+        .arg(&cfg.runc_root)
+        .args(["list", "--format", "json"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", cfg.runc_path.display()))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.trim() == "null" || text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let all: Vec<Listed> = serde_json::from_str(&text).map_err(|e| format!("runc list: {e}"))?;
+    Ok(all
+        .into_iter()
+        .filter(|c| {
+            c.annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(IMAGE_ANNOTATION))
+        })
+        .collect())
+}
+
+pub fn ps(c: &Context) -> Result<ExitCode, String> {
+    need_root("ps")?;
+    let all = list(&c.config).map_err(|e| usage("ps", e))?;
+    println!(
+        "{:<36} {:<40} {:>8} {:<8} CREATED",
+        "NAME", "IMAGE", "PID", "STATUS"
+    );
+    for k in all {
+        let image = k
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(IMAGE_ANNOTATION))
+            .cloned()
+            .unwrap_or_default();
+        let created = k.created.split('.').next().unwrap_or("").to_string();
+        println!(
+            "{:<36} {:<40} {:>8} {:<8} {created}",
+            k.id, image, k.pid, k.status
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn kill(c: &Context, a: KillArgs) -> Result<ExitCode, String> {
+    need_root("kill")?;
+    let cfg = &c.config;
+    if !list(cfg)
+        .map_err(|e| usage("kill", e))?
+        .iter()
+        .any(|k| k.id == a.name)
+    {
+        return Err(usage(
+            "kill",
+            format!("{}: no such running container (see 'egret ps')", a.name),
+        ));
+    }
+    let signal = |sig: &str| {
+        Command::new(&cfg.runc_path)
+            .arg("--root")
+            .arg(&cfg.runc_root)
+            .args(["kill", "--all", &a.name, sig])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let gone = || !cfg.runc_root.join(&a.name).exists();
+    signal("TERM");
+    let start = Instant::now();
+    while !gone() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !gone() {
+        signal("KILL");
+        let start = Instant::now();
+        while !gone() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    if !gone() {
+        return Err(usage(
+            "kill",
+            format!("{}: still running after SIGKILL", a.name),
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}

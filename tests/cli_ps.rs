@@ -106,3 +106,47 @@ fn rmi_by_digest_removes_every_name_of_it() {
         common::assert_success(&common::run(common::egret().args(["pull", r])), "pull");
     }
 }
+
+#[test]
+fn run_errors_name_the_input_and_the_help() {
+    common::require_root();
+    let image = common::registry_image("busybox");
+    let missing = format!("{}/egret/never-pushed", common::REGISTRY);
+    let ctl_env = "A\u{1}B=1".to_string();
+    for (args, needles) in [
+        (
+            vec!["UPPER::x", "true"],
+            vec!["'UPPER::x'", "egret run --help"],
+        ),
+        (
+            vec![missing.as_str(), "true"],
+            vec!["never-pushed", "egret pull"],
+        ),
+        (
+            vec!["--mount=bad", image.as_str(), "true"],
+            vec!["--mount 'bad'", "egret run --help"],
+        ),
+        (
+            vec!["--workdir=rel", image.as_str(), "true"],
+            vec!["--workdir 'rel'", "egret run --help"],
+        ),
+        (
+            vec!["--env==x", image.as_str(), "true"],
+            vec!["--env '=x'", "egret run --help"],
+        ),
+        (
+            vec!["--env", ctl_env.as_str(), image.as_str(), "true"],
+            vec!["control character", "egret run --help"],
+        ),
+    ] {
+        let mut full = vec!["run"];
+        full.extend(args.iter().copied());
+        let o = common::run(common::egret().args(&full));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success(), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: {err}");
+        }
+    }
+}

@@ -68,6 +68,9 @@ pub fn check_name(name: &str) -> Result<(), EnvError> {
     if name.contains('\0') {
         return bad("contains a NUL byte");
     }
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return bad("contains a control character or a blank");
+    }
     Ok(())
 }
 

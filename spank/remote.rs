@@ -80,6 +80,7 @@ fn start_launcher(sp: Spank) -> Result<(), String> {
         socket: socket.clone(),
         config: config_path,
         job_env: sp.env(),
+        global_scope: state::with(|s| s.global_scope),
     };
     let body = serde_json::to_vec(&req).map_err(|e| format!("egret: {e}"))?;
     let pid = ffi::as_root(|| spawn_launcher(&launcher, &cfg.run_dir, &body))?;

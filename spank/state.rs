@@ -15,6 +15,8 @@ pub struct State {
     pub execute_entrypoint: bool,
     /// The site's default for `--container-remap-root`.
     pub remap_root: bool,
+    /// `container_scope=global`: named containers outlive their job.
+    pub global_scope: bool,
     pub options: ContainerOptions,
     /// A remote option value that failed validation: reported to the user in task_init.
     pub remote_error: Option<String>,
@@ -29,6 +31,7 @@ pub static STATE: Mutex<State> = Mutex::new(State {
     launcher: PathBuf::new(),
     execute_entrypoint: false,
     remap_root: false,
+    global_scope: false,
     options: ContainerOptions {
         image: None,
         mounts: None,
@@ -69,6 +72,7 @@ pub fn init(sp: Spank, args: &[String]) -> Result<(), String> {
         s.launcher = pa.launcher;
         s.execute_entrypoint = pa.execute_entrypoint;
         s.remap_root = pa.remap_root;
+        s.global_scope = pa.global_scope;
     });
     match ffi::context() {
         ffi::Context::S_CTX_LOCAL | ffi::Context::S_CTX_ALLOCATOR | ffi::Context::S_CTX_REMOTE => {}
@@ -101,12 +105,14 @@ pub fn init(sp: Spank, args: &[String]) -> Result<(), String> {
 /// The plugstack.conf arguments: `config=PATH`, `launcher=PATH`, and pyxis's
 /// `execute_entrypoint=0|1` (whether the image's ENTRYPOINT runs when neither
 /// `--container-entrypoint` nor `--no-container-entrypoint` is given; default 0) and
-/// `remap_root=0|1` (the default of `--container-remap-root`; default 0).
+/// `remap_root=0|1` (the default of `--container-remap-root`; default 0) and
+/// `container_scope=job|global` (how long named containers live; default job).
 pub struct PluginArgs {
     pub config: PathBuf,
     pub launcher: PathBuf,
     pub execute_entrypoint: bool,
     pub remap_root: bool,
+    pub global_scope: bool,
 }
 
 pub fn plugin_args(args: &[String]) -> Result<PluginArgs, String> {
@@ -115,11 +121,23 @@ pub fn plugin_args(args: &[String]) -> Result<PluginArgs, String> {
         launcher: PathBuf::from(egret_engine::launcher::server::DEFAULT_LAUNCHER),
         execute_entrypoint: false,
         remap_root: false,
+        global_scope: false,
     };
     for a in args {
         match a.split_once('=') {
             Some(("config", v)) => out.config = PathBuf::from(v),
             Some(("launcher", v)) => out.launcher = PathBuf::from(v),
+            Some(("container_scope", v)) => {
+                out.global_scope = match v {
+                    "job" => false,
+                    "global" => true,
+                    _ => {
+                        return Err(format!(
+                            "egret: plugstack.conf: container_scope={v}: expected job or global"
+                        ))
+                    }
+                }
+            }
             Some((key @ ("execute_entrypoint" | "remap_root"), v)) => {
                 let on = egret_engine::launcher::options::parse_bool(v).ok_or_else(|| {
                     format!("egret: plugstack.conf: {key}={v}: expected 0 or 1")
@@ -132,7 +150,7 @@ pub fn plugin_args(args: &[String]) -> Result<PluginArgs, String> {
             }
             _ => {
                 return Err(format!(
-                    "egret: unknown plugstack.conf argument '{a}' (expected config=PATH, launcher=PATH, execute_entrypoint=0|1 or remap_root=0|1)"
+                    "egret: unknown plugstack.conf argument '{a}' (expected config=PATH, launcher=PATH, execute_entrypoint=0|1, remap_root=0|1 or container_scope=job|global)"
                 ))
             }
         }
@@ -175,6 +193,13 @@ mod tests {
         let e = plugin_args(&args(&["container_scope=everywhere"]))
             .err()
             .unwrap();
+        assert!(e.contains("container_scope=everywhere"), "{e}");
+        assert!(
+            plugin_args(&args(&["container_scope=global"]))
+                .unwrap()
+                .global_scope
+        );
+        let e = plugin_args(&args(&["colour=blue"])).err().unwrap();
         assert!(e.contains("unknown plugstack.conf argument"), "{e}");
     }
 }

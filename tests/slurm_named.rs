@@ -154,3 +154,71 @@ fn scancel_removes_the_named_containers_of_the_job() {
         common::processes_named(&["runc", "egret-launcher"])
     );
 }
+
+/// Adds an argument to egret's plugstack.conf line for the life of the guard.
+struct PlugstackArg {
+    original: String,
+}
+
+const PLUGSTACK: &str = "/etc/slurm/plugstack.conf.d/egret.conf";
+
+impl PlugstackArg {
+    fn add(arg: &str) -> PlugstackArg {
+        let original = std::fs::read_to_string(PLUGSTACK).expect("egret's plugstack.conf");
+        let changed = original
+            .lines()
+            .map(|l| {
+                if l.contains("spank_egret.so") {
+                    format!("{l} {arg}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n";
+        std::fs::write(PLUGSTACK, changed).unwrap();
+        PlugstackArg { original }
+    }
+}
+
+impl Drop for PlugstackArg {
+    fn drop(&mut self) {
+        let _ = std::fs::write(PLUGSTACK, &self.original);
+    }
+}
+
+#[test]
+fn global_scope_keeps_named_containers_across_jobs() {
+    common::require_root();
+    let img = format!("--container-image={}", common::registry_image("busybox"));
+    let name = format!("glob-{}", std::process::id());
+    let opt = format!("--container-name={name}");
+    let global = Path::new("/var/lib/egret/containers/0/global");
+    {
+        let _scope = PlugstackArg::add("container_scope=global");
+        // Two jobs (each srun is its own job): the second finds what the first wrote.
+        // Named containers are per node: both jobs on n1.
+        common::srun_ok(&["-w", "n1", &img, &opt, "sh", "-c", "echo kept > /tmp/state"]);
+        let out = common::srun_ok(&["-w", "n1", &opt, "cat", "/tmp/state"]);
+        assert_eq!(out.trim(), "kept");
+    }
+    // Back in job scope, the same name is a new container of the new job.
+    let o = common::srun(&["-w", "n1", &opt, "true"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success() && err.contains("no container named"),
+        "{err}"
+    );
+    // Global containers stay until the site removes them.
+    let kept: Vec<_> = std::fs::read_dir(global)
+        .unwrap()
+        .flatten()
+        .map(|node| node.path().join(&name))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    for p in kept {
+        std::fs::remove_dir_all(p).unwrap();
+    }
+}

@@ -90,9 +90,14 @@ pub struct Running {
     pub attach: crate::bundle::AttachInfo,
 }
 
-/// The directory of named container `name` of a job on node `node`.
-pub fn container_dir(cfg: &Config, uid: u32, job: u32, node: &str, name: &str) -> PathBuf {
-    job_dir(cfg, uid, job).join(node).join(name)
+/// The directory of named container `name` of a job on node `node`; with the site's
+/// `container_scope=global`, of the user on that node, whatever the job.
+pub fn container_dir(cfg: &Config, uid: u32, job: Option<u32>, node: &str, name: &str) -> PathBuf {
+    let scope = match job {
+        Some(job) => job_dir(cfg, uid, job),
+        None => cfg.containers_dir.join(uid.to_string()).join("global"),
+    };
+    scope.join(node).join(name)
 }
 
 /// Serializes the steps deciding about one container: held from [`plan`] until [`hold`] has
@@ -264,7 +269,8 @@ mod tests {
         let img = t.path().join("img.sqsh");
         fs::write(&img, b"x").unwrap();
         let resolved = img.clone();
-        let cdir = container_dir(&c, 5, 7, "n1", "dev");
+        let cdir = container_dir(&c, 5, Some(7), "n1", "dev");
+        assert!(container_dir(&c, 5, None, "n1", "dev").ends_with("5/global/n1/dev"));
         let (f, _, dir) = open_or_create(&cdir, 7, "dev", Some("busybox"), |_| {
             Ok((resolved, ImageMeta::default()))
         })

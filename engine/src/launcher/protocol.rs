@@ -46,6 +46,9 @@ pub struct StepRequest {
     pub config: PathBuf,
     /// The job's environment at step start (for the image import: auth and proxy settings).
     pub job_env: Vec<String>,
+    /// plugstack `container_scope=global`: named containers outlive the job.
+    #[serde(default)]
+    pub global_scope: bool,
 }
 
 /// A task introduces itself. The descriptors listed in `fds` arrive in the same order.

@@ -242,7 +242,8 @@ fn plan_named(cfg: &Config, req: &StepRequest) -> Result<Option<NamedStep>, Stri
         .or_else(|| env("SLURMD_NODENAME").map(str::to_string))
         .filter(|n| !n.is_empty() && !n.contains('/') && !n.starts_with('.'))
         .unwrap_or_else(|| "local".to_string());
-    let dir = named::container_dir(cfg, req.uid, req.job_id, &node, &name);
+    let job = (!req.global_scope).then_some(req.job_id);
+    let dir = named::container_dir(cfg, req.uid, job, &node, &name);
     let plan_lock = named::lock_plan(&dir)?;
     let plan = named::plan(&dir, &name, mode)?;
     eprintln!(

@@ -466,3 +466,21 @@ fn multi_prog_gives_each_task_its_line() {
         "{out}"
     );
 }
+
+#[test]
+fn srun_help_lists_every_option_with_the_egret_prefix() {
+    common::require_root();
+    let o = Command::new("srun").arg("--help").output().unwrap();
+    let help =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    for opt in egret_engine::launcher::options::OPTIONS {
+        let flag = format!("--{}", opt.name);
+        let at = help
+            .find(&format!("{flag} "))
+            .or_else(|| help.find(&format!("{flag}=")))
+            .or_else(|| help.find(&format!("{flag}[")))
+            .or_else(|| help.find(&format!("{flag}\n")))
+            .unwrap_or_else(|| panic!("{flag} missing from srun --help"));
+        assert!(help[at..].contains("[egret]"), "{flag}");
+    }
+}

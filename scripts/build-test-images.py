@@ -16,6 +16,8 @@ Images (all under REGISTRY/egret/, tag "latest" unless noted):
   entrypoint   busybox + Entrypoint/Cmd/WorkingDir/Env
   reported     busybox with a label of its own: an image only the import-reporting test pulls
                through Slurm (its first import must really download)
+  hooklabels   busybox whose labels name hook annotations (com.hooks.mpi.enabled=true, ...):
+               labels must never enable hooks
   pytorch      busybox + Env PYTORCH_VERSION (what PyTorch images carry; egret then sets the
                torch.distributed variables from the Slurm step)
   glibc        bash + coreutils from the host with their shared libraries and ld.so.cache
@@ -819,6 +821,14 @@ class Builder:
         config = {"Env": [PATH_ENV], "Cmd": ["/bin/sh"], "Labels": {"egret.test.image": "reported"}}
         lay.add_image([self.base_layer(lay)], config, ["busybox base"], tag="latest")
 
+    def build_hooklabels(self, lay, work):
+        labels = {"com.hooks.mpi.enabled": "true", "com.hooks.mpi.type": "mpich",
+                  "com.hooks.glibc.enabled": "true", "com.hooks.ssh.enabled": "true",
+                  "com.hooks.slurm-global-sync.enabled": "true",
+                  "com.hooks.timestamp.enabled": "true", "com.hooks.mount.enabled": "true"}
+        config = {"Env": [PATH_ENV], "Cmd": ["/bin/sh"], "Labels": labels}
+        lay.add_image([self.base_layer(lay)], config, ["busybox base"], tag="latest")
+
     def build_pytorch(self, lay, work):
         config = {"Env": [PATH_ENV, "PYTORCH_VERSION=2.3.0", "WORLD_SIZE=from-image"],
                   "Cmd": ["/bin/sh"], "Labels": {"egret.test.image": "pytorch"}}
@@ -988,12 +998,12 @@ def main():
                     help="where to write the multilayer expected tree (JSON)")
     args = ap.parse_args()
 
-    names = ["busybox", "multilayer", "entrypoint", "reported", "pytorch", "glibc", "mpich"]
+    names = ["busybox", "multilayer", "entrypoint", "reported", "hooklabels", "pytorch", "glibc", "mpich"]
     if args.big:
         names += ["big", "huge"]
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in ("busybox", "multilayer", "entrypoint", "reported", "pytorch", "glibc", "mpich", "big", "huge")]
+        unknown = [n for n in wanted if n not in ("busybox", "multilayer", "entrypoint", "reported", "hooklabels", "pytorch", "glibc", "mpich", "big", "huge")]
         if unknown:
             ap.error(f"unknown image(s): {', '.join(unknown)}")
         names = wanted

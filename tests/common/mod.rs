@@ -29,11 +29,12 @@ pub const NODES: [&str; 2] = ["n1", "n2"];
 pub const SLURM_TIMEOUT_S: u32 = 120;
 /// Images pushed by `scripts/build-test-images.py` (tag `latest`; busybox also has `v2s2`,
 /// a Docker schema 2 manifest, and `multiarch`, an OCI index with amd64 and arm64).
-pub const TEST_IMAGES: [&str; 7] = [
+pub const TEST_IMAGES: [&str; 8] = [
     "busybox",
     "multilayer",
     "entrypoint",
     "reported",
+    "hooklabels",
     "pytorch",
     "glibc",
     "mpich",

@@ -3,6 +3,7 @@
 #                the test images, and run a containerised srun as a demo
 #   make test    lint, install, make sure the cluster is up, run every test
 #   make bench   benchmarks (builds the big test images first)
+#   make fuzz    the fuzz targets of fuzz/, FUZZ_SECONDS (600) each
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -15,7 +16,7 @@ REGISTRY := 127.0.0.1:5000
 DEMO_IMAGE := $(REGISTRY)/egret/busybox
 
 .PHONY: help deps build install slurm registry images images-big cluster demo up \
-        fmt-check clippy lint test test-infra bench
+        fmt-check clippy lint test test-infra bench fuzz fuzz-smoke
 
 help:
 	@echo "targets: up test bench | deps build install cluster (slurm registry images) demo |"
@@ -73,6 +74,19 @@ test: lint
 	$(MAKE) install
 	$(MAKE) cluster
 	$(CARGO) test --release --workspace --no-fail-fast -- --test-threads=1
+	$(MAKE) fuzz-smoke
+
+# Fuzz targets (fuzz/, cargo-fuzz on stable: no sanitizer). `make test` runs each briefly;
+# `make fuzz` longer (FUZZ_SECONDS per target).
+FUZZ_TARGETS := image_reference mount_specs hooks_json egret_json layer_flattener
+FUZZ_SECONDS ?= 600
+fuzz:
+	for t in $(FUZZ_TARGETS); do \
+	    $(CARGO) fuzz run -s none $$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=8
 
 # Just the infrastructure checks (cluster, registry, test images).
 test-infra:

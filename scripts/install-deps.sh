@@ -62,3 +62,8 @@ for comp in clippy fmt; do
     fi
 done
 log "rust: $(cargo --version)"
+# cargo-fuzz (from crates.io) for the fuzz targets in fuzz/ (`make fuzz`, a short run in `make test`).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    log "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked
+fi

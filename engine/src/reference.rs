@@ -148,9 +148,15 @@ impl ImageRef {
         }
     }
 
-    /// The normalized full form, keeping a tag next to a digest for the reader.
+    /// The normalized full form, keeping a tag next to a digest for the reader. A registry that
+    /// does not look like a host (`enroot`'s `gitlab#repo`) keeps the `#`, so the text parses
+    /// back to the same image rather than to one on Docker Hub.
     pub fn display(&self) -> String {
-        let mut s = self.name();
+        let mut s = if self.registry != DOCKER_HUB && !is_registry_component(&self.registry) {
+            format!("{}#{}", self.registry, self.repository)
+        } else {
+            self.name()
+        };
         if let Some(t) = &self.tag {
             s.push(':');
             s.push_str(t);
@@ -447,6 +453,10 @@ mod tests {
         assert!(err("user@nvcr.io#nvidia/pytorch").contains("USER@"));
         assert!(err("#img").contains("empty registry"));
         assert!(err("a#b#c").contains("'#'"));
+        // Found by fuzzing: a one-word registry must print back to itself, not to Docker Hub.
+        let r = p("j#34");
+        assert_eq!(r.display(), "j#34:latest");
+        assert_eq!(p(&r.display()), r);
         assert!(err("reg.io#").contains("missing image name"));
     }
 

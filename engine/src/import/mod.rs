@@ -131,16 +131,7 @@ pub fn pull_image(
         Err(e) => return Err(e.into()),
     };
     let resolved = oci::resolve(&raw, &r.display(), "linux", host_arch())?;
-    if let Some(wanted) = &r.digest {
-        // The registry must serve what the digest names (the index or the manifest itself).
-        let got = resolved.index_digest.as_ref().unwrap_or(&resolved.digest);
-        if got != wanted && &resolved.digest != wanted {
-            return Err(ImportError::DigestMismatch {
-                reference: r.display(),
-                got: got.clone(),
-            });
-        }
-    }
+    check_requested_digest(r, &resolved)?;
     let digest = resolved.digest.clone();
     let pinned = r.with_digest(&digest);
     let wait = wait_timings(store, opts);
@@ -310,6 +301,20 @@ fn wait_timings(store: &Store, opts: &PullOptions) -> LockTimings {
 }
 
 /// Layout → flattened → squashfs in `work` → renamed into the store under `digest`.
+/// The registry must serve what a requested digest names (the index or the manifest itself).
+fn check_requested_digest(r: &ImageRef, resolved: &oci::Resolved) -> Result<(), ImportError> {
+    if let Some(wanted) = &r.digest {
+        let got = resolved.index_digest.as_ref().unwrap_or(&resolved.digest);
+        if got != wanted && &resolved.digest != wanted {
+            return Err(ImportError::DigestMismatch {
+                reference: r.display(),
+                got: got.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Pulls `r` straight into the squashfs file `out`, without the store: the enroot-style
 /// `egret import`, which any user may run (nothing here needs privileges). Download and
 /// squashfs are made in a work directory next to `out` and the finished file renamed into
@@ -325,15 +330,7 @@ pub fn pull_to_file(
     progress.phase(&format!("resolving {}", r.display()));
     let raw = fetcher.inspect_raw(r, &opts.auth)?;
     let resolved = oci::resolve(&raw, &r.display(), "linux", host_arch())?;
-    if let Some(wanted) = &r.digest {
-        let got = resolved.index_digest.as_ref().unwrap_or(&resolved.digest);
-        if got != wanted && &resolved.digest != wanted {
-            return Err(ImportError::DigestMismatch {
-                reference: r.display(),
-                got: got.clone(),
-            });
-        }
-    }
+    check_requested_digest(r, &resolved)?;
     let digest = resolved.digest.clone();
     let pinned = r.with_digest(&digest);
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty());

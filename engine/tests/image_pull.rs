@@ -937,3 +937,102 @@ fn check_expected_json(got: &BTreeMap<String, serde_json::Value>, image_name: &s
     }
     eprintln!("matches {} ({} entries)", path.display(), entries.len());
 }
+
+/// A registry that dies in the middle of a layer: a proxy in front of the test registry that
+/// sends half of every blob and hangs up.
+struct DroppingProxy {
+    child: std::process::Child,
+    conf: std::path::PathBuf,
+}
+
+impl DroppingProxy {
+    const PORT: u16 = 5099;
+    const SCRIPT: &'static str = r#"
+import http.server, socketserver, sys, urllib.request
+UP = sys.argv[1]
+class H(http.server.BaseHTTPRequestHandler):
+    def do(self, body):
+        headers = {"Accept": ", ".join(self.headers.get_all("Accept") or [])}
+        if self.headers.get("Authorization"):
+            headers["Authorization"] = self.headers["Authorization"]
+        req = urllib.request.Request(UP + self.path, method=self.command, headers=headers)
+        try:
+            r = urllib.request.urlopen(req)
+            status, headers, data = r.status, r.getheaders(), (r.read() if body else b"")
+        except urllib.error.HTTPError as e:
+            status, headers, data = e.code, e.headers.items(), (e.read() if body else b"")
+        self.send_response(status)
+        for k, v in headers:
+            if k.lower() not in ("connection", "transfer-encoding"):
+                self.send_header(k, v)
+        self.end_headers()
+        if "/blobs/" in self.path and body and len(data) > 64:
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(data)
+    def do_GET(self): self.do(True)
+    def do_HEAD(self): self.do(False)
+    def log_message(self, *a): pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+S(("127.0.0.1", int(sys.argv[2])), H).serve_forever()
+"#;
+
+    fn start() -> DroppingProxy {
+        let conf = std::path::PathBuf::from(format!(
+            "/etc/containers/registries.conf.d/egret-test-{}.conf",
+            Self::PORT
+        ));
+        std::fs::write(
+            &conf,
+            format!(
+                "[[registry]]\nlocation = \"127.0.0.1:{}\"\ninsecure = true\n",
+                Self::PORT
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("python3")
+            .args(["-c", Self::SCRIPT, &format!("http://{}", registry())])
+            .arg(Self::PORT.to_string())
+            .spawn()
+            .expect("python3");
+        let addr = format!("127.0.0.1:{}", Self::PORT).parse().unwrap();
+        let start = std::time::Instant::now();
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the proxy did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        DroppingProxy { child, conf }
+    }
+}
+
+impl Drop for DroppingProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.conf);
+    }
+}
+
+#[test]
+fn a_registry_dying_mid_pull_is_one_line_and_leaves_nothing() {
+    let e = env();
+    let store = e.store(1000);
+    let _proxy = DroppingProxy::start();
+    let r = format!("127.0.0.1:{}/egret/multilayer", DroppingProxy::PORT);
+    let err = e.pull(&store, &r).unwrap_err().to_string();
+    assert!(!err.contains('\n'), "multi-line error: {err:?}");
+    assert!(err.contains("127.0.0.1:5099"), "{err}");
+    // The manifest came through: the failure is the layer that stopped half-way.
+    assert!(!err.contains("not found"), "{err}");
+    assert!(e.leftovers().is_empty(), "{:?}", e.leftovers());
+    assert!(e.image_files().is_empty(), "{:?}", e.image_files());
+    assert!(store.list().unwrap().is_empty());
+}

@@ -52,3 +52,81 @@ fn eight_concurrent_steps_importing_a_new_image_download_it_once() {
     assert_eq!(downloads, 1, "the image was downloaded {downloads} times");
     common::assert_no_leaks(&before);
 }
+
+/// Pids of the slurmstepd of step `job.0`.
+fn stepd_pids(job: &str) -> Vec<i32> {
+    let o = Command::new("pgrep")
+        .args(["-f", &format!("slurmstepd: \\[{job}\\.0\\]")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn killing_slurmstepd_mid_step_leaves_nothing_mounted() {
+    common::require_root();
+    let before = common::leak_snapshot();
+    let image = format!("--container-image={}", common::registry_image("busybox"));
+    let name = format!("egret-stepd-{}", std::process::id());
+    let mut srun = Command::new("timeout")
+        .args([
+            "120", "srun", "-w", "n1", "-J", &name, &image, "sleep", "300",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let job = || {
+        let o = Command::new("squeue")
+            .args(["-h", "-n", &name, "-o", "%i"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert!(
+        common::wait_for(std::time::Duration::from_secs(60), || {
+            let j = job();
+            !j.is_empty()
+                && common::runc_state_entries()
+                    .iter()
+                    .any(|e| e.starts_with(&format!("egret-{j}.0.")))
+        }),
+        "the container never started"
+    );
+    let j = job();
+    let pids = stepd_pids(&j);
+    assert!(!pids.is_empty(), "no slurmstepd for {j}.0");
+    for p in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*p),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    // The launcher notices and stops the step's containers: nothing stays mounted or running.
+    let clean = common::wait_for(std::time::Duration::from_secs(30), || {
+        common::runc_state_entries()
+            .iter()
+            .all(|e| !e.starts_with(&format!("egret-{j}.")))
+            && common::processes_named(&["egret-launcher"]).is_empty()
+    });
+    let _ = Command::new("scancel").arg(&j).status();
+    let _ = srun.kill();
+    let _ = srun.wait();
+    // A node Slurm drained over the lost step must not take the next tests with it.
+    let _ = Command::new("scontrol")
+        .args(["update", "nodename=n1", "state=resume"])
+        .stderr(Stdio::null())
+        .status();
+    assert!(clean, "containers or the launcher outlived slurmstepd");
+    assert!(
+        common::wait_for(
+            std::time::Duration::from_secs(30),
+            || common::leak_snapshot() == before
+        ),
+        "mounts or loop devices left"
+    );
+}

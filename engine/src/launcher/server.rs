@@ -87,6 +87,7 @@ pub fn serve(req: StepRequest) -> i32 {
         }
     }
     exec::ignore_job_signals();
+    watch_slurmstepd(&cfg, &req);
     let listener = match listen(&req) {
         Ok(l) => l,
         Err(e) => {
@@ -143,6 +144,32 @@ pub fn serve(req: StepRequest) -> i32 {
     };
     let _ = fs::remove_file(&req.socket);
     result
+}
+
+/// If slurmstepd dies (killed with SIGKILL, say), nobody would end this step's containers
+/// before their commands do: a thread notices (our parent changes) and kills them, after which
+/// the launcher ends and its mounts go with its namespace.
+fn watch_slurmstepd(cfg: &Config, req: &StepRequest) {
+    let parent = nix::unistd::getppid();
+    let runc = Runc::from_config(cfg);
+    let prefix = container_prefix(req.job_id, req.step_id, req.node_id);
+    let root = cfg.runc_root.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if nix::unistd::getppid() == parent {
+            continue;
+        }
+        eprintln!("egret-launcher: slurmstepd (pid {parent}) is gone: stopping {prefix}*");
+        for entry in fs::read_dir(&root).into_iter().flatten().flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if id.starts_with(&prefix) {
+                runc.delete_force(&id);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        // Whatever still holds the step (a task that never connected): end the launcher.
+        std::process::exit(1);
+    });
 }
 
 /// An error before the socket exists: tasks then see the launcher gone and say so, so the

@@ -15,8 +15,8 @@ PACKAGES=(
     # the MPI hook's fixtures (scripts/mpi-fixture.sh): Debian's MPICH for the egret/mpich image
     # and mpicc; a venv for the "host" MPICH wheel from PyPI
     libmpich12 libmpich-dev python3-venv
-    # build (bindgen needs libclang; Rust links with cc)
-    libclang-dev gcc libc6-dev pkg-config make
+    # build (bindgen needs libclang; Rust links with cc; the fuzz targets build libFuzzer, C++)
+    libclang-dev gcc g++ libc6-dev pkg-config make
     # scripts and tests
     jq hyperfine python3 iproute2 util-linux procps curl ca-certificates
 )

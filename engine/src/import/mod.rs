@@ -170,13 +170,7 @@ pub fn pull_image(
     let work = store.work_dir()?;
     let download = WorkDir::create(temp_dir, TEMP_PREFIX)?;
     let oci_dir = download.path().join("oci");
-    progress.phase(&format!("downloading {}", r.display()));
-    let (total, layers) = (resolved.download_size, resolved.layers.unwrap_or(0));
-    fetcher.copy_to_oci_dir(&pinned, &oci_dir, &opts.auth, &mut |bytes, blobs| {
-        // The blob count includes the config; layers are what people count.
-        progress.advance(bytes, total, blobs.saturating_sub(1).min(layers), layers)
-    })?;
-    let layout = Layout::read(&oci_dir)?;
+    let layout = download_layout(fetcher, r, &pinned, &resolved, &oci_dir, opts)?;
     let image = convert(cfg, store, &lock, &work, &layout, &digest, progress)?;
     drop(download);
     let replaced = record(store, r, &image)?;
@@ -301,6 +295,25 @@ fn wait_timings(store: &Store, opts: &PullOptions) -> LockTimings {
 }
 
 /// Layout → flattened → squashfs in `work` → renamed into the store under `digest`.
+/// Downloads the image `pinned` names into the OCI layout `oci_dir`, reporting progress.
+fn download_layout(
+    fetcher: &dyn Fetcher,
+    r: &ImageRef,
+    pinned: &ImageRef,
+    resolved: &oci::Resolved,
+    oci_dir: &Path,
+    opts: &PullOptions,
+) -> Result<Layout, ImportError> {
+    let progress = &*opts.progress;
+    progress.phase(&format!("downloading {}", r.display()));
+    let (total, layers) = (resolved.download_size, resolved.layers.unwrap_or(0));
+    fetcher.copy_to_oci_dir(pinned, oci_dir, &opts.auth, &mut |bytes, blobs| {
+        // The blob count includes the config; layers are what people count.
+        progress.advance(bytes, total, blobs.saturating_sub(1).min(layers), layers)
+    })?;
+    Ok(Layout::read(oci_dir)?)
+}
+
 /// The registry must serve what a requested digest names (the index or the manifest itself).
 fn check_requested_digest(r: &ImageRef, resolved: &oci::Resolved) -> Result<(), ImportError> {
     if let Some(wanted) = &r.digest {
@@ -336,12 +349,7 @@ pub fn pull_to_file(
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
     let work = WorkDir::create(parent.unwrap_or(Path::new(".")), ".egret-import-")?;
     let oci_dir = work.path().join("oci");
-    progress.phase(&format!("downloading {}", r.display()));
-    let (total, layers) = (resolved.download_size, resolved.layers.unwrap_or(0));
-    fetcher.copy_to_oci_dir(&pinned, &oci_dir, &opts.auth, &mut |bytes, blobs| {
-        progress.advance(bytes, total, blobs.saturating_sub(1).min(layers), layers)
-    })?;
-    let layout = Layout::read(&oci_dir)?;
+    let layout = download_layout(fetcher, r, &pinned, &resolved, &oci_dir, opts)?;
     let file = work.path().join("image.sqsh");
     squash_layout(cfg, &layout, &file, progress)?;
     std::fs::rename(&file, out).map_err(|source| ImportError::Archive {

@@ -2,7 +2,9 @@
 #   make up      install dependencies, build, install, start Slurm (n1, n2) + registry, push
 #                the test images, and run a containerised srun as a demo
 #   make test    lint, install, make sure the cluster is up, run every test
+#   make check   the quick loop: fmt, clippy, unit tests (no root, no cluster)
 #   make bench   benchmarks (builds the big test images first)
+#   make wipe    remove everything egret and its scripts put on this machine (CI runs it first)
 #   make fuzz    the fuzz targets of fuzz/, FUZZ_SECONDS (600) each
 
 SHELL := /bin/bash
@@ -16,11 +18,11 @@ REGISTRY := 127.0.0.1:5000
 DEMO_IMAGE := $(REGISTRY)/egret/busybox
 
 .PHONY: help deps build install slurm registry images images-big cluster demo up \
-        fmt-check clippy lint test test-infra bench fuzz fuzz-smoke
+        fmt-check clippy lint check unit-test test test-infra bench fuzz fuzz-smoke wipe
 
 help:
-	@echo "targets: up test bench | deps build install cluster (slurm registry images) demo |"
-	@echo "         lint (fmt-check clippy) test-infra images-big"
+	@echo "targets: up test bench check | deps build install cluster (slurm registry images) demo |"
+	@echo "         lint (fmt-check clippy) unit-test test-infra images-big wipe"
 
 deps:
 	bash scripts/install-deps.sh
@@ -69,12 +71,26 @@ clippy:
 
 lint: fmt-check clippy
 
-# Integration tests talk to the installed binaries, Slurm and the registry: one at a time.
+# Unit tests (the crates' own #[cfg(test)] modules): no root, no cluster, in parallel.
+unit-test:
+	$(CARGO) test --release --workspace --lib --bins --no-fail-fast
+
+# A newcomer's first minutes: formatting, lints and the unit tests; no root, no cluster.
+check: lint unit-test
+
+# System tests (tests/, engine/tests/) talk to the installed binaries, Slurm and the registry:
+# one at a time, after the unit tests.
 test: lint
 	$(MAKE) install
 	$(MAKE) cluster
-	$(CARGO) test --release --workspace --no-fail-fast -- --test-threads=1
+	$(MAKE) unit-test
+	$(CARGO) test --release --workspace --test '*' --no-fail-fast -- --test-threads=1
 	$(MAKE) fuzz-smoke
+
+# Everything egret, its tests and its scripts put on this machine (not Debian packages, not the
+# Rust toolchain): the next `make up` starts where a fresh machine starts.
+wipe:
+	bash scripts/wipe-state.sh
 
 # Fuzz targets (fuzz/, cargo-fuzz on stable: no sanitizer). `make test` runs each briefly;
 # `make fuzz` longer (FUZZ_SECONDS per target).

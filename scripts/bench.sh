@@ -36,7 +36,9 @@
 #   BENCH_SAVE_RUNS (2)
 #   BENCH_SKIP               space-separated sections to skip: import start srun salloc save mpi trace
 #   BENCH_OUT                a directory that receives the raw results, table.txt and table.md
-#   BENCH_SCRATCH_BASE       where the scratch directory goes (/var/tmp)
+#   BENCH_SCRATCH_BASE       where the scratch directory goes (/var/lib/egret-bench): egret's
+#                            security checks refuse a store below a directory others can write
+#                            (/tmp, /var/tmp), so it must be root-owned, mode 0755, as its parents
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -81,7 +83,20 @@ for cmd in egret hyperfine skopeo umoci mksquashfs runc srun salloc sinfo python
 done
 [ -r "$SYSTEM_CONFIG" ] || die "$SYSTEM_CONFIG missing: run make install"
 
-SCRATCH=$(mktemp -d "${BENCH_SCRATCH_BASE:-/var/tmp}/egret-bench.XXXXXX") || die "mktemp failed"
+SCRATCH_BASE=${BENCH_SCRATCH_BASE:-/var/lib/egret-bench}
+install -d -o root -g root -m 0755 "$SCRATCH_BASE" || die "cannot create $SCRATCH_BASE"
+# The scratch stores must pass the checks `egret run` applies: every directory above them
+# root-owned and writable by nobody else.
+d=$SCRATCH_BASE
+while :; do
+    read -r owner mode < <(stat -c '%u %a' "$d")
+    [ "$owner" = 0 ] && (( (8#$mode & 8#022) == 0 )) \
+        || die "$d (owner uid $owner, mode $mode) must be root-owned and not writable by group or others: egret refuses a store below it; set BENCH_SCRATCH_BASE to such a directory"
+    [ "$d" = / ] && break
+    d=$(dirname "$d")
+done
+SCRATCH=$(mktemp -d "$SCRATCH_BASE/run.XXXXXX") || die "mktemp in $SCRATCH_BASE failed"
+chmod 0755 "$SCRATCH"
 RES=$SCRATCH/results
 mkdir -p "$RES"
 : >"$RES/failures.txt"

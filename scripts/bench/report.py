@@ -164,6 +164,7 @@ def build(res):
                     incomplete = True
         elif kind != "info" and section not in skip:
             incomplete = True
+            row["result"] = "FAILED"
         rows.append(row)
     return series, rows, failures, incomplete
 
@@ -268,7 +269,8 @@ def main(argv):
     for name, why in failures:
         out.append(f"FAILED: {name}: {why}")
     if incomplete and not failures:
-        out.append("FAILED: some measurements are missing (see above)")
+        missing = ", ".join(r["id"] for r in rows if r["result"] == "FAILED")
+        out.append(f"FAILED: rows {missing} have no measurement (see the [bench] log lines above)")
     print("\n".join(out))
     return 1 if failures or incomplete else 0
 

@@ -57,7 +57,8 @@ pub const TEST_USER: TestUser = TestUser {
     home: "/home/egretuser",
 };
 
-/// Panics unless the test runs as root (integration tests must fail, never skip).
+/// Panics unless the test runs as root (integration tests must fail, never skip), and unless
+/// the installed egret is the one this checkout built.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
@@ -66,6 +67,72 @@ pub fn require_root() {
         "this integration test needs root (euid is {euid}): run `make test` as root on a \
          machine prepared with `make up`"
     );
+    require_installed_build();
+}
+
+/// What `scripts/install.sh` installs from `target/release`: (built file, installed path).
+const INSTALLED: [(&str, &str); 4] = [
+    ("egret", EGRET_BIN),
+    ("egret-launcher", "/usr/local/libexec/egret/egret-launcher"),
+    ("egret-launcher", "/usr/local/bin/egret-launcher"),
+    ("libspank_egret.so", PLUGIN_SO),
+];
+
+/// Panics, once per test binary, when an installed binary, hook or the plugin differs from the
+/// one in `target/release`: the system tests exercise the installed files, so a stale install
+/// would test yesterday's code.
+pub fn require_installed_build() {
+    static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let verdict = CHECKED.get_or_init(|| {
+        let release = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join("target"))
+            .join("release");
+        let mut pairs: Vec<(PathBuf, PathBuf)> = INSTALLED
+            .iter()
+            .map(|(built, installed)| (release.join(built), PathBuf::from(installed)))
+            .collect();
+        let hooks = fs::read_dir(&release).map_err(|e| {
+            format!(
+                "cannot read {}: {e} (run `make install`, which builds it)",
+                release.display()
+            )
+        })?;
+        for entry in hooks.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
+            if is_file && name.starts_with("egret-") && name.ends_with("-hook") {
+                let installed = Path::new("/usr/local/libexec/egret/hooks").join(&name);
+                pairs.push((entry.path(), installed));
+            }
+        }
+        let mut stale = Vec::new();
+        for (built, installed) in &pairs {
+            let a = fs::read(built).map_err(|e| {
+                format!("cannot read {}: {e} (run `make install`)", built.display())
+            })?;
+            match fs::read(installed) {
+                Ok(b) if a == b => {}
+                Ok(_) => stale.push(format!(
+                    "{} differs from {}",
+                    installed.display(),
+                    built.display()
+                )),
+                Err(e) => stale.push(format!("{}: {e}", installed.display())),
+            }
+        }
+        if stale.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the installed egret is not this checkout's build: {}; run `make install`",
+                stale.join("; ")
+            ))
+        }
+    });
+    if let Err(why) = verdict {
+        panic!("{why}");
+    }
 }
 
 /// `127.0.0.1:5000/egret/NAME` (no tag: `latest`).
@@ -90,6 +157,7 @@ pub fn egret() -> Command {
         Path::new(EGRET_BIN).is_file(),
         "{EGRET_BIN} is not installed: run `make install`"
     );
+    require_installed_build();
     let mut cmd = Command::new(EGRET_BIN);
     cmd.stdin(Stdio::null());
     cmd
@@ -128,6 +196,7 @@ pub fn assert_success(out: &Output, what: &str) -> String {
 
 /// `timeout 120 srun ARGS` as root (stdin /dev/null).
 pub fn srun(args: &[&str]) -> Output {
+    require_installed_build();
     run(Command::new("timeout")
         .args(["--kill-after=10", &SLURM_TIMEOUT_S.to_string(), "srun"])
         .args(args))
@@ -150,6 +219,7 @@ pub fn srun_as(user: &str, args: &[&str]) -> Output {
 /// Runs `cmd` as `user` with `runuser -u USER --` (a login-less switch, environment kept).
 pub fn run_as_user(user: &str, cmd: &[&str]) -> Output {
     assert!(!cmd.is_empty(), "run_as_user: empty command");
+    require_installed_build();
     run(Command::new("runuser")
         .args(["-u", user, "--"])
         .args(cmd)
@@ -193,6 +263,7 @@ pub fn sbatch_wait_as(user: TestUser, script: &str, opts: &[&str]) -> (i32, Stri
 }
 
 fn sbatch_wait_impl(user: Option<TestUser>, script: &str, opts: &[&str]) -> (i32, String) {
+    require_installed_build();
     let dir = scratch_dir(user);
     let script_path = dir.join("job.sh");
     let out_path = dir.join("job.out");

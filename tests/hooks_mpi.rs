@@ -215,6 +215,8 @@ fn an_image_without_dynamic_mpi_is_refused_in_one_line() {
     let _s = serial();
     let before = common::leak_snapshot();
     for image in ["glibc", "busybox"] {
+        // Stored first: on an empty store the step's stderr would also hold the import's lines.
+        common::stored_for_root(image);
         let img = format!("--container-image={}", common::registry_image(image));
         let o = srun(&[&img, "--mpi-hook", "true"]);
         let line = hook_error_line(&o, image);

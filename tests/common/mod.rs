@@ -135,6 +135,15 @@ pub fn require_installed_build() {
     }
 }
 
+/// Makes sure the system store (the one srun uses) holds `127.0.0.1:5000/egret/NAME` for root,
+/// so a test that looks at a step's output is not looking at an import's progress lines as
+/// well: `egret pull` as root, which downloads only when the store lacks the image.
+pub fn stored_for_root(name: &str) {
+    let image = registry_image(name);
+    let out = run(egret().args(["pull", &image]));
+    assert_success(&out, &format!("egret pull {image}"));
+}
+
 /// `127.0.0.1:5000/egret/NAME` (no tag: `latest`).
 pub fn registry_image(name: &str) -> String {
     format!("{REGISTRY}/egret/{name}")

@@ -56,6 +56,8 @@ pub enum MountError {
     TypeMismatch { path: PathBuf, is_dir: bool },
     #[error("{} changed while the container was being prepared", path.display())]
     Changed { path: PathBuf },
+    #[error("{} in the container is on another mount (a bind mount of a host directory?): egret writes only into the image's own files", path.display())]
+    NotImageFilesystem { path: PathBuf },
     #[error("cannot create {} in the container: it would be created on another mount", path.display())]
     OnOtherMount { path: PathBuf },
 }
@@ -438,50 +440,163 @@ fn create_entry(dir: &OwnedFd, name: &OsStr, is_dir: bool) -> io::Result<()> {
     }
 }
 
-/// Replaces the container file `path` (absolute) with a new root-owned file holding `contents`.
-/// The parent is resolved inside `root`; an existing entry (a symlink included) is removed
-/// first, so nothing is ever written through a link.
+/// Replaces the container file `path` (absolute) with a new root-owned file holding `contents`
+/// (see [`ContainerDir::replace`]); the parent directory is created when missing.
 pub fn replace_file_in_root(
     root: &Path,
     path: &Path,
     contents: &[u8],
     mode: u32,
 ) -> Result<(), MountError> {
-    let create_err = |source: io::Error| MountError::Create {
-        path: path.to_path_buf(),
-        source,
-    };
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(MountError::TypeMismatch {
             path: path.to_path_buf(),
             is_dir: true,
         });
     };
-    let dir = open_in_root(root, &resolve_in_root(root, parent)?, TargetKind::Dir)?;
-    match fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(st) if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits() => {
-            return Err(MountError::TypeMismatch {
-                path: path.to_path_buf(),
-                is_dir: true,
-            })
-        }
-        Ok(_) => unlinkat(Some(dir.as_raw_fd()), name, UnlinkatFlags::NoRemoveDir)
-            .map_err(|e| create_err(e.into()))?,
-        Err(Errno::ENOENT) => {}
-        Err(e) => return Err(create_err(e.into())),
+    ContainerDir::open_or_create(root, parent)?.replace(name, contents, mode)
+}
+
+/// Files larger than this are not the small configuration files egret reads in a container.
+const MAX_CONTAINER_FILE: u64 = 4 << 20;
+
+/// A directory of the container, resolved once by the kernel inside the rootfs
+/// (`RESOLVE_IN_ROOT`: the image's links, absolute or relative, stay inside) and on the rootfs's
+/// own filesystem (`RESOLVE_NO_XDEV`: never a bind mount of a host directory, never a user's
+/// mount). Reads and writes then go through this one descriptor, so what was read is what is
+/// replaced, and nothing can be swapped in between.
+#[derive(Debug)]
+pub struct ContainerDir {
+    fd: OwnedFd,
+    /// The container path, for messages.
+    path: PathBuf,
+}
+
+impl ContainerDir {
+    /// The existing directory `path` (absolute, in the container) of the rootfs at `root`.
+    pub fn open(root: &Path, path: &Path) -> Result<ContainerDir, MountError> {
+        let root_fd = open_rootfs(root, path)?;
+        let fd = sys::fs::open_in_root(&root_fd, path, OFlag::O_PATH | OFlag::O_DIRECTORY, true)
+            .map_err(|source| in_root_error(path, source))?;
+        Ok(ContainerDir {
+            fd,
+            path: path.to_path_buf(),
+        })
     }
-    let fd = sys::fs::openat(
-        &dir,
-        Path::new(name),
-        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW,
-        Mode::from_bits_truncate(mode),
-    )
-    .map_err(create_err)?;
-    let mut file = File::from(fd);
-    file.write_all(contents).map_err(create_err)?;
-    // The umask may have narrowed the mode.
-    nix::sys::stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode))
-        .map_err(|e| create_err(e.into()))
+
+    /// Like [`open`](Self::open), creating missing directories on the rootfs's own filesystem.
+    pub fn open_or_create(root: &Path, path: &Path) -> Result<ContainerDir, MountError> {
+        match ContainerDir::open(root, path) {
+            Err(MountError::Resolve { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                open_in_root(root, &resolve_in_root(root, path)?, TargetKind::Dir)?;
+                ContainerDir::open(root, path)
+            }
+            other => other,
+        }
+    }
+
+    /// The regular file `name` in this directory, not following a link; `None` when there is
+    /// no such regular file (missing, or a link, FIFO, device or directory of the image).
+    pub fn read(&self, name: &OsStr) -> Result<Option<Vec<u8>>, MountError> {
+        let shown = self.path.join(name);
+        let fd = match sys::fs::openat(
+            &self.fd,
+            Path::new(name),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP)) => {
+                return Ok(None)
+            }
+            Err(source) => {
+                return Err(MountError::Resolve {
+                    path: shown,
+                    source,
+                })
+            }
+        };
+        let st = fstat(fd.as_raw_fd()).map_err(|e| MountError::Resolve {
+            path: shown.clone(),
+            source: e.into(),
+        })?;
+        if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
+            return Ok(None);
+        }
+        let mut bytes = Vec::new();
+        use std::io::Read;
+        File::from(fd)
+            .take(MAX_CONTAINER_FILE)
+            .read_to_end(&mut bytes)
+            .map_err(|source| MountError::Resolve {
+                path: shown,
+                source,
+            })?;
+        Ok(Some(bytes))
+    }
+
+    /// Replaces `name` with a new root-owned file holding `contents`: an existing entry (a
+    /// symlink included) is removed first, so nothing is ever written through a link.
+    pub fn replace(&self, name: &OsStr, contents: &[u8], mode: u32) -> Result<(), MountError> {
+        let shown = self.path.join(name);
+        let create_err = |source: io::Error| MountError::Create {
+            path: shown.clone(),
+            source,
+        };
+        let dir = self.fd.as_raw_fd();
+        match fstatat(Some(dir), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits() => {
+                return Err(MountError::TypeMismatch {
+                    path: shown,
+                    is_dir: true,
+                })
+            }
+            Ok(_) => unlinkat(Some(dir), name, UnlinkatFlags::NoRemoveDir)
+                .map_err(|e| create_err(e.into()))?,
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(create_err(e.into())),
+        }
+        let fd = sys::fs::openat(
+            &self.fd,
+            Path::new(name),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW,
+            Mode::from_bits_truncate(mode),
+        )
+        .map_err(create_err)?;
+        let mut file = File::from(fd);
+        file.write_all(contents).map_err(create_err)?;
+        // The umask may have narrowed the mode.
+        nix::sys::stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode))
+            .map_err(|e| create_err(e.into()))
+    }
+}
+
+/// The rootfs directory itself: egret's own (the bundle), not the image's.
+fn open_rootfs(root: &Path, shown: &Path) -> Result<OwnedFd, MountError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(root)
+        .map(OwnedFd::from)
+        .map_err(|source| MountError::Resolve {
+            path: shown.to_path_buf(),
+            source,
+        })
+}
+
+fn in_root_error(path: &Path, source: io::Error) -> MountError {
+    match source.raw_os_error() {
+        Some(libc::EXDEV) => MountError::NotImageFilesystem {
+            path: path.to_path_buf(),
+        },
+        Some(libc::ELOOP) => MountError::SymlinkLoop {
+            path: path.to_path_buf(),
+        },
+        _ => MountError::Resolve {
+            path: path.to_path_buf(),
+            source,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -764,5 +879,30 @@ mod tests {
         std::fs::remove_dir_all(r.join("etc")).unwrap();
         replace_file_in_root(r, Path::new("/etc/hosts"), b"h", 0o644).unwrap();
         assert_eq!(std::fs::read(r.join("etc/hosts")).unwrap(), b"h");
+    }
+
+    #[test]
+    fn container_dirs_are_resolved_once_inside_the_root() {
+        let t = image();
+        let r = t.path();
+        // An absolute link of the image is followed inside the rootfs, never to the host's /etc.
+        let etc = ContainerDir::open(r, Path::new("/link")).unwrap();
+        std::fs::write(r.join("etc/passwd"), b"image").unwrap();
+        assert_eq!(etc.read(OsStr::new("passwd")).unwrap().unwrap(), b"image");
+        // What was opened stays what is written, even if the path is swapped afterwards.
+        std::fs::rename(r.join("etc"), r.join("etc.old")).unwrap();
+        std::fs::create_dir(r.join("etc")).unwrap();
+        etc.replace(OsStr::new("passwd"), b"new", 0o644).unwrap();
+        assert_eq!(std::fs::read(r.join("etc.old/passwd")).unwrap(), b"new");
+        assert!(!r.join("etc/passwd").exists());
+        // A FIFO, a link or a directory is no file to read, and reading never blocks.
+        nix::unistd::mkfifo(&r.join("etc.old/fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+        symlink("/etc/passwd", r.join("etc.old/shells")).unwrap();
+        assert_eq!(etc.read(OsStr::new("fifo")).unwrap(), None);
+        assert_eq!(etc.read(OsStr::new("shells")).unwrap(), None);
+        assert_eq!(etc.read(OsStr::new("missing")).unwrap(), None);
+        // A loop is one clear error.
+        let e = ContainerDir::open(r, Path::new("/loop1")).unwrap_err();
+        assert!(matches!(e, MountError::SymlinkLoop { .. }), "{e}");
     }
 }

@@ -5,6 +5,11 @@
 //! the auth files stay skopeo's: sites already know how to configure them. egret only adds
 //! explicit credentials (as a private temporary auth file, never on a command line) and turns
 //! skopeo's stderr into one line a user can act on.
+//!
+//! When root imports for a user (the launcher), skopeo runs as that user ([`FetchUser`]): with
+//! their uid, gid and groups, `no_new_privs`, a clean environment and their home as its working
+//! directory, so their own auth files and credential helpers apply and nobody else's can, and
+//! nothing a user writes in them runs as root. What it downloads is then only bytes to verify.
 
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::MetadataExt;
@@ -26,6 +31,51 @@ pub struct FetchAuth {
     pub authfile: Option<PathBuf>,
     /// User name and password (e.g. from `--password-stdin`); wins over `authfile`.
     pub creds: Option<(String, String)>,
+}
+
+/// The user a fetch runs as, when root fetches on their behalf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (the primary one included).
+    pub groups: Vec<u32>,
+    pub home: PathBuf,
+    /// Variables from the job's environment skopeo may see (see [`FETCH_ENV`]).
+    pub env: Vec<(String, String)>,
+}
+
+/// What skopeo takes from the user's environment: where their credentials are, and proxies.
+pub const FETCH_ENV: [&str; 10] = [
+    "REGISTRY_AUTH_FILE",
+    "DOCKER_CONFIG",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+];
+
+impl FetchUser {
+    /// The user `id`, with the variables of `job_env` (`NAME=VALUE`) that [`FETCH_ENV`] names.
+    pub fn new(id: &crate::user::UserIdentity, job_env: &[String]) -> FetchUser {
+        let env = job_env
+            .iter()
+            .filter_map(|e| e.split_once('='))
+            .filter(|(k, _)| FETCH_ENV.contains(k))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        FetchUser {
+            uid: id.uid,
+            gid: id.gid,
+            groups: id.groups.clone(),
+            home: id.home.clone(),
+            env,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,15 +137,22 @@ pub trait Fetcher {
     /// its digest is computed over exactly these bytes.
     fn inspect_raw(&self, r: &ImageRef, auth: &FetchAuth) -> Result<Vec<u8>, FetchError>;
 
-    /// Copies the image `r` (pinned by digest) into a new OCI layout at `dir`, tagged
-    /// [`OCI_REF_NAME`]. `tick(bytes, blobs)` is called now and then while it runs.
-    fn copy_to_oci_dir(
+    /// Copies the image `r` (pinned by digest) into the empty directory `dir` as skopeo's `dir:`
+    /// layout: `manifest.json` exactly as the registry sent it, each blob in a file named by the
+    /// hex of its digest. `tick(bytes, blobs)` is called now and then while it runs.
+    fn copy_to_dir(
         &self,
         r: &ImageRef,
         dir: &Path,
         auth: &FetchAuth,
         tick: &mut dyn FnMut(u64, usize),
     ) -> Result<(), FetchError>;
+
+    /// The user the fetch runs as, when not this process's own identity: `copy_to_dir`'s
+    /// directory must then be theirs, and what they wrote is read as untrusted.
+    fn runs_as(&self) -> Option<(u32, u32)> {
+        None
+    }
 
     /// Copies the (single) image in a docker-archive or OCI archive tar into a new OCI layout.
     fn copy_archive_to_oci_dir(
@@ -117,6 +174,8 @@ pub struct Skopeo {
     pub inspect_timeout: Duration,
     /// Retries for blob downloads (not for inspect, so an offline registry is noticed fast).
     pub retry_times: u32,
+    /// Run as this user rather than as ourselves (root importing for a user).
+    pub user: Option<FetchUser>,
 }
 
 impl Skopeo {
@@ -127,11 +186,26 @@ impl Skopeo {
             arch: host_arch().into(),
             inspect_timeout: Duration::from_secs(120),
             retry_times: 3,
+            user: None,
         }
+    }
+
+    /// The same skopeo, run as `user` (see the module comment).
+    pub fn as_user(mut self, user: FetchUser) -> Skopeo {
+        self.user = Some(user);
+        self
     }
 
     fn command(&self) -> Command {
         let mut c = Command::new(&self.path);
+        if let Some(u) = &self.user {
+            // Nothing of root's environment (its HOME, its REGISTRY_AUTH_FILE) reaches skopeo.
+            c.env_clear()
+                .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+                .env("HOME", &u.home)
+                .envs(u.env.iter().map(|(k, v)| (k, v)));
+            crate::sys::process::run_as_user_on_exec(&mut c, u.uid, u.gid, &u.groups, &u.home);
+        }
         c.arg("--override-os")
             .arg(&self.os)
             .arg("--override-arch")
@@ -189,7 +263,7 @@ impl Skopeo {
 
 impl Fetcher for Skopeo {
     fn inspect_raw(&self, r: &ImageRef, auth: &FetchAuth) -> Result<Vec<u8>, FetchError> {
-        let authfile = TempAuth::new(r, auth)?;
+        let authfile = TempAuth::new(r, auth, self.runs_as())?;
         let mut cmd = self.command();
         cmd.arg("--command-timeout")
             .arg(format!("{}s", self.inspect_timeout.as_secs()));
@@ -201,7 +275,7 @@ impl Fetcher for Skopeo {
         self.run(cmd, &r.display(), Some(r), || {})
     }
 
-    fn copy_to_oci_dir(
+    fn copy_to_dir(
         &self,
         r: &ImageRef,
         dir: &Path,
@@ -215,7 +289,7 @@ impl Fetcher for Skopeo {
                 detail: "internal error: copy of an image not pinned by digest".into(),
             });
         }
-        let authfile = TempAuth::new(r, auth)?;
+        let authfile = TempAuth::new(r, auth, self.runs_as())?;
         let mut cmd = self.command();
         cmd.arg("copy")
             .arg("--retry-times")
@@ -223,14 +297,18 @@ impl Fetcher for Skopeo {
         if let Some(f) = authfile.path(auth) {
             cmd.arg("--src-authfile").arg(f);
         }
-        cmd.arg("--dest-oci-accept-uncompressed-layers");
-        cmd.arg(r.transport_ref()).arg(oci_dest(dir));
-        let blobs = dir.join("blobs").join("sha256");
+        let mut dest = std::ffi::OsString::from("dir:");
+        dest.push(dir);
+        cmd.arg(r.transport_ref()).arg(dest);
         self.run(cmd, &r.display(), Some(r), || {
-            let (bytes, n) = dir_usage(&blobs);
+            let (bytes, n) = dir_usage(dir);
             tick(bytes, n);
         })
         .map(drop)
+    }
+
+    fn runs_as(&self) -> Option<(u32, u32)> {
+        self.user.as_ref().map(|u| (u.uid, u.gid))
     }
 
     fn copy_archive_to_oci_dir(
@@ -284,7 +362,12 @@ pub fn host_arch() -> &'static str {
 struct TempAuth(Option<tempfile::NamedTempFile>);
 
 impl TempAuth {
-    fn new(r: &ImageRef, auth: &FetchAuth) -> Result<TempAuth, FetchError> {
+    /// `owner`: the user skopeo runs as, who must be able to read it.
+    fn new(
+        r: &ImageRef,
+        auth: &FetchAuth,
+        owner: Option<(u32, u32)>,
+    ) -> Result<TempAuth, FetchError> {
         let Some((user, pass)) = &auth.creds else {
             return Ok(TempAuth(None));
         };
@@ -301,6 +384,9 @@ impl TempAuth {
         let body = serde_json::json!({ "auths": { r.registry.clone(): { "auth": token } } });
         f.write_all(body.to_string().as_bytes()).map_err(io_err)?;
         f.flush().map_err(io_err)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(f.as_file(), Some(uid), Some(gid)).map_err(io_err)?;
+        }
         Ok(TempAuth(Some(f)))
     }
 
@@ -498,7 +584,7 @@ mod tests {
             authfile: None,
             creds: Some(("u".into(), "p".into())),
         };
-        let t = TempAuth::new(&r, &auth).unwrap();
+        let t = TempAuth::new(&r, &auth, None).unwrap();
         let p = t.path(&auth).unwrap().to_path_buf();
         assert_eq!(
             std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
@@ -513,7 +599,7 @@ mod tests {
             creds: None,
         };
         assert_eq!(
-            TempAuth::new(&r, &plain).unwrap().path(&plain),
+            TempAuth::new(&r, &plain, None).unwrap().path(&plain),
             Some(Path::new("/a.json"))
         );
     }

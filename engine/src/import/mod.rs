@@ -11,6 +11,7 @@ pub mod oci;
 use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,8 +170,7 @@ pub fn pull_image(
 
     let work = store.work_dir()?;
     let download = WorkDir::create(temp_dir, TEMP_PREFIX)?;
-    let oci_dir = download.path().join("oci");
-    let layout = download_layout(fetcher, r, &pinned, &resolved, &oci_dir, opts)?;
+    let layout = download_layout(fetcher, r, &pinned, &resolved, &download, opts)?;
     let image = convert(cfg, store, &lock, &work, &layout, &digest, progress)?;
     drop(download);
     let replaced = record(store, r, &image)?;
@@ -294,24 +294,51 @@ fn wait_timings(store: &Store, opts: &PullOptions) -> LockTimings {
     }
 }
 
-/// Layout → flattened → squashfs in `work` → renamed into the store under `digest`.
-/// Downloads the image `pinned` names into the OCI layout `oci_dir`, reporting progress.
+/// Downloads the image `pinned` names into `work/image`, reporting progress, and reads it back
+/// checked against the manifest digest resolved before: every byte the flattener reads later
+/// is verified against a digest this process computed. When the fetcher runs as a user, the
+/// directory is theirs (inside `work`, which only root can list) and root reads it through one
+/// descriptor, opening only regular files the user owns, without following links.
 fn download_layout(
     fetcher: &dyn Fetcher,
     r: &ImageRef,
     pinned: &ImageRef,
     resolved: &oci::Resolved,
-    oci_dir: &Path,
+    work: &WorkDir,
     opts: &PullOptions,
 ) -> Result<Layout, ImportError> {
     let progress = &*opts.progress;
+    let dir = work.path().join("image");
+    let io_err = |source| crate::store::StoreError::Io {
+        path: dir.clone(),
+        source,
+    };
+    std::fs::create_dir(&dir).map_err(io_err)?;
+    let fd: std::os::fd::OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(&dir)
+        .map_err(io_err)?
+        .into();
+    let owner = fetcher.runs_as();
+    if let Some((uid, gid)) = owner {
+        // The user may pass through `work` to their directory, not list or change it.
+        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o711))
+            .map_err(io_err)?;
+        std::os::unix::fs::fchown(&fd, Some(uid), Some(gid)).map_err(io_err)?;
+    }
     progress.phase(&format!("downloading {}", r.display()));
     let (total, layers) = (resolved.download_size, resolved.layers.unwrap_or(0));
-    fetcher.copy_to_oci_dir(pinned, oci_dir, &opts.auth, &mut |bytes, blobs| {
-        // The blob count includes the config; layers are what people count.
-        progress.advance(bytes, total, blobs.saturating_sub(1).min(layers), layers)
+    fetcher.copy_to_dir(pinned, &dir, &opts.auth, &mut |bytes, blobs| {
+        // The blob count includes the config and the manifest; layers are what people count.
+        progress.advance(bytes, total, blobs.saturating_sub(2).min(layers), layers)
     })?;
-    Ok(Layout::read(oci_dir)?)
+    Ok(Layout::read_pinned_dir(
+        &dir,
+        fd,
+        owner.map(|(uid, _)| uid),
+        &resolved.digest,
+    )?)
 }
 
 /// The registry must serve what a requested digest names (the index or the manifest itself).
@@ -348,8 +375,7 @@ pub fn pull_to_file(
     let pinned = r.with_digest(&digest);
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
     let work = WorkDir::create(parent.unwrap_or(Path::new(".")), ".egret-import-")?;
-    let oci_dir = work.path().join("oci");
-    let layout = download_layout(fetcher, r, &pinned, &resolved, &oci_dir, opts)?;
+    let layout = download_layout(fetcher, r, &pinned, &resolved, &work, opts)?;
     let file = work.path().join("image.sqsh");
     squash_layout(cfg, &layout, &file, progress)?;
     std::fs::rename(&file, out).map_err(|source| ImportError::Archive {

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -151,17 +154,129 @@ pub fn resolve(raw: &[u8], reference: &str, os: &str, arch: &str) -> Result<Reso
     })
 }
 
-/// An image inside an OCI layout directory.
+/// An image inside a downloaded directory: an OCI layout (`index.json`, `blobs/sha256/HEX`), or
+/// skopeo's `dir:` layout (`manifest.json` as the registry sent it, blobs named `HEX`).
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub dir: PathBuf,
-    /// Digest of the manifest blob in the layout (skopeo may have converted a Docker manifest,
-    /// so this need not be the registry's digest).
+    files: LayoutFiles,
+    /// Digest of the manifest blob in the layout (skopeo may have converted a Docker manifest
+    /// in an OCI layout, so there this need not be the registry's digest).
     pub manifest_digest: String,
     pub config_digest: String,
     pub meta: ImageMeta,
     /// Layers, base first.
     pub layers: Vec<Descriptor>,
+}
+
+/// How a layout's files are reached: through one descriptor of its directory, every file opened
+/// below it without following links (`openat2`), never through a path resolved again. When the
+/// directory was written by someone else (a user's skopeo), only regular files that user owns,
+/// with one link, are read: a link to a file the user could not read is never opened by root.
+#[derive(Debug, Clone)]
+struct LayoutFiles {
+    dir: PathBuf,
+    fd: Arc<OwnedFd>,
+    owner: Option<u32>,
+    blobs: BlobNames,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlobNames {
+    /// `blobs/sha256/HEX` (OCI image layout).
+    Oci,
+    /// `HEX` (containers/image `dir:` transport).
+    Dir,
+}
+
+impl LayoutFiles {
+    /// The root-created directory `dir` (its last component not followed).
+    fn open(dir: &Path, blobs: BlobNames) -> Result<Self, OciError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(dir)
+            .map_err(|source| OciError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        Ok(LayoutFiles {
+            dir: dir.to_path_buf(),
+            fd: Arc::new(f.into()),
+            owner: None,
+            blobs,
+        })
+    }
+
+    fn blob_name(&self, digest: &str) -> Result<PathBuf, OciError> {
+        // Digests come from files we parse: validate before they become a path.
+        check_digest(digest).map_err(|reason| OciError::Layout {
+            path: self.dir.clone(),
+            reason,
+        })?;
+        let (algo, hex) = digest.split_once(':').expect("checked");
+        Ok(match self.blobs {
+            BlobNames::Oci => Path::new("blobs").join(algo).join(hex),
+            BlobNames::Dir => PathBuf::from(hex),
+        })
+    }
+
+    /// Opens `name` below the directory: a regular file, and the owner's when one is set.
+    fn open_file(&self, name: &Path) -> Result<File, OciError> {
+        let path = self.dir.join(name);
+        let bad = |reason: String| OciError::Layout {
+            path: path.clone(),
+            reason,
+        };
+        let f =
+            crate::sys::fs::open_read_beneath(&*self.fd, name).map_err(|source| OciError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let m = f.metadata().map_err(|source| OciError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if !m.is_file() {
+            return Err(bad("not a regular file".into()));
+        }
+        if let Some(uid) = self.owner {
+            if m.uid() != uid || m.nlink() != 1 {
+                return Err(bad(format!(
+                    "not a file the download wrote (owner uid {}, {} links)",
+                    m.uid(),
+                    m.nlink()
+                )));
+            }
+        }
+        Ok(f)
+    }
+
+    fn read_small(&self, name: &Path) -> Result<Vec<u8>, OciError> {
+        let mut bytes = Vec::new();
+        self.open_file(name)?
+            .take(MAX_JSON)
+            .read_to_end(&mut bytes)
+            .map_err(|source| OciError::Io {
+                path: self.dir.join(name),
+                source,
+            })?;
+        Ok(bytes)
+    }
+
+    fn read_blob(&self, digest: &str) -> Result<Vec<u8>, OciError> {
+        let name = self.blob_name(digest)?;
+        let bytes = self.read_small(&name)?;
+        let got = sha256_digest(&bytes);
+        if got != digest {
+            return Err(OciError::Layout {
+                path: self.dir.join(name),
+                reason: format!("blob digest mismatch: expected {digest}, got {got}"),
+            });
+        }
+        Ok(bytes)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,14 +309,17 @@ struct ContainerConfig {
 }
 
 impl Layout {
-    /// Reads `dir`'s index.json → manifest → config, verifying each blob's digest.
+    /// Reads the OCI layout `dir` (root-created): index.json → manifest → config, verifying
+    /// each blob's digest.
     pub fn read(dir: &Path) -> Result<Layout, OciError> {
+        let files = LayoutFiles::open(dir, BlobNames::Oci)?;
         let bad = |reason: String| OciError::Layout {
             path: dir.to_path_buf(),
             reason,
         };
-        let index: AnyManifest = serde_json::from_slice(&read_small(&dir.join("index.json"))?)
-            .map_err(|e| bad(format!("index.json: {e}")))?;
+        let index: AnyManifest =
+            serde_json::from_slice(&files.read_small(Path::new("index.json"))?)
+                .map_err(|e| bad(format!("index.json: {e}")))?;
         let entries = index.manifests.unwrap_or_default();
         let named = entries.iter().find(|d| {
             d.annotations
@@ -215,9 +333,49 @@ impl Layout {
             (None, []) => return Err(bad("no image in index.json".into())),
             (None, _) => return Err(bad("more than one image; cannot tell which to use".into())),
         };
-        let manifest_bytes = read_blob(dir, &desc.digest)?;
-        let m: AnyManifest = serde_json::from_slice(&manifest_bytes)
-            .map_err(|e| bad(format!("manifest {}: {e}", desc.digest)))?;
+        let manifest_bytes = files.read_blob(&desc.digest)?;
+        let digest = desc.digest.clone();
+        Layout::from_manifest(files, &manifest_bytes, digest)
+    }
+
+    /// Reads skopeo's `dir:` layout in the directory `fd` names (`dir` is its path, for
+    /// messages), written by the user `owner`: its `manifest.json` must be the manifest
+    /// `digest` names, the digest root resolved itself, and every blob is checked against it.
+    pub fn read_pinned_dir(
+        dir: &Path,
+        fd: OwnedFd,
+        owner: Option<u32>,
+        digest: &str,
+    ) -> Result<Layout, OciError> {
+        let files = LayoutFiles {
+            dir: dir.to_path_buf(),
+            fd: Arc::new(fd),
+            owner,
+            blobs: BlobNames::Dir,
+        };
+        let manifest_bytes = files.read_small(Path::new("manifest.json"))?;
+        let got = sha256_digest(&manifest_bytes);
+        if got != digest {
+            return Err(OciError::Layout {
+                path: dir.join("manifest.json"),
+                reason: format!("not the manifest resolved: expected {digest}, got {got}"),
+            });
+        }
+        Layout::from_manifest(files, &manifest_bytes, digest.to_string())
+    }
+
+    fn from_manifest(
+        files: LayoutFiles,
+        manifest_bytes: &[u8],
+        manifest_digest: String,
+    ) -> Result<Layout, OciError> {
+        let dir = files.dir.clone();
+        let bad = |reason: String| OciError::Layout {
+            path: dir.clone(),
+            reason,
+        };
+        let m: AnyManifest = serde_json::from_slice(manifest_bytes)
+            .map_err(|e| bad(format!("manifest {manifest_digest}: {e}")))?;
         if m.manifests.is_some() {
             return Err(bad(
                 "the layout holds an index, not an image manifest".into()
@@ -226,7 +384,7 @@ impl Layout {
         let config = m
             .config
             .ok_or_else(|| bad("manifest has no config".into()))?;
-        let config_bytes = read_blob(dir, &config.digest)?;
+        let config_bytes = files.read_blob(&config.digest)?;
         let cfg: ConfigFile = serde_json::from_slice(&config_bytes)
             .map_err(|e| bad(format!("image config {}: {e}", config.digest)))?;
         let layers = m.layers.unwrap_or_default();
@@ -256,8 +414,9 @@ impl Layout {
             platform,
         };
         Ok(Layout {
-            dir: dir.to_path_buf(),
-            manifest_digest: desc.digest.clone(),
+            dir,
+            files,
+            manifest_digest,
             config_digest: config.digest,
             meta,
             layers,
@@ -266,50 +425,10 @@ impl Layout {
 
     /// Opens a layer for streaming; the reader fails at EOF if the digest or size is wrong.
     pub fn open_layer(&self, layer: &Descriptor) -> Result<VerifyingReader<File>, OciError> {
-        let path = blob_path(&self.dir, &layer.digest)?;
-        let f = File::open(&path).map_err(|e| OciError::Io {
-            path: path.clone(),
-            source: e,
-        })?;
+        let name = self.files.blob_name(&layer.digest)?;
+        let f = self.files.open_file(&name)?;
         Ok(VerifyingReader::new(f, &layer.digest, Some(layer.size)))
     }
-}
-
-fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf, OciError> {
-    // Digests come from files we parse: validate before they become a path.
-    check_digest(digest).map_err(|reason| OciError::Layout {
-        path: dir.to_path_buf(),
-        reason,
-    })?;
-    let (algo, hex) = digest.split_once(':').expect("checked");
-    Ok(dir.join("blobs").join(algo).join(hex))
-}
-
-fn read_small(path: &Path) -> Result<Vec<u8>, OciError> {
-    let io_err = |source| OciError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut bytes = Vec::new();
-    File::open(path)
-        .map_err(io_err)?
-        .take(MAX_JSON)
-        .read_to_end(&mut bytes)
-        .map_err(io_err)?;
-    Ok(bytes)
-}
-
-fn read_blob(dir: &Path, digest: &str) -> Result<Vec<u8>, OciError> {
-    let path = blob_path(dir, digest)?;
-    let bytes = read_small(&path)?;
-    let got = sha256_digest(&bytes);
-    if got != digest {
-        return Err(OciError::Layout {
-            path: path.clone(),
-            reason: format!("blob digest mismatch: expected {digest}, got {got}"),
-        });
-    }
-    Ok(bytes)
 }
 
 /// Hashes what passes through and, at EOF, fails unless the digest (and size) match.

@@ -126,7 +126,7 @@ impl Fetcher for Fake {
         Ok(self.get(r)?.manifest)
     }
 
-    fn copy_to_oci_dir(
+    fn copy_to_dir(
         &self,
         r: &ImageRef,
         dir: &Path,
@@ -152,25 +152,19 @@ impl Fetcher for Fake {
     }
 }
 
+/// What skopeo's `dir:` transport writes: the manifest as served, blobs named by their hex.
 fn write_layout(img: &FakeImage, dir: &Path, corrupt: Option<&str>) {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let md = oci::sha256_digest(&img.manifest);
-    std::fs::write(blobs.join(&md[7..]), &img.manifest).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("manifest.json"), &img.manifest).unwrap();
     for (d, data) in &img.blobs {
         let data = if corrupt == Some(d.as_str()) {
             b"garbage".to_vec()
         } else {
             data.clone()
         };
-        std::fs::write(blobs.join(&d[7..]), data).unwrap();
+        std::fs::write(dir.join(&d[7..]), data).unwrap();
     }
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md,
-        "size": img.manifest.len(),
-        "annotations": {"org.opencontainers.image.ref.name": crate::skopeo::OCI_REF_NAME}}]});
-    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(dir.join("version"), "Directory Transport Version: 1.1\n").unwrap();
 }
 
 struct Env {

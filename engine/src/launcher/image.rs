@@ -33,13 +33,12 @@ pub fn resolve(
                 let p = progress.clone();
                 move |msg: &str| crate::progress::Progress::phase(&p, msg)
             });
-            let fetcher = crate::skopeo::Skopeo::new(cfg);
-            let auth = UserAuthFile::copy_from(cfg, req, user)?;
+            // Root never talks to the registry: skopeo runs as the user, with their own
+            // credentials (auth files, credential helpers) found as they would find them.
+            let fetcher = crate::skopeo::Skopeo::new(cfg)
+                .as_user(crate::skopeo::FetchUser::new(user, &req.job_env));
             let opts = crate::import::PullOptions {
-                auth: crate::skopeo::FetchAuth {
-                    authfile: Some(auth.path.clone()),
-                    creds: None,
-                },
+                auth: crate::skopeo::FetchAuth::default(),
                 progress: std::sync::Arc::new(progress.clone()),
                 ..Default::default()
             };
@@ -63,55 +62,5 @@ pub fn resolve(
             .map_err(|e| format!("egret: {e}"))?;
             super::sqsh::import(cfg, &store, user, &p)
         }
-    }
-}
-
-/// The user's registry credentials, copied (read as the user) into a root-only temporary file
-/// for skopeo. Always present, empty when the user has none: skopeo runs as root and must never
-/// fall back to root's own credentials.
-struct UserAuthFile {
-    path: PathBuf,
-}
-
-impl UserAuthFile {
-    fn copy_from(cfg: &Config, req: &StepRequest, user: &UserIdentity) -> Result<Self, String> {
-        let env = |k: &str| {
-            req.job_env.iter().find_map(|e| {
-                e.strip_prefix(k)
-                    .and_then(|v| v.strip_prefix('='))
-                    .map(str::to_string)
-            })
-        };
-        let mut candidates: Vec<PathBuf> = Vec::new();
-        if let Some(p) = env("REGISTRY_AUTH_FILE") {
-            candidates.push(p.into());
-        }
-        if let Some(d) = env("XDG_RUNTIME_DIR") {
-            candidates.push(PathBuf::from(d).join("containers/auth.json"));
-        }
-        candidates.push(user.home.join(".config/containers/auth.json"));
-        candidates.push(user.home.join(".docker/config.json"));
-        let body = candidates
-            .iter()
-            .filter(|p| p.is_absolute())
-            .find_map(|p| user.read_file(p).ok())
-            .filter(|b| serde_json::from_slice::<serde_json::Value>(b).is_ok())
-            .unwrap_or_else(|| b"{}".to_vec());
-        let mut f = tempfile::Builder::new()
-            .prefix("egret-auth-")
-            .suffix(".json")
-            .tempfile_in(&cfg.temp_dir)
-            .map_err(|e| format!("egret: {}: {e}", cfg.temp_dir.display()))?;
-        use std::io::Write;
-        f.write_all(&body)
-            .map_err(|e| format!("egret: auth file: {e}"))?;
-        let (_, path) = f.keep().map_err(|e| format!("egret: auth file: {e}"))?;
-        Ok(UserAuthFile { path })
-    }
-}
-
-impl Drop for UserAuthFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -57,6 +57,24 @@ pub fn destination(value: &str, cwd: &Path) -> Result<PathBuf, SaveError> {
     Ok(abs)
 }
 
+/// Checks, before the step starts (and before its image is imported), that `user` may create
+/// `dest`: its directory exists and the user can write and enter it. The save itself checks
+/// again (the directory may change during the step).
+pub fn check_writable(dest: &Path, user: &UserIdentity) -> Result<(), SaveError> {
+    let dir = dest.parent().unwrap_or(Path::new("/")).to_path_buf();
+    as_user(user, || {
+        nix::unistd::access(
+            &dir,
+            nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+        )
+        .map_err(io::Error::from)
+    })
+    .map_err(|source| SaveError::Io {
+        path: dest.to_path_buf(),
+        source,
+    })
+}
+
 /// Writes the squashfs of `rootfs` to `dest` as `user`. `scratch` is a root-owned directory of
 /// the bundle for the temporary mount point.
 pub fn save(

@@ -325,21 +325,6 @@ fn prepare(
     }
     let user = UserIdentity::from_uid(req.uid, req.gid).map_err(|e| format!("egret: {e}"))?;
     let resolve = |image: &str| super::image::resolve(cfg, req, &user, image, progress);
-    let (image_file, meta, persistent) = match &named {
-        Some(n) => {
-            if let named::Plan::Join(running) = &n.plan {
-                return join_prepared(cfg, req, user, n, running);
-            }
-            let (f, m, dir) =
-                named::open_or_create(&n.dir, req.job_id, &n.name, opts.image.as_deref(), resolve)?;
-            (f, m, Some(dir))
-        }
-        None => {
-            let image = opts.image.as_deref().ok_or("egret: no --container-image")?;
-            let (f, m) = resolve(image)?;
-            (f, m, None)
-        }
-    };
     let mut binds: Vec<BindMount> = Vec::new();
     let mut mount_extras = Vec::new();
     let mut tmpfs_mounts = Vec::new();
@@ -351,6 +336,9 @@ fn prepare(
         for entry in entries {
             match entry {
                 PyxisMount::Bind(b, x) => {
+                    // Checked again where it resolves inside the rootfs (bundle).
+                    mounts::check_destination(&b.destination, &cfg.user_mounts)
+                        .map_err(|e| format!("egret: --container-mounts: {e}"))?;
                     binds.push(b);
                     mount_extras.push(x);
                 }
@@ -394,6 +382,28 @@ fn prepare(
             );
         }
     }
+    if let Some(value) = opts.save.as_deref().filter(|_| req.node_id == 0) {
+        super::save::destination(value, &job_cwd(req))
+            .and_then(|dest| super::save::check_writable(&dest, &user))
+            .map_err(|e| format!("egret: {e}"))?;
+    }
+    // The options are all checked: only now is the image imported (minutes, maybe), so that a
+    // refused mount or device is the step's one line, not the last line after an import.
+    let (image_file, meta, persistent) = match &named {
+        Some(n) => {
+            if let named::Plan::Join(running) = &n.plan {
+                return join_prepared(cfg, req, user, n, running);
+            }
+            let (f, m, dir) =
+                named::open_or_create(&n.dir, req.job_id, &n.name, opts.image.as_deref(), resolve)?;
+            (f, m, Some(dir))
+        }
+        None => {
+            let image = opts.image.as_deref().ok_or("egret: no --container-image")?;
+            let (f, m) = resolve(image)?;
+            (f, m, None)
+        }
+    };
     let mut extra_binds = Vec::new();
     if let Some(script) = &req.batch_script {
         extra_binds.push(BindMount {

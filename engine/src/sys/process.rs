@@ -1,11 +1,13 @@
-//! Processes: a checked `fork` and `pidfd_open`.
+//! Processes: a checked `fork`, `pidfd_open`, and what a child does between fork and exec.
 //!
 //! # References
 //! fork(2) (multi-threaded callers), pidfd_open(2), proc(5) (`/proc/self/status`).
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Command;
 
 use nix::unistd::Pid;
@@ -90,6 +92,42 @@ pub fn pass_fd_on_exec<Fd: AsRawFd>(cmd: &mut Command, file: &Fd, target: i32) {
         cmd.pre_exec(move || {
             if libc::dup2(fd, target) < 0 {
                 return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+}
+
+/// Makes `cmd`'s process run with exactly the user's identity: supplementary groups, gid and
+/// uid (real, effective and saved, so no capability survives), `no_new_privs` (no setuid program
+/// it runs can give any back), then its working directory `cwd`, entered as the user (`/` when
+/// the user cannot enter it). For programs root runs on a user's behalf, such as skopeo.
+pub fn run_as_user_on_exec(cmd: &mut Command, uid: u32, gid: u32, groups: &[u32], cwd: &Path) {
+    let groups: Vec<libc::gid_t> = groups.to_vec();
+    let cwd = std::ffi::CString::new(cwd.as_os_str().as_bytes())
+        .unwrap_or_else(|_| std::ffi::CString::from(c"/"));
+    // SAFETY: the closure runs between fork and exec and only makes raw system calls (setgroups,
+    // setresgid, setresuid, prctl, chdir), which are async-signal-safe; it allocates nothing
+    // (`groups` and `cwd` were allocated before the fork) and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            let ok = |r: libc::c_long| {
+                if r < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            ok(libc::syscall(
+                libc::SYS_setgroups,
+                groups.len(),
+                groups.as_ptr(),
+            ))?;
+            ok(libc::syscall(libc::SYS_setresgid, gid, gid, gid))?;
+            ok(libc::syscall(libc::SYS_setresuid, uid, uid, uid))?;
+            ok(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as libc::c_long)?;
+            if libc::chdir(cwd.as_ptr()) != 0 {
+                ok(libc::chdir(c"/".as_ptr()) as libc::c_long)?;
             }
             Ok(())
         })

@@ -23,15 +23,16 @@
 pub mod files;
 pub mod keys;
 
+use std::ffi::OsStr;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use egret_engine::mounts::{self, TargetKind};
+use egret_engine::mounts;
 use egret_engine::user::UserIdentity;
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
@@ -614,26 +615,14 @@ fn chown(path: &Path, user: &UserIdentity) -> Result<(), SshError> {
     std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid)).map_err(io_err(path))
 }
 
-/// Reads a file of the image without following a link of the image; `None` when missing.
-fn read_in_root(rootfs: &Path, path: &Path) -> Result<Option<String>, SshError> {
-    let rel = mounts::resolve_in_root(rootfs, path)?;
-    if fs::symlink_metadata(rootfs.join(&rel)).is_err() {
-        return Ok(None);
-    }
-    let fd = mounts::open_in_root(rootfs, &rel, TargetKind::File)?;
-    let proc_path = egret_engine::sys::fs::proc_path(&fd);
-    let mut text = String::new();
-    fs::File::open(&proc_path)
-        .and_then(|mut f| f.read_to_string(&mut text))
-        .map_err(io_err(path))?;
-    Ok(Some(text))
-}
-
 /// Makes the user's login shell one dropbear accepts: present in the image (else `/bin/sh`)
-/// and listed in `/etc/shells`. Returns the shell.
+/// and listed in `/etc/shells`. Returns the shell. `/etc` is resolved once, inside the rootfs
+/// and on the image's own filesystem: what is read is what is replaced, never a file of a bind
+/// mount (a link from the image into a user's host directory is refused, not followed).
 fn fix_login(rootfs: &Path, uid: u32) -> Result<String, SshError> {
-    let passwd_path = Path::new("/etc/passwd");
-    let passwd = read_in_root(rootfs, passwd_path)?.unwrap_or_default();
+    let etc = mounts::ContainerDir::open(rootfs, Path::new("/etc"))?;
+    let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let passwd = text(etc.read(OsStr::new("passwd"))?).unwrap_or_default();
     let exists = |shell: &str| {
         mounts::resolve_in_root(rootfs, Path::new(shell))
             .ok()
@@ -641,13 +630,12 @@ fn fix_login(rootfs: &Path, uid: u32) -> Result<String, SshError> {
             .is_some_and(|m| m.is_file())
     };
     let (fixed, shell) = files::fix_passwd(&passwd, uid, exists);
-    if let Some(text) = fixed {
-        mounts::replace_file_in_root(rootfs, passwd_path, text.as_bytes(), 0o644)?;
+    if let Some(new) = fixed {
+        etc.replace(OsStr::new("passwd"), new.as_bytes(), 0o644)?;
     }
-    let shells_path = Path::new("/etc/shells");
-    let shells = read_in_root(rootfs, shells_path)?;
-    if let Some(text) = files::fix_shells(shells.as_deref(), &shell) {
-        mounts::replace_file_in_root(rootfs, shells_path, text.as_bytes(), 0o644)?;
+    let shells = text(etc.read(OsStr::new("shells"))?);
+    if let Some(new) = files::fix_shells(shells.as_deref(), &shell) {
+        etc.replace(OsStr::new("shells"), new.as_bytes(), 0o644)?;
     }
     Ok(shell)
 }

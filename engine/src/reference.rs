@@ -126,12 +126,20 @@ impl ImageRef {
             (None, None) => Some("latest".to_string()),
             _ => tag,
         };
-        Ok(ImageRef {
+        let r = ImageRef {
             registry,
             repository,
             tag,
             digest,
-        })
+        };
+        // The bound holds for the full form too (registry, `library/`, `:latest` added), so
+        // what egret prints and stores always parses back.
+        if r.display().len() > MAX_REF_LEN {
+            return Err(fail(format!(
+                "longer than {MAX_REF_LEN} characters with its registry and tag"
+            )));
+        }
+        Ok(r)
     }
 
     /// The skopeo source: pinned to the digest when there is one (the tag is then ignored).
@@ -479,6 +487,9 @@ mod tests {
         assert!(err("alpine:-x").contains("tag"));
         assert!(err(&format!("alpine:{}", "a".repeat(129))).contains("tag longer"));
         assert!(err(&"a".repeat(2000)).contains("longer than"));
+        // Short enough as typed, too long once `:latest` is added: refused, not stored.
+        let near = format!("{}.u/a", "a".repeat(MAX_REF_LEN - 4));
+        assert!(err(&near).contains("with its registry and tag"), "{near}");
         assert!(err(&format!("a/{}", "b".repeat(300))).contains("repository name longer"));
         assert!(err("-alpine").contains("start and end"));
         assert!(err("alp!ne").contains("may only contain"));

@@ -1,0 +1,311 @@
+//! The privilege boundary, attacked as an ordinary cluster user would (docs/security.md,
+//! "Hostile tests"): a registry auth file that names a credential helper by a relative path,
+//! root's own credentials waiting to be borrowed, and an image whose `/etc` leads into a host
+//! directory the user bound. Real srun, real launcher, real registry, real runc.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{describe, TEST_USER};
+
+/// Runs `args` as the test user with `dir` as the working directory and `env` added.
+fn as_user_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let timeout = common::SLURM_TIMEOUT_S.to_string();
+    let mut cmd = Command::new("runuser");
+    cmd.args([
+        "-u",
+        TEST_USER.name,
+        "--",
+        "timeout",
+        "--kill-after=10",
+        &timeout,
+    ])
+    .args(args)
+    .current_dir(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    common::run(&mut cmd)
+}
+
+/// Takes `name` out of the system store so the next step imports it (absent is fine).
+fn absent_from_store(name: &str) {
+    let _ = common::run(common::egret().args(["rmi", &common::registry_image(name)]));
+}
+
+fn write_executable(path: &Path, text: &str, owner: Option<(u32, u32)>) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+    }
+}
+
+/// A credential helper that records who ran it in `log` and answers with anonymous-looking
+/// credentials (the test registry asks for none, so the pull goes on).
+fn helper_script(log: &Path) -> String {
+    format!(
+        "#!/bin/sh\nid -u >> {}\ncat >/dev/null\n\
+         printf '{{\"ServerURL\":\"127.0.0.1:5000\",\"Username\":\"u\",\"Secret\":\"s\"}}'\n",
+        log.display()
+    )
+}
+
+/// Removes what a test put in the user's home, also when it panics.
+struct HomeFiles(Vec<PathBuf>);
+
+impl Drop for HomeFiles {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = fs::remove_dir_all(p).or_else(|_| fs::remove_file(p));
+        }
+    }
+}
+
+/// Finding 1 of the security review: skopeo ran as root, in the step's working directory, so
+/// `"credHelpers": {"127.0.0.1:5000": "x/../pwn"}` made root exec the user's `./pwn`. Now the
+/// whole registry conversation runs as the user: the helper runs, but with the user's uid.
+#[test]
+fn a_credential_helper_in_the_users_auth_file_runs_as_the_user_never_as_root() {
+    common::require_root();
+    let user = (TEST_USER.uid, TEST_USER.gid);
+    let dir = common::scratch_dir(Some(TEST_USER));
+    let log = dir.join("helper-ran-as");
+    // The helper lies beside the auth file, in the job's working directory and in the home
+    // (skopeo's working directory now): wherever a relative path resolves, it is found.
+    let home = Path::new(TEST_USER.home);
+    let _cleanup = HomeFiles(vec![
+        home.join("docker-credential-x"),
+        home.join("pwn"),
+        home.join(".docker"),
+    ]);
+    for base in [dir.as_path(), home] {
+        let sub = base.join("docker-credential-x");
+        fs::create_dir_all(&sub).unwrap();
+        std::os::unix::fs::chown(&sub, Some(user.0), Some(user.1)).unwrap();
+        write_executable(&base.join("pwn"), &helper_script(&log), Some(user));
+    }
+    let auth = r#"{"credHelpers": {"127.0.0.1:5000": "x/../pwn"}}"#;
+    let auth_file = dir.join("auth.json");
+    fs::write(&auth_file, auth).unwrap();
+    std::os::unix::fs::chown(&auth_file, Some(user.0), Some(user.1)).unwrap();
+    let docker_dir = home.join(".docker");
+    fs::create_dir_all(&docker_dir).unwrap();
+    fs::write(docker_dir.join("config.json"), auth).unwrap();
+    for p in [&docker_dir, &docker_dir.join("config.json")] {
+        std::os::unix::fs::chown(p, Some(user.0), Some(user.1)).unwrap();
+    }
+    let image = format!("--container-image={}", common::registry_image("reported"));
+    let auth_env = auth_file.to_str().unwrap();
+    // Once through REGISTRY_AUTH_FILE, once through ~/.docker/config.json.
+    for env in [vec![("REGISTRY_AUTH_FILE", auth_env)], vec![]] {
+        absent_from_store("reported");
+        let _ = fs::remove_file(&log);
+        let o = as_user_in(
+            &dir,
+            &env,
+            &["srun", &image, "grep", "^ID=", "/etc/os-release"],
+        );
+        assert!(o.status.success(), "{env:?}\n{}", describe(&o));
+        let ran = fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            !ran.is_empty(),
+            "the user's helper was not consulted at all ({env:?}): the trap is not armed\n{}",
+            describe(&o)
+        );
+        for line in ran.lines() {
+            assert_eq!(
+                line.trim(),
+                TEST_USER.uid.to_string(),
+                "the user's credential helper ran as uid {line} ({env:?})"
+            );
+        }
+    }
+}
+
+/// Puts a credential helper for the test registry into root's own configuration and takes it
+/// out again, also when the test panics.
+struct RootCredentials {
+    config: PathBuf,
+    saved: Option<Vec<u8>>,
+    helper: PathBuf,
+}
+
+impl RootCredentials {
+    fn install(log: &Path) -> RootCredentials {
+        let config = PathBuf::from("/root/.docker/config.json");
+        let saved = fs::read(&config).ok();
+        fs::create_dir_all(config.parent().unwrap()).unwrap();
+        fs::write(
+            &config,
+            r#"{"credHelpers": {"127.0.0.1:5000": "egret-root-test"}}"#,
+        )
+        .unwrap();
+        let helper = PathBuf::from("/usr/local/bin/docker-credential-egret-root-test");
+        write_executable(&helper, &helper_script(log), None);
+        RootCredentials {
+            config,
+            saved,
+            helper,
+        }
+    }
+}
+
+impl Drop for RootCredentials {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.helper);
+        match &self.saved {
+            Some(bytes) => {
+                let _ = fs::write(&self.config, bytes);
+            }
+            None => {
+                let _ = fs::remove_file(&self.config);
+            }
+        }
+    }
+}
+
+/// containers/image falls back to the running user's own auth files and helpers: while skopeo
+/// ran as root, a user without credentials pulled with root's. A user's step must never reach
+/// root's configuration; root's own pull still does (which proves the trap is armed).
+#[test]
+fn a_users_step_never_uses_roots_registry_credentials() {
+    common::require_root();
+    let dir = common::scratch_dir(None);
+    let log = dir.join("root-helper-ran");
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let _root = RootCredentials::install(&log);
+    absent_from_store("reported");
+    let image = common::registry_image("reported");
+    common::assert_success(
+        &common::run(common::egret().args(["pull", &image])),
+        "root pull",
+    );
+    assert!(
+        log.exists(),
+        "root's own pull did not use root's credential helper: the trap is not armed"
+    );
+    fs::remove_file(&log).unwrap();
+    absent_from_store("reported");
+    let opt = format!("--container-image={image}");
+    let o = common::srun_as(TEST_USER.name, &[&opt, "grep", "^ID=", "/etc/os-release"]);
+    let out = common::assert_success(&o, "the user's step");
+    assert!(out.starts_with("ID=egret-"), "{out}");
+    assert!(
+        !log.exists(),
+        "the user's step ran root's credential helper (as uid {})",
+        fs::read_to_string(&log).unwrap_or_default().trim()
+    );
+}
+
+/// Every file under `dir` with (owner uid, contents or link target).
+fn tree(dir: &Path) -> Vec<(PathBuf, u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let body = if m.is_dir() {
+                todo.push(p.clone());
+                Vec::new()
+            } else if m.file_type().is_symlink() {
+                fs::read_link(&p)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else {
+                fs::read(&p).unwrap()
+            };
+            out.push((p, m.uid(), body));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Builds, as the user, `NAME.sqsh`: busybox with `LINK` (`etc` or `etc/profile.d`) replaced
+/// by a symbolic link to `/mnt/host/LINK`, and the host directory `host/LINK` holding the
+/// user's own copy of it, which the step binds at `/mnt/host`.
+fn image_with_a_link_into_a_bind(dir: &Path, name: &str, link: &str) -> PathBuf {
+    let base = dir.join("base.sqsh");
+    if !base.exists() {
+        let o = as_user_in(
+            dir,
+            &[],
+            &[
+                common::EGRET_BIN,
+                "import",
+                "-o",
+                "base.sqsh",
+                &common::registry_image("busybox"),
+            ],
+        );
+        common::assert_success(&o, "egret import busybox as the user");
+    }
+    let script = format!(
+        "set -e
+rm -rf root
+unsquashfs -q -d root base.sqsh >/dev/null
+mkdir -p root/{link} host/{link} root/mnt/host
+cp -a root/{link}/. host/{link}/
+rm -rf root/{link}
+ln -s /mnt/host/{link} root/{link}
+mksquashfs root {name}.sqsh -all-root -noappend -quiet >/dev/null
+rm -rf root"
+    );
+    let o = as_user_in(dir, &[], &["sh", "-c", &script]);
+    common::assert_success(&o, &format!("build {name}.sqsh"));
+    dir.join(format!("{name}.sqsh"))
+}
+
+/// Finding 2: the SSH hook rewrote `/etc/passwd`, `/etc/shells` and `/etc/profile.d` through
+/// paths the user controls. With the image's `/etc` a link into a bound host directory, or a
+/// link at `/etc/profile.d`, root must write nothing there: the step either
+/// runs without touching the host files or fails saying the file is on another mount.
+#[test]
+fn the_ssh_hook_never_writes_into_a_host_directory_the_user_bound() {
+    common::require_root();
+    let keygen = common::run_as_user(TEST_USER.name, &[common::EGRET_BIN, "ssh-keygen"]);
+    common::assert_success(&keygen, "egret ssh-keygen");
+    let dir = common::scratch_dir(Some(TEST_USER));
+    let host = dir.join("host");
+    let mounts = format!("--container-mounts={}:/mnt/host", host.display());
+    let cases = [
+        image_with_a_link_into_a_bind(&dir, "etc-linked", "etc"),
+        image_with_a_link_into_a_bind(&dir, "profile-linked", "etc/profile.d"),
+    ];
+    for evil in &cases {
+        let image = format!("--container-image={}", evil.display());
+        let watched = &host;
+        let before = tree(watched);
+        let o = as_user_in(
+            &dir,
+            &[],
+            &["srun", "--container-ssh", &image, &mounts, "true"],
+        );
+        let after = tree(watched);
+        assert_eq!(
+            before,
+            after,
+            "{evil:?}: the host directory changed under the step\n{}",
+            describe(&o)
+        );
+        assert!(
+            after.iter().all(|(_, uid, _)| *uid == TEST_USER.uid),
+            "{evil:?}: root-owned files appeared: {after:?}"
+        );
+        if !o.status.success() {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                err.contains("another mount"),
+                "{evil:?}: refused, but not saying why\n{}",
+                describe(&o)
+            );
+        }
+    }
+}

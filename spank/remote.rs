@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,7 +93,12 @@ fn start_launcher(sp: Spank) -> Result<(), String> {
 }
 
 fn spawn_launcher(launcher: &Path, run_dir: &Path, request: &[u8]) -> Result<i32, String> {
-    fs::create_dir_all(run_dir).map_err(|e| format!("egret: {}: {e}", run_dir.display()))?;
+    // An explicit mode: slurmstepd's umask may be the user's (SLURM_UMASK=0000).
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(run_dir)
+        .map_err(|e| format!("egret: {}: {e}", run_dir.display()))?;
     // One old generation is kept: /run is memory.
     let log_path = run_dir.join("launcher.log");
     if fs::metadata(&log_path).is_ok_and(|m| m.len() > 8 << 20) {
@@ -104,12 +109,21 @@ fn spawn_launcher(launcher: &Path, run_dir: &Path, request: &[u8]) -> Result<i32
         .mode(0o600)
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(run_dir.join("launcher.log"))
         .map_err(|e| format!("egret: {}/launcher.log: {e}", run_dir.display()))?;
     // A log left by an older version may be world-readable.
     let _ = log.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
     let mut cmd = Command::new(launcher);
+    // Nothing of the user's step reaches root's helper but the request: not the user's
+    // working directory, not their environment.
     cmd.arg("serve")
+        .current_dir("/")
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(log);

@@ -32,10 +32,11 @@ fn as_user_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
     common::run(&mut cmd)
 }
 
-/// Takes `name` out of the system store so the next step imports it (absent is fine).
-fn absent_from_store(name: &str) {
-    let _ = common::run(common::egret().args(["rmi", &common::registry_image(name)]));
-}
+/// The image these tests pull as the user. Not `reported`: tests that need an image new to the
+/// store remove that one from root's index, which frees it only while no other user holds it.
+/// Whether it is stored or not does not matter here: every step resolves its tag with the
+/// registry, as the user, so the credential lookup happens either way.
+const IMAGE: &str = "hooklabels";
 
 fn write_executable(path: &Path, text: &str, owner: Option<(u32, u32)>) {
     fs::write(path, text).unwrap();
@@ -99,11 +100,10 @@ fn a_credential_helper_in_the_users_auth_file_runs_as_the_user_never_as_root() {
     for p in [&docker_dir, &docker_dir.join("config.json")] {
         std::os::unix::fs::chown(p, Some(user.0), Some(user.1)).unwrap();
     }
-    let image = format!("--container-image={}", common::registry_image("reported"));
+    let image = format!("--container-image={}", common::registry_image(IMAGE));
     let auth_env = auth_file.to_str().unwrap();
     // Once through REGISTRY_AUTH_FILE, once through ~/.docker/config.json.
     for env in [vec![("REGISTRY_AUTH_FILE", auth_env)], vec![]] {
-        absent_from_store("reported");
         let _ = fs::remove_file(&log);
         let o = as_user_in(
             &dir,
@@ -179,8 +179,7 @@ fn a_users_step_never_uses_roots_registry_credentials() {
     let log = dir.join("root-helper-ran");
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
     let _root = RootCredentials::install(&log);
-    absent_from_store("reported");
-    let image = common::registry_image("reported");
+    let image = common::registry_image(IMAGE);
     common::assert_success(
         &common::run(common::egret().args(["pull", &image])),
         "root pull",
@@ -190,7 +189,6 @@ fn a_users_step_never_uses_roots_registry_credentials() {
         "root's own pull did not use root's credential helper: the trap is not armed"
     );
     fs::remove_file(&log).unwrap();
-    absent_from_store("reported");
     let opt = format!("--container-image={image}");
     let o = common::srun_as(TEST_USER.name, &[&opt, "grep", "^ID=", "/etc/os-release"]);
     let out = common::assert_success(&o, "the user's step");
@@ -307,5 +305,45 @@ fn the_ssh_hook_never_writes_into_a_host_directory_the_user_bound() {
                 describe(&o)
             );
         }
+    }
+}
+
+/// Finding 7: the launcher is started from slurmstepd, whose umask is the user's
+/// (`SLURM_UMASK`): with `umask 0000` the first step after boot created `runDir` 0777, and a
+/// user could then plant `launcher.log` as a link that root opened. `runDir` gets its mode
+/// explicitly, and the log is a root-only regular file opened without following links.
+#[test]
+fn the_users_umask_never_shapes_roots_run_directory() {
+    common::require_root();
+    let run_dir = Path::new("/run/egret");
+    let launchers = common::processes_named(&["egret-launcher"]);
+    assert!(launchers.is_empty(), "launchers still run: {launchers:?}");
+    // As after a reboot: /run is memory.
+    if run_dir.exists() {
+        fs::remove_dir_all(run_dir).unwrap();
+    }
+    let dir = common::scratch_dir(Some(TEST_USER));
+    let image = format!("--container-image={}", common::registry_image("busybox"));
+    let o = as_user_in(
+        &dir,
+        &[],
+        &["sh", "-c", &format!("umask 0000; srun {image} true")],
+    );
+    common::assert_success(&o, "a step with umask 0000");
+    let meta = fs::symlink_metadata(run_dir).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o7777),
+        (0, 0o755),
+        "runDir after a step with umask 0000"
+    );
+    let log = fs::symlink_metadata(run_dir.join("launcher.log")).unwrap();
+    assert!(log.file_type().is_file(), "launcher.log is a regular file");
+    assert_eq!((log.uid(), log.mode() & 0o777), (0, 0o600));
+    // The container still gets the step's umask, as a plain srun task does.
+    for mask in ["0000", "0027"] {
+        let script = format!("umask {mask}; srun {image} sh -c umask");
+        let o = as_user_in(&dir, &[], &["sh", "-c", &script]);
+        let out = common::assert_success(&o, &format!("umask {mask}"));
+        assert_eq!(out.trim(), mask, "the container's umask");
     }
 }

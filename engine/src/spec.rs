@@ -253,6 +253,12 @@ pub fn build_spec(
         .cwd(working_dir(meta, process.cwd.as_deref())?)
         .no_new_privileges(true)
         .build()?;
+    // runc starts the process with umask 022 unless told: the step's, as for a plain task.
+    if let Some(mask) = crate::sys::process::task_umask() {
+        let mut u = proc_.user().clone();
+        u.set_umask(Some(mask));
+        proc_.set_user(u);
+    }
     // The builder fills unset fields from oci-spec's defaults; these are ours.
     proc_.set_capabilities(Some(no_caps));
     proc_.set_rlimits(None);

@@ -283,6 +283,7 @@ fn parse(a: &RunArgs, command: &[String], id: &str) -> Result<Parsed, String> {
             user_env,
             cwd: a.workdir.clone(),
             terminal: a.tty,
+            umask: None,
         },
         opts: SpecOptions {
             annotations,

@@ -95,6 +95,8 @@ pub struct ProcessRequest {
     /// Working directory; the image's WorkingDir, then `/`, when `None`.
     pub cwd: Option<PathBuf>,
     pub terminal: bool,
+    /// The process's umask (a Slurm task's is the step's `SLURM_UMASK`); runc's 022 when `None`.
+    pub umask: Option<u32>,
 }
 
 /// Container-level choices.
@@ -253,8 +255,8 @@ pub fn build_spec(
         .cwd(working_dir(meta, process.cwd.as_deref())?)
         .no_new_privileges(true)
         .build()?;
-    // runc starts the process with umask 022 unless told: the step's, as for a plain task.
-    if let Some(mask) = crate::sys::process::task_umask() {
+    // runc starts the process with umask 022 unless told.
+    if let Some(mask) = process.umask {
         let mut u = proc_.user().clone();
         u.set_umask(Some(mask));
         proc_.set_user(u);

@@ -15,9 +15,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("serve") => {
-            // Root's own directories, sockets and logs never inherit slurmstepd's umask; the
-            // containers get the step's (srun's `SLURM_UMASK`, as plain tasks do).
-            let inherited = process::set_umask(process::ROOT_UMASK);
+            // Root's own directories, sockets and logs never inherit slurmstepd's umask (the
+            // containers get the step's `SLURM_UMASK`, see `task_env::umask`).
+            process::set_umask(process::ROOT_UMASK);
             let req: StepRequest = match serde_json::from_reader(std::io::stdin()) {
                 Ok(r) => r,
                 Err(e) => {
@@ -25,14 +25,6 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let step_umask = req
-                .job_env
-                .iter()
-                .find_map(|e| e.strip_prefix("SLURM_UMASK="))
-                .and_then(|m| u32::from_str_radix(m, 8).ok())
-                .filter(|m| *m <= 0o777)
-                .unwrap_or(inherited);
-            process::set_task_umask(step_umask);
             ExitCode::from(server::serve(req).clamp(0, 255) as u8)
         }
         Some("join-cgroup") => {

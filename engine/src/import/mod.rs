@@ -11,7 +11,7 @@ pub mod oci;
 use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -314,12 +314,7 @@ fn download_layout(
         source,
     };
     std::fs::create_dir(&dir).map_err(io_err)?;
-    let fd: std::os::fd::OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(&dir)
-        .map_err(io_err)?
-        .into();
+    let fd = crate::sys::fs::open_dir(&dir).map_err(io_err)?;
     let owner = fetcher.runs_as();
     if let Some((uid, gid)) = owner {
         // The user may pass through `work` to their directory, not list or change it.

@@ -158,7 +158,6 @@ pub fn resolve(raw: &[u8], reference: &str, os: &str, arch: &str) -> Result<Reso
 /// skopeo's `dir:` layout (`manifest.json` as the registry sent it, blobs named `HEX`).
 #[derive(Debug, Clone)]
 pub struct Layout {
-    pub dir: PathBuf,
     files: LayoutFiles,
     /// Digest of the manifest blob in the layout (skopeo may have converted a Docker manifest
     /// in an OCI layout, so there this need not be the registry's digest).
@@ -192,18 +191,13 @@ enum BlobNames {
 impl LayoutFiles {
     /// The root-created directory `dir` (its last component not followed).
     fn open(dir: &Path, blobs: BlobNames) -> Result<Self, OciError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(dir)
-            .map_err(|source| OciError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+        let fd = crate::sys::fs::open_dir(dir).map_err(|source| OciError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         Ok(LayoutFiles {
             dir: dir.to_path_buf(),
-            fd: Arc::new(f.into()),
+            fd: Arc::new(fd),
             owner: None,
             blobs,
         })
@@ -414,7 +408,6 @@ impl Layout {
             platform,
         };
         Ok(Layout {
-            dir,
             files,
             manifest_digest,
             config_digest: config.digest,

@@ -622,6 +622,8 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
     }
     task_env::drop_locale(&mut env, &opts.env_names);
     let task_vars = env.clone();
+    // The container's files get the step's umask, as a plain task's do.
+    let umask = task_env::umask(&env);
     let process = ProcessRequest {
         args: hello.argv.clone(),
         entrypoint: if opts.entrypoint == Some(true) {
@@ -637,6 +639,7 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
             .collect(),
         cwd: opts.workdir.as_ref().map(PathBuf::from),
         terminal: hello.tty,
+        umask,
     };
     let mut annotations: BTreeMap<String, String> = opts.annotations.iter().cloned().collect();
     if let Some(mpi) = &opts.mpi_hook {

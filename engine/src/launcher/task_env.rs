@@ -16,6 +16,14 @@ pub fn drop_locale(env: &mut Vec<(String, String)>, named: &[String]) {
 
 /// The PyTorch distributed variables to add to a container environment `final_env` (already
 /// resolved: image, task, site and user rules), taking step facts from the task's `task_env`.
+/// The step's umask as srun passes it (`SLURM_UMASK`, octal); `None` when absent or not a mode.
+pub fn umask(env: &[(String, String)]) -> Option<u32> {
+    env.iter()
+        .find(|(k, _)| k == "SLURM_UMASK")
+        .and_then(|(_, v)| u32::from_str_radix(v, 8).ok())
+        .filter(|m| *m <= 0o777)
+}
+
 pub fn pytorch_vars(
     image_env: &[String],
     final_env: &[String],
@@ -134,6 +142,15 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn umask_is_the_steps_octal_mode_or_none() {
+        assert_eq!(umask(&kv(&[("SLURM_UMASK", "0027")])), Some(0o027));
+        assert_eq!(umask(&kv(&[("SLURM_UMASK", "0000")])), Some(0));
+        assert_eq!(umask(&kv(&[("SLURM_UMASK", "1777")])), None);
+        assert_eq!(umask(&kv(&[("SLURM_UMASK", "09")])), None);
+        assert_eq!(umask(&kv(&[("HOME", "/")])), None);
     }
 
     #[test]

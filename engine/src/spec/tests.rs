@@ -43,6 +43,7 @@ fn process(args: &[&str]) -> ProcessRequest {
         user_env: vec![],
         cwd: None,
         terminal: false,
+        umask: None,
     }
 }
 
@@ -116,6 +117,16 @@ fn working_directory() {
         .unwrap_err()
         .to_string()
         .contains("absolute"));
+}
+
+#[test]
+fn the_steps_umask_reaches_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = Rootfs::for_tests(dir.path());
+    let mut p = process(&["id"]);
+    p.umask = Some(0o027);
+    let j = build(&rootfs, &p, &SpecOptions::default());
+    assert_eq!(j["process"]["user"]["umask"], json!(0o027));
 }
 
 #[test]

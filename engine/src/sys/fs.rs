@@ -22,6 +22,18 @@ pub fn openat<Fd: AsFd>(dir: &Fd, path: &Path, flags: OFlag, mode: Mode) -> io::
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// Opens the directory `path` itself (`O_DIRECTORY | O_NOFOLLOW`: a link in its place is
+/// refused), for descriptor-relative work below it.
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let raw = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: `raw` was just returned by a successful open and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 /// The magic link naming `fd`: what mount(2) and friends take to act on an opened file without
 /// resolving its path again.
 pub fn proc_path<Fd: AsFd>(fd: &Fd) -> PathBuf {

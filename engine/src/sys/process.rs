@@ -93,20 +93,6 @@ pub fn set_umask(mask: u32) -> u32 {
 /// The umask root's own files are made with, whatever the caller's was.
 pub const ROOT_UMASK: u32 = 0o022;
 
-/// The umask the containers of this process get; set once by the launcher from the umask it
-/// was started with (the step's), before it narrows its own to [`ROOT_UMASK`].
-static TASK_UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-
-/// Records `mask` as the containers' umask (the first call wins).
-pub fn set_task_umask(mask: u32) {
-    let _ = TASK_UMASK.set(mask);
-}
-
-/// The containers' umask, when the launcher recorded one (runc's own default is 022).
-pub fn task_umask() -> Option<u32> {
-    TASK_UMASK.get().copied()
-}
-
 /// Makes `cmd`'s process find the open file `file` as descriptor `target` (for programs that
 /// take a path: they are given `/proc/self/fd/<target>`). `file` must outlive the spawn.
 pub fn pass_fd_on_exec<Fd: AsRawFd>(cmd: &mut Command, file: &Fd, target: i32) {
@@ -186,10 +172,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_recorded_umask_wins_and_roots_is_set() {
-        set_task_umask(0o027);
-        set_task_umask(0o000);
-        assert_eq!(task_umask(), Some(0o027));
+    fn set_umask_returns_the_previous_mask() {
         let before = set_umask(ROOT_UMASK);
         assert_eq!(set_umask(before), ROOT_UMASK);
     }

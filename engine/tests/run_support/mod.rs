@@ -152,6 +152,7 @@ pub fn process(args: &[&str]) -> ProcessRequest {
         user_env: vec![],
         cwd: None,
         terminal: false,
+        umask: None,
     }
 }
 

@@ -16,6 +16,47 @@ fn the_installed_configuration_passes() {
 }
 
 #[test]
+fn an_old_runc_is_a_warning_naming_its_version_and_the_cves() {
+    common::require_root();
+    // The installed runc (Debian 12's 1.1.5+ds1) predates the upstream fixes; the warning
+    // judges the version number only and leaves the exit status to the other checks.
+    let version = String::from_utf8_lossy(
+        &std::process::Command::new("/usr/bin/runc")
+            .arg("--version")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .lines()
+    .next()
+    .unwrap()
+    .strip_prefix("runc version ")
+    .unwrap()
+    .to_string();
+    assert_eq!(version, "1.1.5+ds1", "this test expects Debian 12's runc");
+    let o = common::egret().arg("check").output().unwrap();
+    assert!(o.status.success(), "{}", common::describe(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let warning = out
+        .lines()
+        .find(|l| l.starts_with("egret check: warning: /usr/bin/runc: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    for needle in [
+        "runc version 1.1.5+ds1",
+        "CVE-2024-21626",
+        "CVE-2025-31133",
+        "CVE-2025-52565",
+        "CVE-2025-52881",
+        "upstream version number",
+        "1.2.8, 1.3.3, 1.4.0 or later",
+        "backported",
+    ] {
+        assert!(warning.contains(needle), "{needle:?} not in {warning}");
+    }
+    assert!(out.contains("no problems found"), "{out}");
+}
+
+#[test]
 fn a_misconfigured_install_names_each_violation() {
     common::require_root();
     // /var/tmp is world-writable: everything below it is tamperable by any user.

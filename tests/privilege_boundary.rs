@@ -347,3 +347,80 @@ fn the_users_umask_never_shapes_roots_run_directory() {
         assert_eq!(out.trim(), mask, "the container's umask");
     }
 }
+
+/// Finding 6: `PMIX_SERVER_TMPDIR` is the user's to set. A directory with the right name and
+/// owner in a directory the user can write (where a rename could swap it for any other between
+/// root's check and runc's bind), or reached through a link, is refused with one line naming the
+/// variable; the container never starts.
+#[test]
+fn a_pmix_directory_outside_slurms_spool_is_never_bound() {
+    common::require_root();
+    common::require_installed_build();
+    let dir = common::scratch_dir(Some(TEST_USER));
+    let image = format!("--container-image={}", common::registry_image(IMAGE));
+    // Inside the allocation the next step is step 0: the directory gets this step's name.
+    let script = format!(
+        "mkdir -p {d}/own {d}/spool && ln -s {d}/spool {d}/link && \
+         mkdir -p {d}/own/pmix.$SLURM_JOB_ID.0 {d}/spool/pmix.$SLURM_JOB_ID.1 && \
+         PMIX_SERVER_TMPDIR={d}/own/pmix.$SLURM_JOB_ID.0 srun {image} echo started-0; \
+         PMIX_SERVER_TMPDIR={d}/link/pmix.$SLURM_JOB_ID.1 srun {image} echo started-1",
+        d = dir.display()
+    );
+    let o = as_user_in(&dir, &[], &["salloc", "-n1", "sh", "-c", &script]);
+    let text = describe(&o);
+    assert!(!text.contains("started-"), "a container started: {text}");
+    assert!(
+        text.contains("only root can change"),
+        "the user-writable parent is named: {text}"
+    );
+    assert_eq!(
+        text.matches("PMIX_SERVER_TMPDIR=").count(),
+        2,
+        "each step refused with one line naming the variable: {text}"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Finding 3: store images are root's alone. An image another user pulled is reachable only
+/// through that user's index: its file (whose name `/sys/block/loop*/loop/backing_file` shows)
+/// is 0600 and naming it as `--container-image` is refused, because the user's file is opened
+/// as the user.
+#[test]
+fn another_users_image_file_in_the_store_cannot_be_run_or_read() {
+    common::require_root();
+    common::require_installed_build();
+    common::stored_for_root(IMAGE);
+    let digest = common::registry_digest(IMAGE, "latest");
+    let stem = digest.replacen(':', "-", 1);
+    let images = Path::new("/var/lib/egret/store/images");
+    for ext in ["squashfs", "meta"] {
+        let file = images.join(format!("{stem}.{ext}"));
+        let m = fs::metadata(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert_eq!(
+            (m.uid(), m.mode() & 0o777),
+            (0, 0o600),
+            "{} is root's alone",
+            file.display()
+        );
+    }
+    let file = images.join(format!("{stem}.squashfs"));
+    let o = as_user_in(
+        Path::new("/tmp"),
+        &[],
+        &[
+            "srun",
+            &format!("--container-image={}", file.display()),
+            "echo",
+            "started",
+        ],
+    );
+    let text = describe(&o);
+    assert!(!o.status.success() && !text.contains("started"), "{text}");
+    assert!(text.contains("cannot read it as"), "one line why: {text}");
+    let read = as_user_in(
+        Path::new("/tmp"),
+        &[],
+        &["head", "-c1", &file.display().to_string()],
+    );
+    assert!(!read.status.success(), "the user read a store image");
+}

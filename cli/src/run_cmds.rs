@@ -385,6 +385,8 @@ pub fn check(c: &Context) -> Result<ExitCode, String> {
     for v in &found {
         println!("{v}");
     }
+    // A warning, not a problem: the exit status is the other checks'.
+    println!("{}", runc_version_warning(&c.config.runc_path, &found));
     if found.is_empty() {
         println!(
             "egret check: no problems found ({})",
@@ -394,5 +396,61 @@ pub fn check(c: &Context) -> Result<ExitCode, String> {
     } else {
         eprintln!("egret check: {} problem(s) found", found.len());
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `egret check`'s line about the runc CVEs `runc --version` predates (see
+/// [`egret_engine::security::RuncCveStatus`]): a warning, or that it is recent enough. runc is
+/// not run when the checks above found it (or a directory above it) tamperable.
+fn runc_version_warning(runc: &Path, found: &[egret_engine::security::Violation]) -> String {
+    use egret_engine::security::RuncCveStatus;
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let warn = |msg: String| format!("egret check: warning: {}: {msg}", runc.display());
+    if found.iter().any(|v| runc.starts_with(&v.path)) {
+        return warn("not running it for its version: fix the problems above first".into());
+    }
+    let mut child = match Command::new(runc)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => return warn(format!("cannot run '{} --version': {e}", runc.display())),
+    };
+    // `runc --version` prints a few lines and exits; do not hang on a runc that does not.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err("did not exit within 10 s".to_string());
+            }
+            Err(e) => break Err(e.to_string()),
+        }
+    };
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => return warn(format!("'{} --version' failed ({s})", runc.display())),
+        Err(e) => return warn(format!("'{} --version' {e}", runc.display())),
+    }
+    // Read only once it has exited (a killed one's pipe may still be held by its children).
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        let _ = stdout.read_to_string(&mut out);
+    }
+    match RuncCveStatus::of_version_output(&out) {
+        RuncCveStatus::Fixed { version } => format!(
+            "egret check: {}: runc version {version} has the upstream fixes for \
+             CVE-2024-21626, CVE-2025-31133, CVE-2025-52565 and CVE-2025-52881",
+            runc.display()
+        ),
+        other => warn(other.warning().unwrap_or_default()),
     }
 }

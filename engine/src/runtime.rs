@@ -185,12 +185,17 @@ impl SignalForwarder {
             pid: pid.as_raw(),
             source,
         };
-        // Readable when the child exits; without it (old kernels) we poll.
-        let pidfd = sys::process::pidfd_open(pid).ok();
+        // Readable when the child exits; without it (old kernels) we poll. Signals go by pidfd
+        // where there is one; by number otherwise, sound only because this loop is the one that
+        // reaps the child, after the last signal.
+        let pidfd = sys::process::PidFd::open(pid).ok();
         loop {
             while let Some(info) = self.fd.read_signal().map_err(RuntimeError::Signals)? {
                 if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
-                    let _ = kill(pid, sig);
+                    let _ = match &pidfd {
+                        Some(p) => p.signal(sig).map_err(|_| nix::Error::ESRCH),
+                        None => kill(pid, sig),
+                    };
                 }
             }
             match waitpid(pid, Some(WaitPidFlag::WNOHANG)).map_err(wait_err)? {

@@ -187,3 +187,243 @@ mod tests {
         assert!(enforce(&cfg, Path::new("/nonexistent"), &[]).is_ok());
     }
 }
+
+/// Which known runc container-breakout CVEs the installed runc predates, judged by the
+/// upstream version number in `runc --version` alone (distributions backport fixes without
+/// changing it, so a "vulnerable" runc may be patched; `egret check` says so).
+///
+/// - CVE-2024-21626 (leaked fd, GHSA-xr7r-f8xq-vfvv): fixed in 1.1.12.
+/// - CVE-2025-31133, CVE-2025-52565, CVE-2025-52881 (mount races, GHSA-9493-h29p-rfm2,
+///   GHSA-qw9x-cqr3-wc7r, GHSA-cgrx-mc8f-2prm): fixed in 1.2.8, 1.3.3 and 1.4.0-rc.3; no
+///   1.1.z or older release has the fixes, 1.5 and later all do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuncCveStatus {
+    /// At or above the fixed release of its branch for every CVE above.
+    Fixed { version: String },
+    /// Older than a fix: the CVEs it predates and the upstream release to install.
+    Vulnerable {
+        version: String,
+        cves: Vec<&'static str>,
+        install: String,
+    },
+    /// The first line is not `runc version X.Y.Z[...]`.
+    Unknown { first_line: String },
+}
+
+impl RuncCveStatus {
+    /// The first line of `runc --version` output, judged (see [`RuncCveStatus`]).
+    pub fn of_version_output(output: &str) -> RuncCveStatus {
+        const CVE_2024: &[&str] = &["CVE-2024-21626"];
+        const CVE_2025: &[&str] = &["CVE-2025-31133", "CVE-2025-52565", "CVE-2025-52881"];
+        let first_line = output.lines().next().unwrap_or("").trim();
+        let unknown = || RuncCveStatus::Unknown {
+            first_line: first_line.to_string(),
+        };
+        let Some(version) = first_line.strip_prefix("runc version ") else {
+            return unknown();
+        };
+        let version = version.trim();
+        // X.Y.Z, then a suffix: "-rc.N" / "-rcN" (an upstream release candidate), another
+        // "-WORD" (a pre-release below any rc), "-DIGITS..." or "+..." (a build or a
+        // distribution's revision: the release itself, e.g. Debian's "1.1.5+ds1").
+        let end = version
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(version.len());
+        let (numbers, suffix) = version.split_at(end);
+        let parts: Vec<Option<u64>> = numbers.split('.').map(|p| p.parse().ok()).collect();
+        let [Some(major), Some(minor), Some(patch)] = parts[..] else {
+            return unknown();
+        };
+        // Pre-release rank: u64::MAX for a release.
+        let pre = match suffix.strip_prefix('-') {
+            Some(s) if s.starts_with(|c: char| c.is_ascii_digit()) => u64::MAX,
+            Some(s) => match s.strip_prefix("rc") {
+                Some(n) => {
+                    let n = n.strip_prefix('.').unwrap_or(n);
+                    let digits = n.find(|c: char| !c.is_ascii_digit()).unwrap_or(n.len());
+                    match n[..digits].parse::<u64>() {
+                        Ok(n) => n,
+                        Err(_) => return unknown(),
+                    }
+                }
+                None if s.starts_with(|c: char| c.is_ascii_alphabetic()) => 0,
+                None => return unknown(),
+            },
+            None if suffix.is_empty() || suffix.starts_with('+') => u64::MAX,
+            None => return unknown(),
+        };
+        let v = (major, minor, patch, pre);
+        let release = |x, y, z| (x, y, z, u64::MAX);
+        let mut cves = Vec::new();
+        if v < release(1, 1, 12) {
+            cves.extend_from_slice(CVE_2024);
+        }
+        // The fixed release of this version's branch; None where the branch has none.
+        let fixed_2025 = match (major, minor) {
+            (1, 2) => Some(((1, 2, 8, u64::MAX), "1.2.8")),
+            (1, 3) => Some(((1, 3, 3, u64::MAX), "1.3.3")),
+            (1, 4) => Some(((1, 4, 0, 3), "1.4.0-rc.3 (or 1.4.0)")),
+            (1, m) if m >= 5 => Some(((1, m, 0, 0), "")),
+            (m, _) if m >= 2 => Some(((m, 0, 0, 0), "")),
+            _ => None,
+        };
+        let install = match fixed_2025 {
+            Some((fixed, _)) if v >= fixed => None,
+            Some((_, name)) => Some(format!("{name} or later")),
+            None => Some(
+                "1.2.8, 1.3.3, 1.4.0 or later (no 1.1.z or older release has the \
+                 2025 fixes)"
+                    .to_string(),
+            ),
+        };
+        if let Some(install) = install {
+            cves.extend_from_slice(CVE_2025);
+            return RuncCveStatus::Vulnerable {
+                version: version.to_string(),
+                cves,
+                install,
+            };
+        }
+        // Every release before 1.1.12 is on a branch without the 2025 fixes: handled above.
+        debug_assert!(cves.is_empty());
+        RuncCveStatus::Fixed {
+            version: version.to_string(),
+        }
+    }
+
+    /// One line for an admin, `None` when fixed.
+    pub fn warning(&self) -> Option<String> {
+        match self {
+            RuncCveStatus::Fixed { .. } => None,
+            RuncCveStatus::Vulnerable {
+                version,
+                cves,
+                install,
+            } => Some(format!(
+                "runc version {version} predates the upstream fixes for {} (judged by the \
+                 upstream version number only: distributions may backport fixes without \
+                 changing it): install runc {install}, or confirm that your distribution's \
+                 package has the fixes backported",
+                cves.join(", ")
+            )),
+            RuncCveStatus::Unknown { first_line } => Some(format!(
+                "cannot tell which runc CVE fixes it has: 'runc --version' did not start with \
+                 'runc version X.Y.Z' (first line: {first_line:?}); make sure it is runc 1.2.8, \
+                 1.3.3, 1.4.0 or later, or has the fixes for CVE-2024-21626, CVE-2025-31133, \
+                 CVE-2025-52565 and CVE-2025-52881 backported"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod runc_cve_tests {
+    use super::RuncCveStatus;
+
+    fn status(v: &str) -> RuncCveStatus {
+        RuncCveStatus::of_version_output(&format!(
+            "runc version {v}\ncommit: x\nspec: 1.0.2-dev\ngo: go1.19.8\n"
+        ))
+    }
+
+    fn cves(v: &str) -> Vec<&'static str> {
+        match status(v) {
+            RuncCveStatus::Vulnerable { cves, .. } => cves,
+            RuncCveStatus::Fixed { .. } => Vec::new(),
+            RuncCveStatus::Unknown { first_line } => panic!("{v}: unknown ({first_line})"),
+        }
+    }
+
+    const ALL_2025: [&str; 3] = ["CVE-2025-31133", "CVE-2025-52565", "CVE-2025-52881"];
+
+    #[test]
+    fn debian_12_runc_predates_every_fix() {
+        let mut all = vec!["CVE-2024-21626"];
+        all.extend(ALL_2025);
+        assert_eq!(cves("1.1.5+ds1"), all);
+        match status("1.1.5+ds1") {
+            RuncCveStatus::Vulnerable {
+                version, install, ..
+            } => {
+                assert_eq!(version, "1.1.5+ds1");
+                assert!(install.contains("1.2.8, 1.3.3, 1.4.0"), "{install}");
+            }
+            s => panic!("{s:?}"),
+        }
+        let w = status("1.1.5+ds1").warning().unwrap();
+        assert!(w.contains("runc version 1.1.5+ds1"), "{w}");
+        assert!(w.contains("CVE-2024-21626, CVE-2025-31133"), "{w}");
+        assert!(w.contains("upstream version number"), "{w}");
+        assert!(w.contains("backported"), "{w}");
+    }
+
+    #[test]
+    fn the_2024_fix_is_1_1_12() {
+        assert!(cves("1.1.11").contains(&"CVE-2024-21626"));
+        assert!(cves("1.0.0-rc95").contains(&"CVE-2024-21626"));
+        assert_eq!(cves("1.1.12"), ALL_2025);
+        assert_eq!(cves("1.1.15"), ALL_2025);
+    }
+
+    #[test]
+    fn the_2025_fixes_are_per_branch() {
+        for v in [
+            "1.2.7",
+            "1.2.0",
+            "1.2.0-rc.1",
+            "1.3.2",
+            "1.3.0-rc.1",
+            "1.4.0-rc.2",
+        ] {
+            assert_eq!(cves(v), ALL_2025, "{v}");
+        }
+        for v in [
+            "1.2.8",
+            "1.2.9",
+            "1.3.3",
+            "1.3.4+dev",
+            "1.4.0-rc.3",
+            "1.4.0-rc.3+dev",
+            "1.4.0",
+            "1.4.1",
+            "1.5.0",
+            "1.5.0-rc.1",
+            "2.0.0",
+        ] {
+            assert_eq!(status(v), RuncCveStatus::Fixed { version: v.into() }, "{v}");
+            assert_eq!(status(v).warning(), None);
+        }
+        // A distribution's revision is the release itself; a non-rc pre-release is below rc.1.
+        assert_eq!(cves("1.3.3-0ubuntu1~24.04.2"), Vec::<&str>::new());
+        assert_eq!(cves("1.4.0-beta.1"), ALL_2025);
+        match status("1.4.0-rc.2") {
+            RuncCveStatus::Vulnerable { install, .. } => {
+                assert!(install.starts_with("1.4.0-rc.3"), "{install}")
+            }
+            s => panic!("{s:?}"),
+        }
+        match status("1.2.7") {
+            RuncCveStatus::Vulnerable { install, .. } => assert_eq!(install, "1.2.8 or later"),
+            s => panic!("{s:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_is_unknown() {
+        for out in [
+            "",
+            "garbage",
+            "runc version",
+            "runc version x.y.z",
+            "runc version 1.2",
+            "runc version 1.2.8.1",
+            "crun version 1.8.1",
+            "runc version 1.2.8-rc.x",
+        ] {
+            let s = RuncCveStatus::of_version_output(out);
+            assert!(matches!(s, RuncCveStatus::Unknown { .. }), "{out:?}: {s:?}");
+            let w = s.warning().unwrap();
+            assert!(w.contains("cannot tell"), "{w}");
+        }
+    }
+}

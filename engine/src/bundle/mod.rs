@@ -29,7 +29,7 @@ use nix::sched::CloneFlags;
 use nix::sys::stat::{fstat, SFlag};
 use oci_spec::runtime::{Mount, MountBuilder};
 
-pub use syscall::{LinuxSyscall, LoopHandle, Syscall};
+pub use syscall::{BindFlags, LinuxSyscall, LoopHandle, Syscall};
 
 use crate::config::{Config, UserMountRules};
 use crate::imagemeta::ImageMeta;
@@ -75,7 +75,7 @@ pub enum BundleError {
         #[source]
         source: nix::Error,
     },
-    #[error("cannot set mount flags on {}: {source}", path.display())]
+    #[error("cannot bind a mount onto {} with its flags: {source}", path.display())]
     MountFlags {
         path: PathBuf,
         #[source]
@@ -541,34 +541,8 @@ fn bind_with(
         mounts::check_destination(&resolved, rules)?;
     }
     let target = mounts::open_in_root(&rootfs.rootfs, &rel, kind)?;
-    let what = format!("{}", m.source.display());
-    let mut flags = MsFlags::MS_BIND;
-    if extras.recursive {
-        flags |= MsFlags::MS_REC;
-    }
-    mount(
-        sys,
-        &what,
-        Some(&sys::fs::proc_path(&src)),
-        &sys::fs::proc_path(&target),
-        None,
-        flags,
-        None,
-    )?;
-    let path = rootfs.rootfs.join(&rel);
-    rootfs.mounted.push(path.clone());
-    if extras.unbindable {
-        mount(
-            sys,
-            "unbindable",
-            None,
-            &path,
-            None,
-            MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
-            None,
-        )?;
-    }
-    // A bind keeps the source's flags: add ours on top, on every mount below it too.
+    // A bind keeps the source's flags: ours are added on top, on every mount below it too,
+    // before the copy is attached (no window without them, no path resolved again).
     let mut attrs = MOUNT_ATTR_NOSUID;
     if user.is_some() {
         attrs |= MOUNT_ATTR_NODEV;
@@ -579,11 +553,18 @@ fn bind_with(
     if extras.noexec {
         attrs |= MOUNT_ATTR_NOEXEC;
     }
-    sys.set_mount_attrs(&path, attrs, true)
+    let path = rootfs.rootfs.join(&rel);
+    let flags = BindFlags {
+        recursive: extras.recursive,
+        attrs,
+        unbindable: extras.unbindable,
+    };
+    sys.bind_fd(&src, &target, &path, flags)
         .map_err(|source| BundleError::MountFlags {
             path: resolved.clone(),
             source,
         })?;
+    rootfs.mounted.push(path);
     rootfs.binds.push(BindMount {
         source: m.source.clone(),
         destination: resolved,

@@ -31,9 +31,17 @@ pub trait Syscall {
     ) -> nix::Result<()>;
     /// umount2(2).
     fn umount(&self, target: &Path, flags: MntFlags) -> nix::Result<()>;
-    /// Adds `MOUNT_ATTR_*` flags to the mount at `target` (and below it when `recursive` and the
-    /// kernel can), keeping the flags it already has.
-    fn set_mount_attrs(&self, target: &Path, attrs: u64, recursive: bool) -> io::Result<()>;
+    /// Binds what `source` refers to onto what `target` refers to with its flags already set:
+    /// a detached copy of the source (`open_tree`), its flags (`mount_setattr`), then attached
+    /// (`move_mount`); neither path is resolved again. `target_path` names the target for
+    /// kernels without that API (before 5.12), where the flags are set by path after the bind.
+    fn bind_fd(
+        &self,
+        source: &OwnedFd,
+        target: &OwnedFd,
+        target_path: &Path,
+        flags: BindFlags,
+    ) -> io::Result<()>;
     /// Attaches `image` to a loop device, read-only and autoclear.
     fn attach_loop(&self, image: &File, name: &Path) -> io::Result<LoopHandle>;
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
@@ -42,6 +50,17 @@ pub trait Syscall {
     /// True when the calling thread is in a mount namespace made by
     /// [`super::enter_private_mount_namespace`].
     fn in_private_namespace(&self) -> io::Result<bool>;
+}
+
+/// How [`Syscall::bind_fd`] binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BindFlags {
+    /// With the mounts below the source (`MS_REC`).
+    pub recursive: bool,
+    /// `MOUNT_ATTR_*` bits added to the source's own flags, on every mount of the copy.
+    pub attrs: u64,
+    /// No bind can be made of the result (pyxis's `unbindable`).
+    pub unbindable: bool,
 }
 
 /// The real thing.
@@ -81,13 +100,31 @@ impl Syscall for LinuxSyscall {
         nix::mount::umount2(target, flags)
     }
 
-    fn set_mount_attrs(&self, target: &Path, attrs: u64, recursive: bool) -> io::Result<()> {
-        // Opened by path so that the mount on top of `target` is the one changed.
-        let fd = open_o_path(target)?;
-        match sys::mount::set_attrs(&fd, attrs, recursive) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => remount_legacy(target, attrs),
-            other => other,
+    fn bind_fd(
+        &self,
+        source: &OwnedFd,
+        target: &OwnedFd,
+        target_path: &Path,
+        flags: BindFlags,
+    ) -> io::Result<()> {
+        let propagation = if flags.unbindable {
+            MsFlags::MS_UNBINDABLE.bits()
+        } else {
+            0
+        };
+        let tree = match sys::mounttree::clone_tree(source, flags.recursive) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                return bind_legacy(source, target, target_path, flags)
+            }
+            other => other?,
+        };
+        match sys::mount::set_attrs_and_propagation(&tree, flags.attrs, propagation, true) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                return bind_legacy(source, target, target_path, flags)
+            }
+            other => other?,
         }
+        sys::mounttree::attach(&tree, target)
     }
 
     fn attach_loop(&self, image: &File, name: &Path) -> io::Result<LoopHandle> {
@@ -119,6 +156,37 @@ impl Syscall for LinuxSyscall {
             .unwrap_or_else(|e| e.into_inner())
             .contains(&ns))
     }
+}
+
+/// Kernels without `open_tree`/`mount_setattr`: bind by descriptor, then set the flags on the
+/// mount now at `target_path` (a path again: only where the new API is missing).
+fn bind_legacy(
+    source: &OwnedFd,
+    target: &OwnedFd,
+    target_path: &Path,
+    flags: BindFlags,
+) -> io::Result<()> {
+    let mut ms = MsFlags::MS_BIND;
+    if flags.recursive {
+        ms |= MsFlags::MS_REC;
+    }
+    nix::mount::mount(
+        Some(&sys::fs::proc_path(source)),
+        &sys::fs::proc_path(target),
+        None::<&str>,
+        ms,
+        None::<&str>,
+    )?;
+    if flags.unbindable {
+        nix::mount::mount(
+            None::<&str>,
+            target_path,
+            None::<&str>,
+            MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+            None::<&str>,
+        )?;
+    }
+    remount_legacy(target_path, flags.attrs)
 }
 
 /// Kernels before 5.12: one remount of the top mount only, repeating the flags it has (a bind
@@ -169,10 +237,10 @@ pub enum Call {
     Umount {
         target: PathBuf,
     },
-    SetAttrs {
+    BindFd {
+        source: PathBuf,
         target: PathBuf,
-        attrs: u64,
-        recursive: bool,
+        flags: BindFlags,
     },
     AttachLoop {
         image: PathBuf,
@@ -241,11 +309,17 @@ impl Syscall for RecordingSyscall {
         Ok(())
     }
 
-    fn set_mount_attrs(&self, target: &Path, attrs: u64, recursive: bool) -> io::Result<()> {
-        self.record(Call::SetAttrs {
-            target: target.to_path_buf(),
-            attrs,
-            recursive,
+    fn bind_fd(
+        &self,
+        source: &OwnedFd,
+        target: &OwnedFd,
+        _target_path: &Path,
+        flags: BindFlags,
+    ) -> io::Result<()> {
+        self.record(Call::BindFd {
+            source: Self::real(&sys::fs::proc_path(source)),
+            target: Self::real(&sys::fs::proc_path(target)),
+            flags,
         });
         Ok(())
     }

@@ -204,7 +204,6 @@ fn site_extra_and_user_mounts_devices_and_init() {
     let root = f.bundle.join("rootfs");
     let calls = sys.calls();
     let after_overlay = &calls[6..];
-    let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
     let nosuid = sys::mount::MOUNT_ATTR_NOSUID;
     let nodev = sys::mount::MOUNT_ATTR_NODEV;
     let rdonly = sys::mount::MOUNT_ATTR_RDONLY;
@@ -216,31 +215,40 @@ fn site_extra_and_user_mounts_devices_and_init() {
                 uid: None,
                 path: site_src.clone()
             },
-            mount_call(Some(&site_src), &root.join("scratch"), None, bind, None),
-            Call::SetAttrs {
+            Call::BindFd {
+                source: site_src.clone(),
                 target: root.join("scratch"),
-                attrs: nosuid | rdonly,
-                recursive: true
+                flags: BindFlags {
+                    recursive: true,
+                    attrs: nosuid | rdonly,
+                    unbindable: false
+                }
             },
             Call::OpenAs {
                 uid: None,
                 path: script.clone()
             },
-            mount_call(Some(&script), &script_in_root, None, bind, None),
-            Call::SetAttrs {
+            Call::BindFd {
+                source: script.clone(),
                 target: script_in_root.clone(),
-                attrs: nosuid | rdonly,
-                recursive: true
+                flags: BindFlags {
+                    recursive: true,
+                    attrs: nosuid | rdonly,
+                    unbindable: false
+                }
             },
             Call::OpenAs {
                 uid: Some(4242),
                 path: user_src.clone()
             },
-            mount_call(Some(&user_src), &root.join("data/in"), None, bind, None),
-            Call::SetAttrs {
+            Call::BindFd {
+                source: user_src.clone(),
                 target: root.join("data/in"),
-                attrs: nosuid | nodev | rdonly,
-                recursive: true
+                flags: BindFlags {
+                    recursive: true,
+                    attrs: nosuid | nodev | rdonly,
+                    unbindable: false
+                }
             },
             Call::OpenAs {
                 uid: None,

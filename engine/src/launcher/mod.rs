@@ -15,6 +15,7 @@ mod image;
 pub mod multiprog;
 pub mod named;
 pub mod options;
+mod pmix;
 mod progress;
 pub mod protocol;
 pub mod save;

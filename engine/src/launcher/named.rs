@@ -88,6 +88,10 @@ pub enum Plan {
 pub struct Running {
     pub pids: Vec<i32>,
     pub attach: crate::bundle::AttachInfo,
+    /// The inode of the mount namespace the holders share (set by [`hold`]): a join enters a
+    /// namespace only if it is this one, whatever process now has a recorded number.
+    #[serde(default)]
+    pub mount_ns: Option<u64>,
 }
 
 /// The directory of named container `name` of a job on node `node`; with the site's
@@ -170,6 +174,11 @@ pub fn hold(dir: &Path, mut record: Running) -> Result<File, String> {
         .map_err(|e| format!("egret: {}: {e}", lock_path.display()))?;
     record.pids.retain(|&p| p != std::process::id() as i32);
     record.pids.insert(0, std::process::id() as i32);
+    record.mount_ns = Some(
+        fs::metadata("/proc/thread-self/ns/mnt")
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .map_err(|e| format!("egret: /proc/thread-self/ns/mnt: {e}"))?,
+    );
     let path = dir.join("running.json");
     let tmp = dir.join(format!("running.json.{}", std::process::id()));
     let body = serde_json::to_vec(&record).map_err(|e| format!("egret: {e}"))?;
@@ -314,6 +323,7 @@ mod tests {
         assert!(matches!(plan(dir, "c", Mode::NoExec), Ok(Plan::Own)));
         // Running: a held lock and a record.
         let record = Running {
+            mount_ns: None,
             pids: vec![],
             attach: crate::bundle::AttachInfo::default(),
         };

@@ -20,6 +20,7 @@ use crate::mounts::{self, BindMount};
 use crate::pyxis_mounts::PyxisMount;
 use crate::runtime::Runc;
 use crate::spec::{self, EntrypointChoice, EnvRequest, ProcessRequest, SpecOptions};
+use crate::sys::process::PidFd;
 use crate::user::UserIdentity;
 
 use super::exec;
@@ -195,7 +196,8 @@ struct Conn {
     stream: UnixStream,
     hello: Hello,
     fds: Vec<OwnedFd>,
-    pid: i32,
+    /// The task process that connected, named by pidfd (its number is recycled once it is gone).
+    task: PidFd,
 }
 
 fn accept_loop(
@@ -219,6 +221,9 @@ fn accept_loop(
         if cred.uid() != req.uid && cred.uid() != 0 {
             continue;
         }
+        let Some(task) = peer_process(&stream, cred.pid(), cred.uid()) else {
+            continue;
+        };
         match protocol::recv_hello(&mut stream) {
             Ok((hello, fds)) => {
                 accepted += 1;
@@ -230,7 +235,7 @@ fn accept_loop(
                         stream,
                         hello,
                         fds,
-                        pid: cred.pid(),
+                        task,
                     })
                     .is_err()
                 {
@@ -240,6 +245,36 @@ fn accept_loop(
             Err(e) => eprintln!("egret-launcher: bad hello: {e}"),
         }
     }
+}
+
+/// The process at the other end of `stream`: the kernel's pidfd of the connecting process, or
+/// (before Linux 6.5) a pidfd opened now for the `SO_PEERCRED` pid and accepted only if that
+/// process still has the peer's uid, so a recycled number can at worst name one of the user's
+/// own processes.
+fn peer_process(stream: &UnixStream, pid: i32, uid: u32) -> Option<PidFd> {
+    match PidFd::of_peer(stream) {
+        Ok(p) => return Some(p),
+        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {}
+        Err(e) => {
+            eprintln!("egret-launcher: SO_PEERPIDFD: {e}");
+            return None;
+        }
+    }
+    let p = PidFd::open(nix::unistd::Pid::from_raw(pid)).ok()?;
+    let same_user = p.with_pid(|n| process_uid(n) == Some(uid)).unwrap_or(false);
+    same_user.then_some(p)
+}
+
+/// The real uid of process `pid` (`/proc/PID/status`).
+fn process_uid(pid: i32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A step's named container: where it lives and what this step does with it.
@@ -291,16 +326,31 @@ fn plan_named(cfg: &Config, req: &StepRequest) -> Result<Option<NamedStep>, Stri
     }))
 }
 
-/// Enters the mount namespace of a launcher that runs the container (the first of those
-/// recorded that is still an egret launcher).
+/// Enters the mount namespace of a launcher that runs the container: the first recorded process
+/// that is still a root egret launcher in the recorded namespace. A recorded number may have
+/// been recycled by then; the namespace file is opened while the pidfd proves the number still
+/// names the process checked, and its inode must be the recorded one.
 fn join_namespace(r: &named::Running) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
     let me = std::env::current_exe().map_err(|e| format!("egret: {e}"))?;
+    let Some(want) = r.mount_ns else {
+        return Err("egret: the named container's record predates this egret; run it again".into());
+    };
     for pid in &r.pids {
-        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-        if fs::read_link(proc_dir.join("exe")).ok().as_ref() != Some(&me) {
+        let Ok(process) = PidFd::open(nix::unistd::Pid::from_raw(*pid)) else {
             continue;
-        }
-        let Ok(ns) = fs::File::open(proc_dir.join("ns/mnt")) else {
+        };
+        let ns = process.with_pid(|n| {
+            let proc_dir = PathBuf::from(format!("/proc/{n}"));
+            if fs::read_link(proc_dir.join("exe")).ok().as_ref() != Some(&me)
+                || process_uid(n) != Some(0)
+            {
+                return None;
+            }
+            let ns = fs::File::open(proc_dir.join("ns/mnt")).ok()?;
+            (ns.metadata().ok()?.ino() == want).then_some(ns)
+        });
+        let Ok(Some(ns)) = ns else {
             continue;
         };
         return nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS)
@@ -441,6 +491,7 @@ fn prepare(
     let named_hold = match named {
         Some(n) => {
             let record = named::Running {
+                mount_ns: None,
                 pids: Vec::new(),
                 attach: rootfs.attach_info(),
             };
@@ -567,7 +618,8 @@ fn run_one(p: &Prepared, mut conn: Conn, defer: bool) -> Option<(UnixStream, ToT
             );
         }
     }
-    let outcome = start_container(p, &conn, &id).map(|child| watch(p, &mut conn, child, &id));
+    let outcome =
+        start_container(p, &conn, &id).map(|(child, _pmix)| watch(p, &mut conn, child, &id));
     // When runc itself failed (not the command), say why in one line, with a shell's exit code.
     let outcome = outcome.map(|code| {
         let log = p
@@ -594,7 +646,12 @@ fn run_one(p: &Prepared, mut conn: Conn, defer: bool) -> Option<(UnixStream, ToT
     None
 }
 
-fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::Child, String> {
+/// Starts runc for one task; the staged PMIx mount (if any) must live until the container ends.
+fn start_container(
+    p: &Prepared,
+    conn: &Conn,
+    id: &str,
+) -> Result<(std::process::Child, Option<super::pmix::StagedMount>), String> {
     let opts = &p.req.options;
     let hello = &conn.hello;
     let bundle_dir = p.rootfs.bundle_dir.join(format!("task-{}", hello.local_id));
@@ -686,9 +743,36 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
     if let Some(h) = &p.unshare {
         h.apply(&mut spec, &p.rootfs.bundle_dir.join("shm"))?;
     }
-    add_pmix_mounts(&mut spec, &env_of(hello), p.user.uid)?;
+    let pmix = super::pmix::mounts(
+        &env_of(hello),
+        p.user.uid,
+        p.req.job_id,
+        p.req.step_id,
+        &bundle_dir,
+    )
+    .map_err(|e| format!("egret: {e}"))?;
+    if !pmix.binds.is_empty() {
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        for (source, destination, opts) in &pmix.binds {
+            mounts.push(
+                oci_spec::runtime::MountBuilder::default()
+                    .destination(destination)
+                    .typ("bind")
+                    .source(source)
+                    .options(opts.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+                    .build()
+                    .map_err(|e| format!("egret: {e}"))?,
+            );
+        }
+        spec.set_mounts(Some(mounts));
+    }
     // runc's new cpuset cgroup would reset the affinity Slurm gave the task (--cpu-bind).
-    spec::keep_affinity(&mut spec, conn.pid).map_err(|e| format!("egret: {e}"))?;
+    let gone =
+        |e: std::io::Error| format!("egret: the task exited before its container started ({e})");
+    conn.task
+        .with_pid(|pid| spec::keep_affinity(&mut spec, pid))
+        .map_err(gone)?
+        .map_err(|e| format!("egret: {e}"))?;
     spec::write_spec(&bundle_dir, &spec).map_err(|e| format!("egret: {e}"))?;
 
     let runc = Runc {
@@ -697,8 +781,11 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
     };
     let extra = conn.fds.len().saturating_sub(3) as u32;
     let inner = runc.command_logged(id, &bundle_dir, extra, &bundle_dir.join("runc.log"));
-    let mut cmd =
-        super::cgroup::join_then_exec(conn.pid, &inner).map_err(|e| format!("egret: {e}"))?;
+    let mut cmd = conn
+        .task
+        .with_pid(|pid| super::cgroup::join_then_exec(pid, &inner))
+        .map_err(gone)?
+        .map_err(|e| format!("egret: {e}"))?;
     let raw: Vec<i32> = conn.fds.iter().map(|f| f.as_raw_fd()).collect();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -706,8 +793,10 @@ fn start_container(p: &Prepared, conn: &Conn, id: &str) -> Result<std::process::
     // The launcher blocks SIGTERM/SIGINT for its own threads; runc and the container must not.
     crate::sys::process::unblock_signals_on_exec(&mut cmd);
     super::exec::map_fds_on_exec(&mut cmd, raw);
-    cmd.spawn()
-        .map_err(|e| format!("egret: cannot start runc: {e}"))
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("egret: cannot start runc: {e}"))?;
+    Ok((child, pmix.staged))
 }
 
 fn env_of(hello: &Hello) -> Vec<(String, String)> {
@@ -721,56 +810,12 @@ fn env_of(hello: &Hello) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `srun --mpi=pmix`: the PMIx client in the container needs the step's PMIx server directory
-/// (shared-memory data store, sockets) and munge (PMIx authentication). The path comes from the
-/// task's environment, which the user controls, so it is bound only if it is a real directory
-/// (no symlink) owned by the job's user, as slurmstepd creates it.
-fn add_pmix_mounts(
-    spec: &mut oci_spec::runtime::Spec,
-    env: &[(String, String)],
-    uid: u32,
-) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let Some((_, dir)) = env.iter().find(|(k, _)| k == "PMIX_SERVER_TMPDIR") else {
-        return Ok(());
-    };
-    let dir = PathBuf::from(dir.trim_end_matches('/'));
-    let trusted = dir.is_absolute()
-        && crate::mounts::normalize(&dir) == dir
-        && dir
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("pmix."))
-        && fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir() && m.uid() == uid);
-    if !trusted {
-        return Err(format!(
-            "egret: PMIX_SERVER_TMPDIR={} is not the step's PMIx directory",
-            dir.display()
-        ));
-    }
-    let mut binds = vec![(dir, vec!["rbind", "nosuid", "nodev"])];
-    let munge = PathBuf::from("/run/munge");
-    if munge.is_dir() {
-        binds.push((munge, vec!["rbind", "nosuid", "nodev", "ro"]));
-    }
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
-    for (path, opts) in binds {
-        let m = oci_spec::runtime::MountBuilder::default()
-            .destination(&path)
-            .typ("bind")
-            .source(&path)
-            .options(opts.into_iter().map(String::from).collect::<Vec<_>>())
-            .build()
-            .map_err(|e| format!("egret: {e}"))?;
-        mounts.push(m);
-    }
-    spec.set_mounts(Some(mounts));
-    Ok(())
-}
-
 /// Waits for the container while forwarding the task's signals to runc (which forwards them to
 /// the container). A task that disappears (SIGKILL) takes its container with it.
 fn watch(p: &Prepared, conn: &mut Conn, mut child: std::process::Child, id: &str) -> i32 {
-    let pid = child.id() as i32;
+    // Our child, not yet waited for: its number cannot have been recycled yet. Signals go by
+    // pidfd, so none reaches another process once runc is reaped.
+    let runc_process = PidFd::open(nix::unistd::Pid::from_raw(child.id() as i32));
     let reader = conn.stream.try_clone();
     let runc = Runc {
         path: p.cfg.runc_path.clone(),
@@ -781,8 +826,9 @@ fn watch(p: &Prepared, conn: &mut Conn, mut child: std::process::Child, id: &str
         std::thread::spawn(move || loop {
             match protocol::recv::<ToLauncher>(&mut reader) {
                 Ok(ToLauncher::Signal(sig)) => {
-                    if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), s);
+                    if let (Ok(s), Ok(p)) = (nix::sys::signal::Signal::try_from(sig), &runc_process)
+                    {
+                        let _ = p.signal(s);
                     }
                 }
                 Ok(ToLauncher::Hello(_)) => {}

@@ -20,7 +20,7 @@ mod lock;
 
 use std::fs::DirBuilder;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -267,8 +267,19 @@ impl Store {
     /// The stored image for a manifest digest, if complete (both files present and readable).
     pub fn lookup_digest(&self, digest: &str) -> Result<Option<StoredImage>, StoreError> {
         let (squashfs, meta_path) = self.image_paths(digest)?;
-        let size = match std::fs::metadata(&squashfs) {
-            Ok(m) => m.len(),
+        let size = match std::fs::symlink_metadata(&squashfs) {
+            Ok(m) => {
+                // Stores made before images were private: closed on first use.
+                if m.mode() & 0o077 != 0 && m.uid() == 0 && nix::unistd::geteuid().is_root() {
+                    for p in [&squashfs, &meta_path] {
+                        let _ = std::fs::set_permissions(
+                            p,
+                            std::fs::Permissions::from_mode(IMAGE_MODE),
+                        );
+                    }
+                }
+                m.len()
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
                 return Err(StoreError::Io {
@@ -448,7 +459,7 @@ impl Store {
         body.push(b'\n');
         write_synced(&meta_tmp, &body).map_err(io_err(&meta_tmp))?;
         let f = std::fs::File::open(squashfs).map_err(io_err(squashfs))?;
-        set_perms(&f, 0o644, None).map_err(io_err(squashfs))?;
+        set_perms(&f, IMAGE_MODE, None).map_err(io_err(squashfs))?;
         f.sync_all().map_err(io_err(squashfs))?;
         let size = f.metadata().map_err(io_err(squashfs))?.len();
         std::fs::rename(&meta_tmp, &final_meta).map_err(io_err(&final_meta))?;
@@ -468,9 +479,14 @@ fn write_synced(path: &Path, body: &[u8]) -> io::Result<()> {
     use std::io::Write;
     let mut f = std::fs::File::create(path)?;
     f.write_all(body)?;
-    set_perms(&f, 0o644, None)?;
+    set_perms(&f, IMAGE_MODE, None)?;
     f.sync_all()
 }
+
+/// Image files (squashfs and `.meta`) are root's alone: a user reaches an image only through
+/// their own index (root mounts it for them) or their own file. Their names are no secret
+/// (`/sys/block/loop*/loop/backing_file`), their bytes are.
+pub const IMAGE_MODE: u32 = 0o600;
 
 /// `sha256:<hex>` → `sha256-<hex>`, validating it: digests come from registries and indexes,
 /// and end up in file names.

@@ -68,7 +68,8 @@ fn layout_and_permissions() {
             .permissions()
             .mode()
             & 0o777,
-        0o644
+        0o600,
+        "images are root's alone"
     );
     let central = Store::open_centralized(&dir.path().join("central"), &timings(1000)).unwrap();
     central.record(&r("alpine"), &img).unwrap();

@@ -34,6 +34,18 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// Opens the absolute `path` with no symbolic link followed on the way (`RESOLVE_NO_SYMLINKS`):
+/// for paths a user named that must lead where they say. `O_CLOEXEC` is added.
+pub fn open_no_symlinks(path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+    use nix::fcntl::{OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let raw = nix::fcntl::openat2(libc::AT_FDCWD, path, how)?;
+    // SAFETY: `raw` was just returned by a successful openat2 and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 /// The magic link naming `fd`: what mount(2) and friends take to act on an opened file without
 /// resolving its path again.
 pub fn proc_path<Fd: AsFd>(fd: &Fd) -> PathBuf {

@@ -12,10 +12,21 @@ pub use libc::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATT
 /// Sets `attrs` (`MOUNT_ATTR_*` bits) on the mount `fd` is the root of, and on every mount below
 /// it when `recursive`. `ENOSYS` on kernels before 5.12.
 pub fn set_attrs<Fd: AsFd>(fd: &Fd, attrs: u64, recursive: bool) -> io::Result<()> {
+    set_attrs_and_propagation(fd, attrs, 0, recursive)
+}
+
+/// [`set_attrs`], also setting the propagation type (`MS_UNBINDABLE`, `MS_PRIVATE`, ...; 0
+/// leaves it as it is). Works on a detached tree from `open_tree(2)` before it is attached.
+pub fn set_attrs_and_propagation<Fd: AsFd>(
+    fd: &Fd,
+    attrs: u64,
+    propagation: u64,
+    recursive: bool,
+) -> io::Result<()> {
     let mut attr = libc::mount_attr {
         attr_set: attrs,
         attr_clr: 0,
-        propagation: 0,
+        propagation,
         userns_fd: 0,
     };
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;

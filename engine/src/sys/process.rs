@@ -1,7 +1,9 @@
-//! Processes: a checked `fork`, `pidfd_open`, and what a child does between fork and exec.
+//! Processes: a checked `fork`, processes named by pidfd, and what a child does between fork and
+//! exec.
 //!
 //! # References
-//! fork(2) (multi-threaded callers), pidfd_open(2), proc(5) (`/proc/self/status`).
+//! fork(2) (multi-threaded callers), pidfd_open(2), pidfd_send_signal(2), unix(7)
+//! (`SO_PEERPIDFD`, Linux 6.5), proc(5) (`/proc/self/status`, a pidfd's `fdinfo`).
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -62,6 +64,91 @@ pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     }
     // SAFETY: `r` is a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// A process named by a pidfd rather than by its number, which the kernel recycles once the
+/// process is reaped. Its number is only ever used between two checks that the process has not
+/// been reaped ([`PidFd::with_pid`]): while a process is unreaped nobody else can hold its number.
+#[derive(Debug)]
+pub struct PidFd(OwnedFd);
+
+impl PidFd {
+    /// The process `pid` is now. Sound only where `pid` cannot have been recycled (a child of
+    /// ours not yet waited for); elsewhere use [`PidFd::of_peer`].
+    pub fn open(pid: Pid) -> io::Result<PidFd> {
+        pidfd_open(pid).map(PidFd)
+    }
+
+    /// The process that connected the Unix socket `sock` (the kernel's record from connect
+    /// time, Linux 6.5). `ENOPROTOOPT` on older kernels.
+    pub fn of_peer<Fd: std::os::fd::AsFd>(sock: &Fd) -> io::Result<PidFd> {
+        let mut fd: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `fd` and `len` are valid for writes of the sizes passed and outlive the call.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_fd().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERPIDFD,
+                &mut fd as *mut libc::c_int as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a successful SO_PEERPIDFD returns a new descriptor that nobody else owns.
+        Ok(PidFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// The process's number in our PID namespace, or `ESRCH` once it was reaped.
+    pub fn pid(&self) -> io::Result<i32> {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", self.0.as_raw_fd()))?;
+        let pid = info
+            .lines()
+            .find_map(|l| l.strip_prefix("Pid:"))
+            .and_then(|v| v.trim().parse::<i32>().ok())
+            .ok_or_else(|| io::Error::other("a pidfd's fdinfo has no Pid line"))?;
+        if pid <= 0 {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(pid)
+    }
+
+    /// Runs `f` with the process's number, and returns its result only if the process was not
+    /// reaped before `f` returned (so the number denoted this process throughout).
+    pub fn with_pid<R>(&self, f: impl FnOnce(i32) -> R) -> io::Result<R> {
+        let pid = self.pid()?;
+        let r = f(pid);
+        if self.pid()? != pid {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(r)
+    }
+
+    /// Sends `sig` to this process; `ESRCH` once it exited, never to another process.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) -> io::Result<()> {
+        // SAFETY: integer arguments and a null siginfo (the kernel fills it as for kill(2)).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                sig as libc::c_int,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// The descriptor, for `setns(2)` into the process's namespaces and for poll.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.0.as_fd()
+    }
 }
 
 /// Makes `cmd`'s process start with no signal blocked. A blocked signal stays blocked across
@@ -170,6 +257,29 @@ pub fn die_with_parent_on_exec(cmd: &mut Command) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pidfd_names_its_process_and_stops_working_once_it_is_reaped() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        let fd = PidFd::open(Pid::from_raw(pid)).unwrap();
+        assert_eq!(fd.pid().unwrap(), pid);
+        assert_eq!(fd.with_pid(|p| p * 2).unwrap(), pid * 2);
+        fd.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
+        child.wait().unwrap();
+        assert_eq!(fd.pid().unwrap_err().raw_os_error(), Some(libc::ESRCH));
+        let after = fd.signal(nix::sys::signal::Signal::SIGKILL).unwrap_err();
+        assert_eq!(after.raw_os_error(), Some(libc::ESRCH));
+    }
+
+    #[test]
+    fn the_peer_of_a_socket_is_its_connecting_process() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        match PidFd::of_peer(&a) {
+            Ok(fd) => assert_eq!(fd.pid().unwrap(), std::process::id() as i32),
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOPROTOOPT), "{e}"),
+        }
+    }
 
     #[test]
     fn set_umask_returns_the_previous_mask() {

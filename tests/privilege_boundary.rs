@@ -424,3 +424,137 @@ fn another_users_image_file_in_the_store_cannot_be_run_or_read() {
     );
     assert!(!read.status.success(), "the user read a store image");
 }
+
+/// Builds a small squashfs image owned by the test user at `dir/NAME` whose `/hello` says
+/// `text`.
+fn users_squashfs(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let root = dir.join(format!("{name}.root"));
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for a in ["sh", "cat"] {
+        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
+    }
+    fs::write(root.join("hello"), text).unwrap();
+    let out = dir.join(name);
+    let _ = fs::remove_file(&out);
+    let ok = Command::new("mksquashfs")
+        .arg(&root)
+        .arg(&out)
+        .args(["-quiet", "-no-progress", "-all-root"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::os::unix::fs::chown(&out, Some(TEST_USER.uid), Some(TEST_USER.gid)).unwrap();
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o600)).unwrap();
+    out
+}
+
+fn store_image_files() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir("/var/lib/egret/store/images")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "squashfs"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Finding 8 (disk): every change of a user's `.sqsh` file is a new conversion; the copy of the
+/// version before is deleted, so touching a file in a loop cannot fill the store. The user's
+/// private (0600) file is converted into a root-only store file.
+#[test]
+fn a_users_squashfs_file_keeps_one_copy_in_the_store_however_often_it_changes() {
+    common::require_root();
+    common::require_installed_build();
+    let dir = common::scratch_dir(Some(TEST_USER));
+    let before = store_image_files();
+    let mut seen = Vec::new();
+    for round in 0..3 {
+        let file = users_squashfs(&dir, "mine.sqsh", &format!("round {round}\n"));
+        let o = as_user_in(
+            &dir,
+            &[],
+            &["srun", "--container-image=./mine.sqsh", "cat", "/hello"],
+        );
+        let out = common::assert_success(&o, &format!("round {round}"));
+        assert_eq!(out.trim(), format!("round {round}"));
+        let new: Vec<PathBuf> = store_image_files()
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        assert_eq!(new.len(), 1, "one copy after round {round}: {new:?}");
+        let m = fs::metadata(&new[0]).unwrap();
+        assert_eq!(
+            (m.uid(), m.mode() & 0o777),
+            (0, 0o600),
+            "the copy is root's alone"
+        );
+        seen.push(new[0].clone());
+        drop(file);
+    }
+    seen.dedup();
+    assert_eq!(seen.len(), 3, "each version was converted anew: {seen:?}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Restores the installed configuration when dropped.
+struct ConfigRestore(Vec<u8>);
+
+impl Drop for ConfigRestore {
+    fn drop(&mut self) {
+        fs::write(common::EGRET_CONFIG, &self.0).unwrap();
+    }
+}
+
+/// Finding 8 (disk): with `localRepositoryMaxBytes`, the least recently used image goes when a
+/// new one would pass the bound; the image the step uses stays.
+#[test]
+fn the_store_size_bound_deletes_the_least_recently_used_image() {
+    common::require_root();
+    common::require_installed_build();
+    common::stored_for_root(IMAGE);
+    let victim_digest = common::registry_digest(IMAGE, "latest");
+    let victim = PathBuf::from(format!(
+        "/var/lib/egret/store/images/{}.squashfs",
+        victim_digest.replacen(':', "-", 1)
+    ));
+    let victim_meta = victim.with_extension("meta");
+    // The oldest use of all.
+    let ok = Command::new("touch")
+        .args(["-h", "-d", "2001-01-01"])
+        .arg(&victim_meta)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let total: u64 = fs::read_dir("/var/lib/egret/store/images")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let original = fs::read(common::EGRET_CONFIG).unwrap();
+    let _restore = ConfigRestore(original.clone());
+    let mut cfg: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    cfg["localRepositoryMaxBytes"] = serde_json::json!(total);
+    fs::write(
+        common::EGRET_CONFIG,
+        serde_json::to_vec_pretty(&cfg).unwrap(),
+    )
+    .unwrap();
+
+    let dir = common::scratch_dir(Some(TEST_USER));
+    users_squashfs(&dir, "bound.sqsh", "bounded\n");
+    let o = as_user_in(
+        &dir,
+        &[],
+        &["srun", "--container-image=./bound.sqsh", "cat", "/hello"],
+    );
+    let out = common::assert_success(&o, "a step over the bound");
+    assert_eq!(out.trim(), "bounded");
+    assert!(
+        !victim.exists(),
+        "the least recently used image was deleted"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -45,6 +45,10 @@ pub struct Config {
     /// Root of the image store: content-addressed squashfs files plus one index per user.
     #[serde(default = "default_repo_dir")]
     pub local_repository_base_dir: PathBuf,
+    /// Bound on the store's image files, in bytes: after each import or use, least-recently-used
+    /// images beyond it are deleted (never one a named container uses). Unbounded when unset.
+    #[serde(default)]
+    pub local_repository_max_bytes: Option<u64>,
     /// A read-only-for-users store managed by the admin (`--centralized-repository`).
     #[serde(default)]
     pub centralized_repository_dir: Option<PathBuf>,

@@ -188,6 +188,32 @@ pub fn hold(dir: &Path, mut record: Running) -> Result<File, String> {
     Ok(lock)
 }
 
+/// The image files named containers on this node were created from
+/// (`containersDir/UID/JOB-or-global/NODE/NAME/origin.json`): the store's size bound keeps them.
+pub fn images_in_use(cfg: &Config) -> std::collections::HashSet<PathBuf> {
+    let mut found = std::collections::HashSet::new();
+    let children = |dir: &Path| -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    for user in children(&cfg.containers_dir) {
+        for scope in children(&user) {
+            for node in children(&scope) {
+                for container in children(&node) {
+                    let Ok(text) = fs::read(container.join("origin.json")) else {
+                        continue;
+                    };
+                    if let Ok(o) = serde_json::from_slice::<Origin>(&text) {
+                        found.insert(o.image_file);
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
 /// The directory of a job's named containers for one user.
 pub fn job_dir(cfg: &Config, uid: u32, job: u32) -> PathBuf {
     cfg.containers_dir

@@ -118,5 +118,12 @@ pub fn import(
     let img = store
         .install(&lock, &digest, &out, &meta)
         .map_err(|e| err(&e))?;
+    drop(lock);
+    // The conversion of this path's previous version is garbage now (no index names it).
+    if let Some(old) = store.replace_user_file_copy(path, &digest) {
+        if let Err(e) = store.collect(&old) {
+            eprintln!("egret-launcher: the previous copy of {shown}: {e}");
+        }
+    }
     Ok((img.squashfs, img.meta))
 }

@@ -15,8 +15,11 @@
 //! deleted under a reference being recorded. A killed process leaves at worst an abandoned work
 //! directory (removed by the next import) or an unreferenced image file.
 
+mod evict;
 mod index;
 mod lock;
+
+pub use evict::ImageUsage;
 
 use std::fs::DirBuilder;
 use std::io;
@@ -269,14 +272,16 @@ impl Store {
         let (squashfs, meta_path) = self.image_paths(digest)?;
         let size = match std::fs::symlink_metadata(&squashfs) {
             Ok(m) => {
-                // Stores made before images were private: closed on first use.
-                if m.mode() & 0o077 != 0 && m.uid() == 0 && nix::unistd::geteuid().is_root() {
-                    for p in [&squashfs, &meta_path] {
-                        let _ = std::fs::set_permissions(
-                            p,
-                            std::fs::Permissions::from_mode(IMAGE_MODE),
-                        );
+                if nix::unistd::geteuid().is_root() {
+                    // Stores made before images were private: closed on first use.
+                    if m.mode() & 0o077 != 0 && m.uid() == 0 {
+                        for p in [&squashfs, &meta_path] {
+                            let mode = std::fs::Permissions::from_mode(IMAGE_MODE);
+                            let _ = std::fs::set_permissions(p, mode);
+                        }
                     }
+                    // The use that least-recently-used collection orders by.
+                    self.touch(digest);
                 }
                 m.len()
             }
@@ -438,6 +443,26 @@ impl Store {
             }
         }
         Ok(false)
+    }
+
+    /// Records `digest` as the store's copy of the user's squashfs file at `path` and returns
+    /// the copy it replaces, if any (`users/<uid>/files/<sha256 of the path>`, root's).
+    pub fn replace_user_file_copy(&self, path: &Path, digest: &str) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        let dir = self.user_dir().join("files");
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        let key = hex::encode(Sha256::digest(path.as_os_str().as_encoded_bytes()));
+        let record = dir.join(key);
+        let old = std::fs::read_to_string(&record).ok();
+        let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+        if write_synced(&tmp, digest.as_bytes())
+            .and_then(|_| std::fs::rename(&tmp, &record))
+            .is_err()
+        {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        old.map(|o| o.trim().to_string())
+            .filter(|o| o != digest && check_digest(o).is_ok())
     }
 
     /// Moves a finished import into place: `.meta` first, then the squashfs, whose appearance

@@ -272,3 +272,77 @@ fn readonly_open_creates_nothing() {
     assert_eq!(store.lookup(&r("alpine")).unwrap(), None);
     assert!(!root.exists());
 }
+
+/// Sets the last use of `d` to `secs` after the epoch.
+fn used_at(store: &Store, d: &str, secs: i64) {
+    let (_, meta) = store.image_paths(d).unwrap();
+    let t = nix::sys::time::TimeSpec::new(secs, 0);
+    nix::sys::stat::utimensat(
+        None,
+        &meta,
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_size_bound_deletes_least_recently_used_images_but_never_kept_or_pinned_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1000, 1000, &timings(1000)).unwrap();
+    let ds: Vec<String> = "abcd".chars().map(digest).collect();
+    for (i, d) in ds.iter().enumerate() {
+        install(&store, d);
+        used_at(&store, d, 1000 + i as i64);
+    }
+    let usage = store.usage().unwrap();
+    assert_eq!(
+        usage.iter().map(|u| u.digest.clone()).collect::<Vec<_>>(),
+        ds,
+        "least recently used first"
+    );
+    let one = usage[0].bytes;
+    // Room for three: `a` is kept (in use), `b` is pinned, so `c` goes, and then `d` need not.
+    let (b_file, _) = store.image_paths(&ds[1]).unwrap();
+    let gone = store.evict_to(3 * one, &ds[0], &|p| p == b_file).unwrap();
+    assert_eq!(gone, vec![ds[2].clone()]);
+    assert!(store.lookup_digest(&ds[2]).unwrap().is_none());
+    for kept in [&ds[0], &ds[1], &ds[3]] {
+        assert!(store.lookup_digest(kept).unwrap().is_some(), "{kept}");
+    }
+    // A lookup is a use (as root): `a` is no longer the least recently used.
+    if nix::unistd::geteuid().is_root() {
+        let a = store
+            .usage()
+            .unwrap()
+            .into_iter()
+            .find(|u| u.digest == ds[0]);
+        assert!(a.unwrap().last_use > std::time::UNIX_EPOCH + Duration::from_secs(5000));
+    }
+    assert!(store.evict_to(u64::MAX, "", &|_| false).unwrap().is_empty());
+    // Over the bound with only kept and pinned images left: nothing more goes.
+    assert!(store.evict_to(0, &ds[0], &|_| true).unwrap().is_empty());
+}
+
+#[test]
+fn a_users_file_has_one_copy_record_and_its_previous_one_is_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1000, 1000, &timings(1000)).unwrap();
+    let f = Path::new("/home/u/x.sqsh");
+    assert_eq!(store.replace_user_file_copy(f, &digest('a')), None);
+    assert_eq!(
+        store.replace_user_file_copy(f, &digest('a')),
+        None,
+        "same copy"
+    );
+    assert_eq!(
+        store.replace_user_file_copy(f, &digest('b')),
+        Some(digest('a'))
+    );
+    assert_eq!(
+        store.replace_user_file_copy(Path::new("/home/u/y.sqsh"), &digest('c')),
+        None,
+        "another file"
+    );
+}

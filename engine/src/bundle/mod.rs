@@ -421,15 +421,20 @@ fn assemble(
         upper.display(),
         work.display()
     );
-    mount(
-        sys,
-        "overlay",
-        Some(Path::new("overlay")),
-        &root,
-        Some("overlay"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&opts),
-    )?;
+    // The overlay writes its upper layer with its mounter's credentials: a mounter without
+    // CAP_SYS_RESOURCE keeps the user's writes within quotas and out of reserved blocks.
+    sys::creds::without_resource_override(|| {
+        mount(
+            sys,
+            "overlay",
+            Some(Path::new("overlay")),
+            &root,
+            Some("overlay"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(&opts),
+        )
+    })
+    .map_err(BundleError::Namespace)??;
     rootfs.mounted.push(root.clone());
 
     // Host identity and name resolution, written by root inside the rootfs.

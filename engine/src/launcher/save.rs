@@ -169,6 +169,9 @@ fn run_mksquashfs(cfg: &Config, view: &Path, out: &File, dest: &Path) -> Result<
         .stdout(Stdio::null())
         .stderr(log.try_clone().map_err(io_err)?);
     crate::sys::process::pass_fd_on_exec(&mut cmd, out, 3);
+    // Root reads the rootfs; the user's file it writes obeys the user's quota and the reserved
+    // blocks as if the user wrote it.
+    crate::sys::creds::drop_resource_override_on_exec(&mut cmd);
     let status = cmd.status().map_err(io_err)?;
     if status.success() {
         return Ok(());

@@ -45,6 +45,73 @@ fn become_user(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
     check(r)
 }
 
+/// `CAP_SYS_RESOURCE`: among other things, lets its holder write past disk quotas and into a
+/// filesystem's reserved blocks.
+const CAP_SYS_RESOURCE: u32 = 24;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// Runs `f` with `CAP_SYS_RESOURCE` out of the calling thread's effective set (capabilities
+/// belong to threads), then puts it back, so that what `f` sets up to write later on root's
+/// behalf obeys quotas and reserved blocks: an overlay records its mounter's credentials and
+/// writes its upper layer with them.
+pub fn without_resource_override<R>(f: impl FnOnce() -> R) -> io::Result<R> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: `header` and `data` are valid for the version-3 layout (two data words) and
+    // outlive the call.
+    check(unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) })?;
+    let had = data;
+    data[0].effective &= !(1 << CAP_SYS_RESOURCE);
+    // SAFETY: as above; lowering the effective set needs no privilege and can be undone.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) })?;
+    let r = f();
+    // SAFETY: as above; the old effective set is within the permitted set, unchanged.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut header, had.as_ptr()) })?;
+    Ok(r)
+}
+
+/// Makes `cmd`'s process (run as root) start without `CAP_SYS_RESOURCE`: dropped from the
+/// bounding set before exec, so root's exec does not grant it again. Its writes then obey the
+/// quotas of the files' owners and the filesystem's reserved blocks.
+pub fn drop_resource_override_on_exec(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls prctl (async-signal-safe);
+    // it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(
+                libc::PR_CAPBSET_DROP,
+                CAP_SYS_RESOURCE as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+}
+
 fn check(r: libc::c_long) -> io::Result<()> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -56,6 +123,33 @@ fn check(r: libc::c_long) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cap_line(status: &str, key: &str) -> u64 {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+        u64::from_str_radix(line[key.len()..].trim(), 16).unwrap()
+    }
+
+    #[test]
+    fn the_resource_override_is_gone_on_that_thread_and_in_children() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let bit = 1u64 << CAP_SYS_RESOURCE;
+        let eff = || {
+            cap_line(
+                &std::fs::read_to_string("/proc/thread-self/status").unwrap(),
+                "CapEff:",
+            )
+        };
+        let before = eff();
+        assert_eq!(without_resource_override(eff).unwrap(), before & !bit);
+        assert_eq!(eff(), before, "the thread's set is back afterwards");
+        let mut cmd = std::process::Command::new("grep");
+        cmd.args(["^CapEff:", "/proc/self/status"]);
+        drop_resource_override_on_exec(&mut cmd);
+        let out = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+        assert_eq!(cap_line(&out, "CapEff:") & bit, 0, "{out}");
+    }
 
     #[test]
     fn only_the_new_thread_changes() {

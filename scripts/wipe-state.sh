@@ -3,7 +3,7 @@
 # egret is concerned: everything egret, its tests and its scripts created goes, so that the next
 # `make up && make test` proves what a new user would see. CI runs it first (`.ci/run`).
 #
-# Removed: running containers, launchers and test daemons (slurmctld, slurmd, the registry);
+# Removed: running containers, launchers and test daemons (slurmctld, slurmd, the registries);
 # egret's store, bundles, named containers, runc state and run directory; the installed
 # binaries, plugin and /etc/egret; the Slurm test cluster's configuration and state; the test
 # registry's data, configuration and image build cache; the MPI test fixture; the test user and
@@ -64,6 +64,9 @@ paths=(
     # the test registry and images (scripts/registry-up.sh, scripts/build-test-images.py)
     /var/lib/egret-registry /etc/egret-registry /run/egret-registry.pid /run/egret-registry.pid.config
     /var/log/egret-registry.log /etc/containers/registries.conf.d/50-egret-local.conf
+    # the login-protected registry on 127.0.0.1:5001 (its config, htpasswd and password are
+    # in /etc/egret-registry above; kill_named docker-registry stopped it)
+    /run/egret-registry-auth.pid /run/egret-registry-auth.pid.config /var/log/egret-registry-auth.log
     /var/cache/egret-test-images
     # the MPI fixture (scripts/mpi-fixture.sh), the tests' and the bench's scratch
     /opt/egret-test /tmp/egret-tests /var/lib/egret-bench

@@ -558,3 +558,31 @@ fn the_store_size_bound_deletes_the_least_recently_used_image() {
     );
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// Finding 9: while runc sets up a step's next container, a running task must not be able to
+/// swap the shared root filesystem's top-level entries for links (the precondition of runc's
+/// 2025 mount races). The container's `/` is root's and sticky: the user still creates files
+/// there, but cannot rename or remove the image's own entries.
+#[test]
+fn a_task_cannot_replace_the_top_level_entries_of_the_shared_root() {
+    common::require_root();
+    common::require_installed_build();
+    let image = format!("--container-image={}", common::registry_image(IMAGE));
+    let o = as_user_in(
+        Path::new("/tmp"),
+        &[],
+        &[
+            "srun",
+            &image,
+            "sh",
+            "-c",
+            "mv /etc /etc.moved 2>/dev/null && echo moved-etc; \
+             rmdir /mnt 2>/dev/null && echo removed-mnt; \
+             touch /mine && echo created; stat -c '%u %a' /",
+        ],
+    );
+    let out = common::assert_success(&o, "a step trying to rename /etc");
+    assert!(!out.contains("moved-etc") && !out.contains("removed-mnt"), "{out}");
+    assert!(out.contains("created"), "users still write in /: {out}");
+    assert!(out.contains("0 1777"), "/ is root's and sticky: {out}");
+}

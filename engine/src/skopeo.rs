@@ -99,7 +99,7 @@ pub enum FetchError {
     NotFound { reference: String },
     #[error("registry {registry} unreachable ({reason})")]
     Unreachable { registry: String, reason: String },
-    #[error("unauthorized to pull {reference}: log in (--login / --password-stdin) or check the registry auth file")]
+    #[error("unauthorized to pull {reference}: give your credentials (`egret pull --login`, or a login in ~/.docker/config.json or $REGISTRY_AUTH_FILE, which srun steps use)")]
     Unauthorized { reference: String },
     #[error("{reference}: not found, or you are not authorized to pull it")]
     Denied { reference: String },

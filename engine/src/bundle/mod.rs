@@ -378,11 +378,18 @@ fn assemble(
         None,
     )?;
 
-    // Overlay directories; the upper layer is the user's so the container is writable for them.
+    // Overlay directories. The upper layer's top is the container's `/`: root's and sticky
+    // (1777), so users create files anywhere the image lets them, but no task can rename or
+    // replace the image's own top-level entries (`/etc`, `/dev`, `/proc`, ...) under runc while
+    // it sets up the step's next container (the precondition of runc's 2025 mount races).
     for d in [&lower, &upper, &work, &root] {
         mkdir(d, false)?;
     }
-    sys.chown(&upper, req.user.uid, req.user.gid)
+    sys.chown(&upper, 0, 0).map_err(|source| BundleError::Chown {
+        path: upper.clone(),
+        source,
+    })?;
+    std::fs::set_permissions(&upper, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
         .map_err(|source| BundleError::Chown {
             path: upper.clone(),
             source,

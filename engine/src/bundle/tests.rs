@@ -101,8 +101,8 @@ fn the_base_sequence() {
             mount_call(None, b, None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None),
             Call::Chown {
                 path: b.join("upper"),
-                uid: 4242,
-                gid: 4343
+                uid: 0,
+                gid: 0
             },
             Call::AttachLoop {
                 image: f.req.image_file.clone()

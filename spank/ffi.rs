@@ -258,12 +258,14 @@ pub fn process_alive(pid: i32) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Reaps `pid` if it has exited; true when it is gone (reaped now, or by someone else).
+/// Reaps our child `pid` if it has exited; true when it is gone (reaped now, or already by
+/// slurmstepd, which waits for any child: then it is no child of ours, `ECHILD`, and its number
+/// is never looked at again).
 pub fn reap(pid: i32) -> bool {
     let mut status = 0;
     // SAFETY: waitpid with WNOHANG writes only to `status`.
     let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    rc == pid || (rc < 0 && !process_alive(pid))
+    rc == pid || (rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
 }
 
 pub fn kill_hard(pid: i32) {

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use egret_engine::config::Config;
 use egret_engine::launcher::{client, multiprog, protocol, server};
+use egret_engine::sys::process::PidFd;
 
 use crate::ffi::{self, Spank};
 use crate::state;
@@ -84,8 +86,10 @@ fn start_launcher(sp: Spank) -> Result<(), String> {
     };
     let body = serde_json::to_vec(&req).map_err(|e| format!("egret: {e}"))?;
     let pid = ffi::as_root(|| spawn_launcher(&launcher, &cfg.run_dir, &body))?;
+    let pidfd = PidFd::open(nix::unistd::Pid::from_raw(pid)).ok();
     state::with(|s| {
         s.launcher_pid = Some(pid);
+        s.launcher_pidfd = pidfd;
         s.socket = Some(socket);
         s.step = Some((job, step, node));
     });
@@ -146,8 +150,14 @@ pub fn task_init(sp: Spank, _args: &[String]) -> Result<(), String> {
         return Ok(());
     }
     let local_id = sp.task_id().unwrap_or(0);
-    let (error, pid, socket) =
-        state::with(|s| (s.remote_error.clone(), s.launcher_pid, s.socket.clone()));
+    let (error, pid, socket, launcher) = state::with(|s| {
+        (
+            s.remote_error.clone(),
+            s.launcher_pid,
+            s.socket.clone(),
+            s.launcher_pidfd.take(),
+        )
+    });
     let fail = |msg: String| -> ! {
         // One line per node is enough: the other tasks fail silently with the same status.
         if local_id == 0 {
@@ -172,7 +182,9 @@ pub fn task_init(sp: Spank, _args: &[String]) -> Result<(), String> {
             fds.push(n);
         }
     }
-    ffi::close_exec_fds(&fds);
+    let mut keep = fds.clone();
+    keep.extend(launcher.as_ref().map(|l| l.as_fd().as_raw_fd()));
+    ffi::close_exec_fds(&keep);
     let global_id = sp.task_global_id().unwrap_or(0);
     let mut argv = sp.argv();
     if env.iter().any(|e| e == &format!("{}=1", multiprog::MARKER)) {
@@ -196,7 +208,11 @@ pub fn task_init(sp: Spank, _args: &[String]) -> Result<(), String> {
         fds: fds.clone(),
         tty: nix::unistd::isatty(0).unwrap_or(false),
     };
-    match client::run_task(&socket, &|| ffi::process_alive(pid), hello, &fds) {
+    let launcher_alive = || match &launcher {
+        Some(l) => !l.has_exited(),
+        None => ffi::process_alive(pid),
+    };
+    match client::run_task(&socket, &launcher_alive, hello, &fds) {
         Ok(code) => ffi::exit_task(code),
         Err(e) => {
             let msg = e.to_string();
@@ -215,9 +231,10 @@ pub fn exit(_sp: Spank, _args: &[String]) -> Result<(), String> {
     if !is_remote() {
         return Ok(());
     }
-    let (pid, socket, step, config) = state::with(|s| {
+    let (pid, launcher, socket, step, config) = state::with(|s| {
         (
             s.launcher_pid.take(),
+            s.launcher_pidfd.take(),
             s.socket.take(),
             s.step.take(),
             s.config.clone(),
@@ -227,7 +244,13 @@ pub fn exit(_sp: Spank, _args: &[String]) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(3);
     while !ffi::reap(pid) {
         if Instant::now() > deadline {
-            ffi::kill_hard(pid);
+            // By pidfd: the number may have been reaped by slurmstepd and reused meanwhile.
+            match &launcher {
+                Some(l) => {
+                    let _ = l.signal(nix::sys::signal::Signal::SIGKILL);
+                }
+                None => ffi::kill_hard(pid),
+            }
             let _ = ffi::reap(pid);
             break;
         }

@@ -21,6 +21,9 @@ pub struct State {
     /// A remote option value that failed validation: reported to the user in task_init.
     pub remote_error: Option<String>,
     pub launcher_pid: Option<i32>,
+    /// The launcher named by pidfd, opened while it was our unreaped child: slurmstepd may reap
+    /// it (it waits for any child), after which its number may name another process.
+    pub launcher_pidfd: Option<egret_engine::sys::process::PidFd>,
     pub socket: Option<PathBuf>,
     /// (job, step, node) of the step this slurmstepd runs.
     pub step: Option<(u32, u32, u32)>,
@@ -54,6 +57,7 @@ pub static STATE: Mutex<State> = Mutex::new(State {
     },
     remote_error: None,
     launcher_pid: None,
+    launcher_pidfd: None,
     socket: None,
     step: None,
 });

@@ -385,10 +385,11 @@ fn assemble(
     for d in [&lower, &upper, &work, &root] {
         mkdir(d, false)?;
     }
-    sys.chown(&upper, 0, 0).map_err(|source| BundleError::Chown {
-        path: upper.clone(),
-        source,
-    })?;
+    sys.chown(&upper, 0, 0)
+        .map_err(|source| BundleError::Chown {
+            path: upper.clone(),
+            source,
+        })?;
     std::fs::set_permissions(&upper, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
         .map_err(|source| BundleError::Chown {
             path: upper.clone(),

@@ -207,6 +207,7 @@ fn accept_loop(
     progress: TaskProgress,
 ) {
     let mut accepted = 0;
+    let mut seen = std::collections::HashSet::new();
     while accepted < req.local_tasks {
         let Ok((mut stream, _)) = listener.accept() else {
             continue;
@@ -224,7 +225,19 @@ fn accept_loop(
         let Some(task) = peer_process(&stream, cred.pid(), cred.uid()) else {
             continue;
         };
-        match protocol::recv_hello(&mut stream) {
+        // A connection that never finishes its hello must not hold up the step's tasks.
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+        let hello = protocol::recv_hello(&mut stream);
+        let _ = stream.set_read_timeout(None);
+        match hello {
+            Ok((hello, _)) if hello.local_id >= req.local_tasks || !seen.insert(hello.local_id) => {
+                let msg = format!(
+                    "egret: task {} is not a task of this step, or already connected",
+                    hello.local_id
+                );
+                eprintln!("egret-launcher: refused a hello: {msg}");
+                let _ = protocol::send(&mut stream, &ToTask::Error(msg));
+            }
             Ok((hello, fds)) => {
                 accepted += 1;
                 if hello.local_id == 0 {

@@ -144,6 +144,13 @@ impl PidFd {
         Ok(())
     }
 
+    /// Whether the process has exited (reaped or not): the pidfd polls readable then.
+    pub fn has_exited(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(self.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+
     /// The descriptor, for `setns(2)` into the process's namespaces and for poll.
     pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;
@@ -265,7 +272,16 @@ mod tests {
         let fd = PidFd::open(Pid::from_raw(pid)).unwrap();
         assert_eq!(fd.pid().unwrap(), pid);
         assert_eq!(fd.with_pid(|p| p * 2).unwrap(), pid * 2);
+        assert!(!fd.has_exited());
         fd.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
+        while !fd.has_exited() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(
+            fd.pid().unwrap(),
+            pid,
+            "exited but not reaped: still its number"
+        );
         child.wait().unwrap();
         assert_eq!(fd.pid().unwrap_err().raw_os_error(), Some(libc::ESRCH));
         let after = fd.signal(nix::sys::signal::Signal::SIGKILL).unwrap_err();

@@ -27,6 +27,8 @@
 //! dropped unanswered) is run again, up to `ATTEMPTS` times.
 
 mod common;
+#[path = "common/forged_task.rs"]
+mod forged_task;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -35,6 +37,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TEST_USER;
+use forged_task::{note, run_dir, Allocation, Running};
 
 /// Any stored or importable test image does: the index lock holds the launcher either way.
 const IMAGE: &str = "busybox";
@@ -157,13 +160,6 @@ except ConnectionResetError:
 note("reply", json.dumps({"frames": frames, "end": end}))
 "#;
 
-/// The launchers' run directory (egret.json `runDir`).
-fn run_dir() -> PathBuf {
-    let text = fs::read_to_string(common::EGRET_CONFIG).expect("read egret.json");
-    let cfg: serde_json::Value = serde_json::from_str(&text).expect("parse egret.json");
-    PathBuf::from(cfg["runDir"].as_str().unwrap_or("/run/egret"))
-}
-
 /// The user's image index lock (egret.json `localRepositoryBaseDir`).
 fn index_lock_path(uid: u32) -> PathBuf {
     let text = fs::read_to_string(common::EGRET_CONFIG).expect("read egret.json");
@@ -175,50 +171,6 @@ fn index_lock_path(uid: u32) -> PathBuf {
         .join("users")
         .join(uid.to_string())
         .join("metadata.lock")
-}
-
-/// `salloc --no-shell` as the user: a job whose id names the step's socket before the step
-/// starts. Cancelled on drop.
-struct Allocation(u32);
-
-impl Allocation {
-    fn new() -> Allocation {
-        let o = common::run_as_user(
-            TEST_USER.name,
-            &[
-                "timeout",
-                "60",
-                "salloc",
-                "-N1",
-                "-n2",
-                "-w",
-                common::NODES[0],
-                "-t",
-                "5",
-                "--no-shell",
-                "-J",
-                "egret-pidreuse",
-            ],
-        );
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let id = text
-            .split("Granted job allocation ")
-            .nth(1)
-            .and_then(|t| t.split_whitespace().next())
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| panic!("salloc gave no job id\n{}", common::describe(&o)));
-        Allocation(id)
-    }
-}
-
-impl Drop for Allocation {
-    fn drop(&mut self) {
-        let _ = Command::new("scancel").arg(self.0.to_string()).status();
-    }
 }
 
 /// The test's own cgroups (one per hierarchy that has a pid number's worth of meaning to
@@ -348,41 +300,6 @@ impl Drop for Trap {
     }
 }
 
-/// Kills a child left running when the test gives up.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits for the forger's report `name`; its `fail` note instead is an error. Panics after
-/// `limit`.
-fn note(
-    dir: &Path,
-    name: &str,
-    limit: Duration,
-    context: &dyn Fn() -> String,
-) -> Result<String, String> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(text) = fs::read_to_string(dir.join(name)) {
-            return Ok(text);
-        }
-        if let Ok(why) = fs::read_to_string(dir.join("fail")) {
-            return Err(why);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no '{name}' from the forger after {limit:?}\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// What one run of the scenario showed, when P got a slot.
 enum Outcome {
     /// The forged slot was checked and refused as it must be.
@@ -402,7 +319,7 @@ fn scenario(attempt: u32) -> Outcome {
     )
     .unwrap();
     fs::set_permissions(&forger, fs::Permissions::from_mode(0o644)).unwrap();
-    let job = Allocation::new();
+    let job = Allocation::new("egret-pidreuse");
     let socket = run_dir().join(format!("step-{}.0.0.sock", job.0));
     let forged_id = format!("egret-{}.0.0.{FORGED_LOCAL_ID}", job.0);
     let step_prefix = format!("egret-{}.0.0.", job.0);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use egret_engine::config::Config;
 use egret_engine::import::{self, PullOptions};
+use egret_engine::launcher::store_bound;
 use egret_engine::progress::StderrProgress;
 use egret_engine::reference::{ImageRef, DOCKER_HUB, LOAD_SERVER};
 use egret_engine::skopeo::{FetchAuth, Skopeo};
@@ -182,7 +183,11 @@ pub fn pull(c: &Context, a: PullArgs) -> Result<ExitCode, String> {
         ..PullOptions::default()
     };
     let fetcher = Skopeo::new(&c.config);
-    import::pull_image(&c.config, &store, &fetcher, &r, &opts).map_err(|e| usage("pull", e))?;
+    let pulled =
+        import::pull_image(&c.config, &store, &fetcher, &r, &opts).map_err(|e| usage("pull", e))?;
+    if !a.centralized_repository {
+        store_bound::apply(&c.config, &store, &pulled.image.squashfs);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -273,8 +278,11 @@ pub fn load(c: &Context, a: LoadArgs) -> Result<ExitCode, String> {
         ..PullOptions::default()
     };
     let fetcher = Skopeo::new(&c.config);
-    import::load(&c.config, &store, &fetcher, &archive, &name, &opts)
+    let loaded = import::load(&c.config, &store, &fetcher, &archive, &name, &opts)
         .map_err(|e| usage("load", e))?;
+    if !a.centralized_repository {
+        store_bound::apply(&c.config, &store, &loaded.image.squashfs);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

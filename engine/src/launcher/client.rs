@@ -22,8 +22,9 @@ pub enum ClientError {
     Launcher(String),
 }
 
-/// Signals the task forwards to its container (Ctrl-C from srun, scancel, time limit warnings).
-const FORWARDED: &[nix::sys::signal::Signal] = &[
+/// Signals the task forwards to its container (Ctrl-C from srun, scancel, time limit warnings);
+/// the launcher passes on these and no others (no SIGSTOP or SIGKILL to root's runc).
+pub const FORWARDED: &[nix::sys::signal::Signal] = &[
     nix::sys::signal::SIGINT,
     nix::sys::signal::SIGTERM,
     nix::sys::signal::SIGHUP,

@@ -1,6 +1,6 @@
 //! The launcher's image step: from the user's `--container-image` to a squashfs file to mount.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::imagemeta::ImageMeta;
@@ -44,7 +44,7 @@ pub fn resolve(
             };
             let img = crate::import::pull(cfg, &store, &fetcher, &r, &opts)
                 .map_err(|e| format!("egret: {e}"))?;
-            bound_store(cfg, &store, &img.squashfs);
+            super::store_bound::apply(cfg, &store, &img.squashfs);
             Ok((img.squashfs, img.meta))
         }
         ImageSource::SquashfsFile(p) => {
@@ -62,30 +62,8 @@ pub fn resolve(
             )
             .map_err(|e| format!("egret: {e}"))?;
             let (file, meta) = super::sqsh::import(cfg, &store, user, &p)?;
-            bound_store(cfg, &store, &file);
+            super::store_bound::apply(cfg, &store, &file);
             Ok((file, meta))
         }
-    }
-}
-
-/// Applies the store's size bound (`localRepositoryMaxBytes`), keeping `in_use` and every
-/// image a named container was made from. A failure is a warning: the step has its image.
-fn bound_store(cfg: &Config, store: &crate::store::Store, in_use: &Path) {
-    let Some(max) = cfg.local_repository_max_bytes else {
-        return;
-    };
-    let keep = in_use
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .map(|s| s.replacen('-', ":", 1))
-        .unwrap_or_default();
-    let pinned = super::named::images_in_use(cfg);
-    match store.evict_to(max, &keep, &|p| pinned.contains(p)) {
-        Ok(gone) if !gone.is_empty() => eprintln!(
-            "egret-launcher: store over {max} bytes: deleted the least recently used {}",
-            gone.join(", ")
-        ),
-        Ok(_) => {}
-        Err(e) => eprintln!("egret-launcher: store size bound: {e}"),
     }
 }

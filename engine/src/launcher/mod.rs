@@ -21,5 +21,6 @@ pub mod protocol;
 pub mod save;
 pub mod server;
 mod sqsh;
+pub mod store_bound;
 pub mod task_env;
 pub mod unshare;

@@ -839,8 +839,11 @@ fn watch(p: &Prepared, conn: &mut Conn, mut child: std::process::Child, id: &str
         std::thread::spawn(move || loop {
             match protocol::recv::<ToLauncher>(&mut reader) {
                 Ok(ToLauncher::Signal(sig)) => {
-                    if let (Ok(s), Ok(p)) = (nix::sys::signal::Signal::try_from(sig), &runc_process)
-                    {
+                    // Only what a task forwards: no SIGSTOP or SIGKILL for root's runc.
+                    let forwarded = nix::sys::signal::Signal::try_from(sig)
+                        .ok()
+                        .filter(|s| super::client::FORWARDED.contains(s));
+                    if let (Some(s), Ok(p)) = (forwarded, &runc_process) {
                         let _ = p.signal(s);
                     }
                 }

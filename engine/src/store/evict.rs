@@ -4,11 +4,10 @@
 //! An evicted image's index entries stay (Sarus's `images` keeps listing what the user pulled);
 //! its next use imports it again. A running container keeps its loop mount of the unlinked file.
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::{digest_stem, sync_dir, LockMode, Store, StoreError};
+use super::{digest_stem, LockMode, Store, StoreError};
 
 /// One image file of the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,24 +105,6 @@ impl Store {
     fn delete_image(&self, digest: &str) -> Result<bool, StoreError> {
         let what = format!("the lock of image {digest}");
         let lock = self.lock_digest(digest, LockMode::Exclusive, &what, &self.timings)?;
-        let (squashfs, meta) = self.image_paths(digest)?;
-        let mut any = false;
-        for p in [&squashfs, &meta] {
-            match std::fs::remove_file(p) {
-                Ok(()) => any = true,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(StoreError::Io {
-                        path: p.clone(),
-                        source,
-                    })
-                }
-            }
-        }
-        let _ = std::fs::remove_file(&lock.path);
-        drop(lock);
-        let dir = self.root.join("images");
-        sync_dir(&dir).map_err(|source| StoreError::Io { path: dir, source })?;
-        Ok(any)
+        self.remove_image_files(digest, lock)
     }
 }

@@ -396,10 +396,18 @@ impl Store {
         if self.referenced(digest)? {
             return Ok(false);
         }
+        self.remove_image_files(digest, lock)?;
+        Ok(true)
+    }
+
+    /// Deletes a digest's squashfs and `.meta` (and its lock file) under its exclusive `lock`.
+    /// Returns whether there was anything to delete.
+    fn remove_image_files(&self, digest: &str, lock: Lock) -> Result<bool, StoreError> {
         let (squashfs, meta) = self.image_paths(digest)?;
+        let mut any = false;
         for p in [&squashfs, &meta] {
             match std::fs::remove_file(p) {
-                Ok(()) => {}
+                Ok(()) => any = true,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(source) => {
                     return Err(StoreError::Io {
@@ -412,11 +420,12 @@ impl Store {
         // Waiters re-check the inode after locking, so the lock file can go while held.
         let _ = std::fs::remove_file(&lock.path);
         drop(lock);
-        sync_dir(&self.root.join("images")).map_err(|source| StoreError::Io {
-            path: self.root.join("images"),
+        let images = self.root.join("images");
+        sync_dir(&images).map_err(|source| StoreError::Io {
+            path: images,
             source,
         })?;
-        Ok(true)
+        Ok(any)
     }
 
     /// Whether any index mentions `digest`. Indexes are read without their locks: they are

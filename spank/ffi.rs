@@ -218,17 +218,36 @@ pub unsafe fn optarg(p: *const c_char) -> Option<String> {
 
 // ---- process helpers (libc), used from slurmstepd ------------------------------------------
 
-/// Runs `f` with the effective uid switched to root, then switches back. In `user_init`
-/// slurmstepd has dropped only its effective uid (real and saved are still 0).
-pub fn as_root<T>(f: impl FnOnce() -> T) -> T {
+/// Runs `f` with the effective uid switched to root, then switches back, also when `f` panics
+/// (a guard restores it). In `user_init` slurmstepd has dropped only its effective uid (real
+/// and saved are still 0). A failed switch to root is the caller's error line; a failed switch
+/// back aborts slurmstepd rather than let it go on as root for the user.
+pub fn as_root<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    struct Restore(libc::uid_t);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: seteuid has no memory-safety preconditions.
+            if unsafe { libc::seteuid(self.0) } != 0 {
+                eprintln!(
+                    "egret: cannot drop back to uid {}: {}; aborting the step",
+                    self.0,
+                    std::io::Error::last_os_error()
+                );
+                std::process::abort();
+            }
+        }
+    }
     // SAFETY: geteuid/seteuid have no memory-safety preconditions.
     let saved = unsafe { libc::geteuid() };
-    // SAFETY: as above; failure leaves us unprivileged, which the spawned command reports.
-    unsafe { libc::seteuid(0) };
-    let out = f();
     // SAFETY: as above.
-    unsafe { libc::seteuid(saved) };
-    out
+    if unsafe { libc::seteuid(0) } != 0 {
+        return Err(format!(
+            "egret: cannot become root in slurmstepd to start the launcher: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let _restore = Restore(saved);
+    f()
 }
 
 /// Prepares `cmd` to run fully as root with no inherited descriptors beyond stdio.
@@ -304,5 +323,42 @@ pub fn close_exec_fds(keep: &[i32]) {
             // SAFETY: the descriptor would be closed by exec anyway; nothing of ours uses it.
             unsafe { libc::close(fd) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As root, like slurmstepd in `user_init` (effective uid dropped, real and saved still 0);
+    /// without root (`make check`), the switch fails with the caller's error line.
+    #[test]
+    fn as_root_switches_back_after_success_error_and_panic() {
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if me != 0 {
+            let r = as_root(|| Ok(()));
+            assert!(r.unwrap_err().contains("cannot become root"));
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::geteuid() }, me);
+            return;
+        }
+        // SAFETY: seteuid has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::seteuid(65534) }, 0);
+        // SAFETY: as above.
+        let euid = || unsafe { libc::geteuid() };
+        assert_eq!(as_root(|| Ok(euid())), Ok(0));
+        assert_eq!(euid(), 65534);
+        assert_eq!(as_root(|| Err::<(), _>("no".to_string())), Err("no".into()));
+        assert_eq!(euid(), 65534);
+        let panicked = std::panic::catch_unwind(|| as_root(|| -> Result<(), String> { panic!() }));
+        assert!(panicked.is_err());
+        assert_eq!(
+            euid(),
+            65534,
+            "a panic in the closure leaves the euid as it was"
+        );
+        // SAFETY: as above; back to root for the rest of the test process.
+        assert_eq!(unsafe { libc::seteuid(0) }, 0);
     }
 }

@@ -309,6 +309,27 @@ enum Outcome {
     SlotLost,
 }
 
+/// Ends an attempt in which P lost the race for a slot (nothing was tested): frees the image
+/// index so the real tasks run, waits for srun, then drops the forger, the trap and the job in
+/// that order and checks that nothing leaked.
+fn slot_lost(
+    lock: fs::File,
+    mut srun: Running,
+    rest: (Running, Trap, Allocation),
+    before: &common::LeakSnapshot,
+    context: &dyn Fn() -> String,
+) -> Outcome {
+    drop(lock);
+    let ended = common::wait_for(Duration::from_secs(30), || {
+        matches!(srun.0.try_wait(), Ok(Some(_)))
+    });
+    assert!(ended, "srun did not end\n{}", context());
+    drop(srun);
+    drop(rest);
+    common::assert_no_leaks(before);
+    Outcome::SlotLost
+}
+
 fn scenario(attempt: u32) -> Outcome {
     let before = common::leak_snapshot();
     let dir = common::scratch_dir(Some(TEST_USER));
@@ -413,18 +434,7 @@ fn scenario(attempt: u32) -> Outcome {
     let pid: i32 = match note(&dir, "pid", Duration::from_secs(30), &context) {
         Ok(text) => text.trim().parse().expect("the forger's pid note"),
         Err(why) if why.starts_with("slot lost") => {
-            // The real tasks run once the index is free; nothing was tested.
-            drop(lock);
-            let ended = common::wait_for(Duration::from_secs(30), || {
-                matches!(srun.0.try_wait(), Ok(Some(_)))
-            });
-            assert!(ended, "srun did not end\n{}", context());
-            drop(srun);
-            drop(f);
-            drop(trap);
-            drop(job);
-            common::assert_no_leaks(&before);
-            return Outcome::SlotLost;
+            return slot_lost(lock, srun, (f, trap, job), &before, &context);
         }
         Err(why) => panic!("the forger gave up: {why}\n{}", context()),
     };
@@ -446,18 +456,8 @@ fn scenario(attempt: u32) -> Outcome {
     std::thread::sleep(Duration::from_millis(200));
     let answered = fs::read_to_string(dir.join("reply")).unwrap_or_default();
     if answered.contains("already connected") {
-        // The real task 1 connected first: P's hello was refused at once; nothing was tested.
-        drop(lock);
-        let ended = common::wait_for(Duration::from_secs(30), || {
-            matches!(srun.0.try_wait(), Ok(Some(_)))
-        });
-        assert!(ended, "srun did not end\n{}", context());
-        drop(srun);
-        drop(f);
-        drop(trap);
-        drop(job);
-        common::assert_no_leaks(&before);
-        return Outcome::SlotLost;
+        // The real task 1 connected first: P's hello was refused at once.
+        return slot_lost(lock, srun, (f, trap, job), &before, &context);
     }
     assert!(
         !answered.contains("\"frames\": [{"),

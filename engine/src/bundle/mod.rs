@@ -29,7 +29,7 @@ use nix::sched::CloneFlags;
 use nix::sys::stat::{fstat, SFlag};
 use oci_spec::runtime::{Mount, MountBuilder};
 
-pub use syscall::{BindFlags, LinuxSyscall, LoopHandle, Syscall};
+pub use syscall::{current_namespace, BindFlags, LinuxSyscall, LoopHandle, Syscall};
 
 use crate::config::{Config, UserMountRules};
 use crate::imagemeta::ImageMeta;

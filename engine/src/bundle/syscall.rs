@@ -69,8 +69,8 @@ pub struct LinuxSyscall;
 /// Mount namespaces (by inode) made by `enter_private_mount_namespace` in this process.
 static PRIVATE_NAMESPACES: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 
-/// Identifies the calling thread's mount namespace (not the main thread's).
-pub(super) fn current_namespace() -> io::Result<u64> {
+/// Identifies the calling thread's mount namespace (not the main thread's) by its inode.
+pub fn current_namespace() -> io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
     Ok(std::fs::metadata("/proc/thread-self/ns/mnt")?.ino())
 }

@@ -175,8 +175,7 @@ pub fn hold(dir: &Path, mut record: Running) -> Result<File, String> {
     record.pids.retain(|&p| p != std::process::id() as i32);
     record.pids.insert(0, std::process::id() as i32);
     record.mount_ns = Some(
-        fs::metadata("/proc/thread-self/ns/mnt")
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        crate::bundle::current_namespace()
             .map_err(|e| format!("egret: /proc/thread-self/ns/mnt: {e}"))?,
     );
     let path = dir.join("running.json");

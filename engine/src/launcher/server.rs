@@ -671,14 +671,7 @@ fn start_container(
     fs::create_dir_all(&bundle_dir).map_err(|e| format!("egret: {}: {e}", bundle_dir.display()))?;
 
     // Descriptors beyond stdio (e.g. PMI_FD) keep their order from 3 upwards in the container.
-    let mut env: Vec<(String, String)> = hello
-        .env
-        .iter()
-        .filter_map(|e| {
-            e.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
+    let mut env = env_of(hello);
     for (i, orig) in hello.fds.iter().enumerate().skip(3) {
         let new = (i as i32).to_string();
         for (_, v) in env
@@ -757,7 +750,7 @@ fn start_container(
         h.apply(&mut spec, &p.rootfs.bundle_dir.join("shm"))?;
     }
     let pmix = super::pmix::mounts(
-        &env_of(hello),
+        &task_vars,
         p.user.uid,
         p.req.job_id,
         p.req.step_id,

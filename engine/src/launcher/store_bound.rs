@@ -13,13 +13,8 @@ pub fn apply(cfg: &Config, store: &Store, in_use: &Path) {
     let Some(max) = cfg.local_repository_max_bytes else {
         return;
     };
-    let keep = in_use
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .map(|s| s.replacen('-', ":", 1))
-        .unwrap_or_default();
     let pinned = super::named::images_in_use(cfg);
-    match store.evict_to(max, &keep, &|p| pinned.contains(p)) {
+    match store.evict_to(max, &|p| p == in_use || pinned.contains(p)) {
         Ok(gone) if !gone.is_empty() => eprintln!(
             "egret: store over {max} bytes: deleted the least recently used {}",
             gone.join(", ")

@@ -73,14 +73,13 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes least-recently-used images until the store holds at most `max_bytes`, never
-    /// `keep` (the image about to be used) nor an image `pinned` says is in use (a named
-    /// container's). Returns the digests deleted; stops short when only such images are left.
+    /// Deletes least-recently-used images until the store holds at most `max_bytes`, never one
+    /// whose squashfs `keep` names (the image about to be used, a named container's). Returns
+    /// the digests deleted; stops short when only kept images are left.
     pub fn evict_to(
         &self,
         max_bytes: u64,
-        keep: &str,
-        pinned: &dyn Fn(&Path) -> bool,
+        keep: &dyn Fn(&Path) -> bool,
     ) -> Result<Vec<String>, StoreError> {
         let images = self.usage()?;
         let mut total: u64 = images.iter().map(|i| i.bytes).sum();
@@ -89,7 +88,7 @@ impl Store {
             if total <= max_bytes {
                 break;
             }
-            if img.digest == keep || pinned(&img.squashfs) {
+            if keep(&img.squashfs) {
                 continue;
             }
             if self.delete_image(&img.digest)? {

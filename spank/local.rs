@@ -1,6 +1,6 @@
 //! srun, sbatch and salloc: everything is checked here, before the job is queued.
 
-use egret_engine::launcher::multiprog;
+use egret_engine::slurm::multiprog;
 
 use crate::ffi::{self, Spank};
 use crate::state;

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use egret_engine::config::Config;
-use egret_engine::launcher::{client, multiprog, protocol, server};
+use egret_engine::slurm::{client, multiprog, protocol, server};
 use egret_engine::sys::process::PidFd;
 
 use crate::ffi::{self, Spank};
@@ -303,6 +303,6 @@ pub fn job_epilog(sp: Spank, args: &[String]) -> Result<(), String> {
         return Ok(());
     };
     let cfg = Config::load(&config).map_err(|e| format!("egret: {e}"))?;
-    egret_engine::launcher::named::remove_job(&cfg, uid, job)
+    egret_engine::slurm::named::remove_job(&cfg, uid, job)
         .map_err(|e| format!("egret: removing the named containers of job {job}: {e}"))
 }

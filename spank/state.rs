@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use egret_engine::launcher::options::{Arg, ContainerOptions, OPTIONS};
+use egret_engine::slurm::options::{Arg, ContainerOptions, OPTIONS};
 
 use crate::ffi::{self, Spank};
 
@@ -122,7 +122,7 @@ pub struct PluginArgs {
 pub fn plugin_args(args: &[String]) -> Result<PluginArgs, String> {
     let mut out = PluginArgs {
         config: PathBuf::from(egret_engine::config::DEFAULT_CONFIG_PATH),
-        launcher: PathBuf::from(egret_engine::launcher::server::DEFAULT_LAUNCHER),
+        launcher: PathBuf::from(egret_engine::slurm::server::DEFAULT_LAUNCHER),
         execute_entrypoint: false,
         remap_root: false,
         global_scope: false,
@@ -143,7 +143,7 @@ pub fn plugin_args(args: &[String]) -> Result<PluginArgs, String> {
                 }
             }
             Some((key @ ("execute_entrypoint" | "remap_root"), v)) => {
-                let on = egret_engine::launcher::options::parse_bool(v).ok_or_else(|| {
+                let on = egret_engine::slurm::options::parse_bool(v).ok_or_else(|| {
                     format!("egret: plugstack.conf: {key}={v}: expected 0 or 1")
                 })?;
                 if key == "remap_root" {

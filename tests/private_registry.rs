@@ -18,8 +18,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use common::{describe, TEST_USER};
 use egret_engine::config::Config;
-use egret_engine::reference::ImageRef;
-use egret_engine::store::Store;
+use egret_engine::image::reference::ImageRef;
+use egret_engine::image::store::Store;
 
 /// The login-protected registry.
 const PRIVATE: &str = "127.0.0.1:5001";

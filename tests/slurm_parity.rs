@@ -473,7 +473,7 @@ fn srun_help_lists_every_option_with_the_egret_prefix() {
     let o = Command::new("srun").arg("--help").output().unwrap();
     let help =
         String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
-    for opt in egret_engine::launcher::options::OPTIONS {
+    for opt in egret_engine::slurm::options::OPTIONS {
         let flag = format!("--{}", opt.name);
         let at = help
             .find(&format!("{flag} "))

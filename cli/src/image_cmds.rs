@@ -5,12 +5,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use egret_engine::config::Config;
-use egret_engine::import::{self, PullOptions};
-use egret_engine::launcher::store_bound;
-use egret_engine::progress::StderrProgress;
-use egret_engine::reference::{ImageRef, DOCKER_HUB, LOAD_SERVER};
-use egret_engine::skopeo::{FetchAuth, Skopeo};
-use egret_engine::store::{IndexEntry, Store};
+use egret_engine::image::import::{self, PullOptions};
+use egret_engine::image::progress::StderrProgress;
+use egret_engine::image::reference::{ImageRef, DOCKER_HUB, LOAD_SERVER};
+use egret_engine::image::registry::{FetchAuth, Skopeo};
+use egret_engine::image::store::{IndexEntry, Store};
+use egret_engine::slurm::store_bound;
 
 /// What every command gets: the loaded config and the caller's identity.
 pub struct Context {

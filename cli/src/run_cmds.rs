@@ -10,18 +10,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use egret_engine::bundle::{self, ContainerRequest};
 use egret_engine::config::Config;
-use egret_engine::env::EnvRequest;
-use egret_engine::hooksd;
-use egret_engine::imagemeta::ImageMeta;
-use egret_engine::mounts::{self, BindMount, DeviceRequest};
-use egret_engine::reference::ImageSource;
-use egret_engine::runtime::{self, Runc, SignalForwarder};
-use egret_engine::spec::{self, EntrypointChoice, ProcessRequest, SpecOptions};
-use egret_engine::store::Store;
+use egret_engine::container::env::EnvRequest;
+use egret_engine::container::mounts::{self, BindMount, DeviceRequest};
+use egret_engine::container::rootfs::{self, ContainerRequest};
+use egret_engine::container::runtime::{self, Runc, SignalForwarder};
+use egret_engine::container::spec::{self, EntrypointChoice, ProcessRequest, SpecOptions};
+use egret_engine::container::user::UserIdentity;
+use egret_engine::hooks;
+use egret_engine::image::metadata::ImageMeta;
+use egret_engine::image::reference::ImageSource;
+use egret_engine::image::store::Store;
 use egret_engine::sys;
-use egret_engine::user::UserIdentity;
 
 use crate::image_cmds::Context;
 
@@ -94,7 +94,8 @@ pub fn run(c: &Context, a: RunArgs) -> Result<ExitCode, String> {
         );
     }
     let cfg = &c.config;
-    egret_engine::security::enforce(cfg, &c.config_path, &[]).map_err(|e| format!("run: {e}"))?;
+    egret_engine::config::security::enforce(cfg, &c.config_path, &[])
+        .map_err(|e| format!("run: {e}"))?;
     let user = UserIdentity::current_real().map_err(|e| e.to_string())?;
     let (image, command) = a
         .args
@@ -169,9 +170,9 @@ fn container(
         return 1;
     }
     let result = (|| -> Result<i32, String> {
-        bundle::enter_private_mount_namespace().map_err(|e| e.to_string())?;
+        rootfs::enter_private_mount_namespace().map_err(|e| e.to_string())?;
         let rootfs =
-            bundle::prepare_rootfs(cfg, bundle_dir, &plan.req).map_err(|e| e.to_string())?;
+            rootfs::prepare_rootfs(cfg, bundle_dir, &plan.req).map_err(|e| e.to_string())?;
         for w in &rootfs.warnings {
             eprintln!("egret: warning: {w}");
         }
@@ -272,7 +273,7 @@ fn parse(a: &RunArgs, command: &[String], id: &str) -> Result<Parsed, String> {
         EnvRequest::Set(k, v) => Some((k.clone(), v.clone())),
         EnvRequest::FromHost(_) => None,
     }));
-    egret_engine::hooksd::add_automatic_annotations(&mut annotations, &hook_env);
+    egret_engine::hooks::add_automatic_annotations(&mut annotations, &hook_env);
     Ok(Parsed {
         mounts,
         devices,
@@ -362,26 +363,29 @@ fn make_bundle_dir(dir: &Path) -> Result<(), String> {
 pub fn hooks(c: &Context, a: HooksArgs) -> Result<ExitCode, String> {
     let cfg = &c.config;
     let hooks = match cfg.hooks_dir.as_deref() {
-        Some(dir) if dir.exists() => hooksd::load_dir(dir).map_err(|e| e.to_string())?,
+        Some(dir) if dir.exists() => hooks::load_dir(dir).map_err(|e| e.to_string())?,
         _ => Vec::new(),
     };
     if a.mpi {
         print!(
             "{}",
-            hooksd::format_mpi_list(&hooksd::mpi_hooks(&hooks, cfg.default_mpi_type.as_deref()))
+            hooks::format_mpi_list(&hooks::mpi_hooks(&hooks, cfg.default_mpi_type.as_deref()))
         );
     } else {
-        print!("{}", hooksd::format_list(&hooks));
+        print!("{}", hooks::format_list(&hooks));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `egret check`: every security check, whatever `securityChecks` says; one line per problem.
 pub fn check(c: &Context) -> Result<ExitCode, String> {
-    let launcher = std::path::PathBuf::from(egret_engine::launcher::server::DEFAULT_LAUNCHER);
+    let launcher = std::path::PathBuf::from(egret_engine::slurm::server::DEFAULT_LAUNCHER);
     let plugin = std::path::PathBuf::from("/usr/local/lib/egret/spank_egret.so");
-    let found =
-        egret_engine::security::check_install(&c.config, &c.config_path, &[launcher, plugin]);
+    let found = egret_engine::config::security::check_install(
+        &c.config,
+        &c.config_path,
+        &[launcher, plugin],
+    );
     for v in &found {
         println!("{v}");
     }
@@ -400,10 +404,13 @@ pub fn check(c: &Context) -> Result<ExitCode, String> {
 }
 
 /// `egret check`'s line about the runc CVEs `runc --version` predates (see
-/// [`egret_engine::security::RuncCveStatus`]): a warning, or that it is recent enough. runc is
+/// [`egret_engine::config::security::RuncCveStatus`]): a warning, or that it is recent enough. runc is
 /// not run when the checks above found it (or a directory above it) tamperable.
-fn runc_version_warning(runc: &Path, found: &[egret_engine::security::Violation]) -> String {
-    use egret_engine::security::RuncCveStatus;
+fn runc_version_warning(
+    runc: &Path,
+    found: &[egret_engine::config::security::Violation],
+) -> String {
+    use egret_engine::config::security::RuncCveStatus;
     use std::io::Read;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use egret_engine::import::{self, PullOptions};
-use egret_engine::progress::StderrProgress;
-use egret_engine::reference::ImageRef;
-use egret_engine::skopeo::Skopeo;
-use egret_engine::store::Store;
+use egret_engine::image::import::{self, PullOptions};
+use egret_engine::image::progress::StderrProgress;
+use egret_engine::image::reference::ImageRef;
+use egret_engine::image::registry::Skopeo;
+use egret_engine::image::store::Store;
 
 use crate::image_cmds::{usage, Context};
 

@@ -6,7 +6,7 @@
 
 use std::process::{Command, ExitCode};
 
-use egret_engine::hooksd;
+use egret_engine::hooks;
 
 use crate::image_cmds::Context;
 
@@ -27,7 +27,7 @@ pub fn ssh_keygen(c: &Context, a: SshKeygenArgs) -> Result<ExitCode, String> {
         .as_deref()
         .filter(|d| d.exists())
         .ok_or("no hooksDir is configured: the SSH hook is not installed")?;
-    let hooks = hooksd::load_dir(dir).map_err(|e| e.to_string())?;
+    let hooks = hooks::load_dir(dir).map_err(|e| e.to_string())?;
     let hook = hooks
         .iter()
         .find(|h| {

@@ -1,33 +1,22 @@
-//! egret's engine: everything the SPANK plugin, the `egret` CLI and the hooks share.
+//! egret's engine: everything the SPANK plugin, the `egret` CLI, the launcher and the hooks share.
 //!
-//! Image side: `reference` (names) → `import` (skopeo fetch, `flatten` layers, `squash` with
-//! mksquashfs) → `store` (content-addressed squashfs files plus per-user Sarus-style indexes).
-//! Run side: `user` (who runs) → `bundle` (private mount namespace, tmpfs, loop squashfs, overlay,
-//! mounts, devices) → `spec` + `env` (config.json) → `runtime` (runc). `sys` is the only module
-//! allowed `unsafe`.
+//! The folders are the layers (see the map at the top of `docs/design.md`):
+//! - [`image`]: from a reference to a verified squashfs file in the store (names, the registry
+//!   fetch as the user, layer flattening, mksquashfs, the content-addressed store).
+//! - [`container`]: from a squashfs file to a running container (the rootfs in a private mount
+//!   namespace, mounts and their user syntaxes, the OCI spec and environment, runc).
+//! - [`hooks`]: which OCI hooks a container gets (`hooks.d`) and the devices they need.
+//! - [`config`]: the admin's `egret.json` and the security checks of every path root trusts.
+//! - [`slurm`]: the per-step root launcher behind `srun --container-image`, the task client,
+//!   their protocol and the option table.
+//! - [`sys`]: the only module allowed `unsafe`: thin safe wrappers over system calls.
+//!
+//! Dependencies point down the list: `slurm` uses `container`, `hooks` and `image`; `container`
+//! uses `image` only for image metadata; everything may use `config` and `sys`.
 
 pub mod config;
-pub mod imagemeta;
-pub mod reference;
-
-pub mod flatten;
-pub mod import;
-pub mod progress;
-pub mod skopeo;
-pub mod squash;
-pub mod store;
-
-pub mod bundle;
-pub mod env;
-pub mod hookdevices;
-pub mod hooksd;
-pub mod mounts;
-pub mod pyxis_mounts;
-pub mod remap_root;
-pub mod runtime;
-pub mod spec;
+pub mod container;
+pub mod hooks;
+pub mod image;
+pub mod slurm;
 pub mod sys;
-pub mod user;
-
-pub mod launcher;
-pub mod security;

@@ -17,12 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use egret_engine::config::{Config, LockTimings};
-use egret_engine::import::oci::Layout;
-use egret_engine::import::{self, PullOptions, PullStatus};
-use egret_engine::progress::LineProgress;
-use egret_engine::reference::ImageRef;
-use egret_engine::skopeo::Skopeo;
-use egret_engine::store::Store;
+use egret_engine::image::import::oci::Layout;
+use egret_engine::image::import::{self, PullOptions, PullStatus};
+use egret_engine::image::progress::LineProgress;
+use egret_engine::image::reference::ImageRef;
+use egret_engine::image::registry::Skopeo;
+use egret_engine::image::store::Store;
 use sha2::{Digest, Sha256};
 
 const CHILD_ENV: &str = "EGRET_TEST_CHILD_PULL";

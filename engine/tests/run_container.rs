@@ -5,12 +5,12 @@ mod run_support;
 
 use std::time::Duration;
 
-use egret_engine::bundle;
 use egret_engine::config::Config;
-use egret_engine::env::EnvRequest;
-use egret_engine::imagemeta::ImageMeta;
-use egret_engine::runtime::{self, Runc};
-use egret_engine::spec::{self, EntrypointChoice, SpecOptions};
+use egret_engine::container::env::EnvRequest;
+use egret_engine::container::rootfs;
+use egret_engine::container::runtime::{self, Runc};
+use egret_engine::container::spec::{self, EntrypointChoice, SpecOptions};
+use egret_engine::image::metadata::ImageMeta;
 use run_support::*;
 
 #[test]
@@ -160,7 +160,7 @@ fn foreground_exit_codes_and_signals() {
             let h = s.spawn(move || {
                 in_private_ns(|| {
                     let dir = cfg.oci_bundle_dir.join(runtime::random_hex());
-                    let rootfs = bundle::prepare_rootfs(cfg, &dir, &req).unwrap();
+                    let rootfs = rootfs::prepare_rootfs(cfg, &dir, &req).unwrap();
                     let spec = spec::build_spec(
                         cfg,
                         &rootfs,

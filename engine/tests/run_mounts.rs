@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 use egret_engine::config::{MountFlags, SiteMount};
-use egret_engine::mounts::{parse_device, parse_sarus_mount, BindMount};
-use egret_engine::spec::SpecOptions;
+use egret_engine::container::mounts::{parse_device, parse_sarus_mount, BindMount};
+use egret_engine::container::spec::SpecOptions;
 use run_support::*;
 
 fn host_dir(w: &World, name: &str, uid: u32) -> std::path::PathBuf {

@@ -9,9 +9,9 @@ mod run_support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use egret_engine::bundle;
-use egret_engine::runtime::{self, Runc};
-use egret_engine::spec::{self, SpecOptions};
+use egret_engine::container::rootfs;
+use egret_engine::container::runtime::{self, Runc};
+use egret_engine::container::spec::{self, SpecOptions};
 use run_support::*;
 
 const RUNS: usize = 21;
@@ -51,7 +51,7 @@ fn start_time_of_true() {
         let t = Instant::now();
         in_private_ns(|| {
             let dir = w.cfg.oci_bundle_dir.join(runtime::random_hex());
-            let rootfs = bundle::prepare_rootfs(&w.cfg, &dir, &req).unwrap();
+            let rootfs = rootfs::prepare_rootfs(&w.cfg, &dir, &req).unwrap();
             let s = spec::build_spec(
                 &w.cfg,
                 &rootfs,
@@ -73,7 +73,7 @@ fn start_time_of_true() {
     in_private_ns(|| {
         let dir = w.cfg.oci_bundle_dir.join(runtime::random_hex());
         let t = Instant::now();
-        let rootfs = bundle::prepare_rootfs(&w.cfg, &dir, &req).unwrap();
+        let rootfs = rootfs::prepare_rootfs(&w.cfg, &dir, &req).unwrap();
         let s = spec::build_spec(
             &w.cfg,
             &rootfs,

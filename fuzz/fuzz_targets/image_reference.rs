@@ -1,7 +1,7 @@
 //! Image references (Docker and enroot forms, `.sqsh` paths): never a panic, and what parses
 //! prints back to something that parses to the same reference.
 #![no_main]
-use egret_engine::reference::{ImageRef, ImageSource};
+use egret_engine::image::reference::{ImageRef, ImageSource};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

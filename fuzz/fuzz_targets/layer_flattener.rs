@@ -1,7 +1,7 @@
 //! The layer flattener on arbitrary bytes as one or two layers (tar, compressed or not): never
 //! a panic; it either refuses the input or writes a tar stream.
 #![no_main]
-use egret_engine::flatten::{flatten, LayerInput};
+use egret_engine::image::flatten::{flatten, LayerInput};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

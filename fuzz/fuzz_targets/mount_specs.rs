@@ -1,8 +1,8 @@
 //! Mount and device specs (Sarus `--mount`, pyxis `--container-mounts`, `--device`): never a
 //! panic; every accepted destination is absolute.
 #![no_main]
-use egret_engine::mounts;
-use egret_engine::pyxis_mounts::{self, PyxisMount};
+use egret_engine::container::mounts;
+use egret_engine::container::mounts::pyxis::{self, PyxisMount};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(m) = mounts::parse_sarus_mount(s) {
         assert!(m.destination.is_absolute());
     }
-    if let Ok(all) = pyxis_mounts::parse(s, Path::new("/submit")) {
+    if let Ok(all) = pyxis::parse(s, Path::new("/submit")) {
         for m in all {
             match m {
                 PyxisMount::Bind(b, _) => assert!(b.destination.is_absolute()),

@@ -21,7 +21,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use egret_engine::mounts;
+use egret_engine::container::mounts;
 use regex::bytes::Regex;
 
 use crate::ldcache::{self, CachedLib, LdcacheError};

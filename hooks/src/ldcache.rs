@@ -14,7 +14,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use egret_engine::mounts;
+use egret_engine::container::mounts;
 use nix::fcntl::{Flock, FlockArg};
 
 pub const DEFAULT_LDCONFIG: &str = "/sbin/ldconfig";

@@ -17,7 +17,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use egret_engine::mounts::{self, MountError, TargetKind};
+use egret_engine::container::mounts::{self, MountError, TargetKind};
 use egret_engine::sys::mount::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 use egret_engine::sys::{mount as sysmount, mounttree};
 use nix::sys::stat::{fstat, SFlag};

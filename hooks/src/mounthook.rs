@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use egret_engine::mounts::{self, BindMount, DeviceRequest, MountError};
+use egret_engine::container::mounts::{self, BindMount, DeviceRequest, MountError};
 
 use crate::ldcache::{self, CachedLib, LdcacheError};
 use crate::mount::{self, BindError, BindOptions};

@@ -330,7 +330,7 @@ pub fn hook(ctx: &crate::HookContext) -> Result<(), HookError> {
             return Err(HookError::RelativeBase { path: b.clone() });
         }
     }
-    let user = egret_engine::user::UserIdentity::from_uid(ctx.uid(), ctx.gid())?;
+    let user = egret_engine::container::user::UserIdentity::from_uid(ctx.uid(), ctx.gid())?;
     let dir = step_dir(
         &user_base(hook_base.as_deref(), &user.name, &user.home),
         &task,
@@ -351,7 +351,7 @@ pub enum HookError {
     #[error(transparent)]
     Sync(#[from] SyncError),
     #[error(transparent)]
-    User(#[from] egret_engine::user::UserError),
+    User(#[from] egret_engine::container::user::UserError),
     #[error("HOOK_BASE_DIR={} must be an absolute path", path.display())]
     RelativeBase { path: PathBuf },
     #[error("cannot switch to uid {uid}: {source}")]
@@ -364,7 +364,7 @@ pub enum HookError {
 
 /// Becomes the user for the rest of the process (the hook is single-threaded): groups, gid,
 /// uid, and no way back through set-id programs.
-fn drop_privileges(user: &egret_engine::user::UserIdentity) -> Result<(), HookError> {
+fn drop_privileges(user: &egret_engine::container::user::UserIdentity) -> Result<(), HookError> {
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
     let err = |source| HookError::Drop {
         uid: user.uid,

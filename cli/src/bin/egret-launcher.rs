@@ -1,5 +1,5 @@
 //! `egret-launcher`: the per-node, per-step root helper started by the SPANK plugin. Thin: the
-//! logic is `egret_engine::launcher`.
+//! logic is `egret_engine::slurm`.
 //!
 //! - `egret-launcher serve` reads a `StepRequest` (JSON) on stdin and serves the step's tasks;
 //! - `egret-launcher join-cgroup FILE... -- PROGRAM ARGS...` joins cgroups, then execs PROGRAM.
@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use egret_engine::launcher::{cgroup, protocol::StepRequest, server};
+use egret_engine::slurm::{cgroup, protocol::StepRequest, server};
 use egret_engine::sys::process;
 
 fn main() -> ExitCode {

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use egret_engine::bundle::{self, ContainerRequest, Rootfs};
 use egret_engine::config::Config;
-use egret_engine::imagemeta::ImageMeta;
-use egret_engine::runtime::{self, Runc};
-use egret_engine::spec::{self, EntrypointChoice, ProcessRequest, SpecOptions};
-use egret_engine::user::UserIdentity;
+use egret_engine::container::rootfs::{self, ContainerRequest, Rootfs};
+use egret_engine::container::runtime::{self, Runc};
+use egret_engine::container::spec::{self, EntrypointChoice, ProcessRequest, SpecOptions};
+use egret_engine::container::user::UserIdentity;
+use egret_engine::image::metadata::ImageMeta;
 
 pub const UID: u32 = 4242;
 pub const GID: u32 = 4242;
@@ -168,7 +168,7 @@ pub struct Outcome {
 pub fn in_private_ns<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     std::thread::scope(|s| {
         s.spawn(|| {
-            bundle::enter_private_mount_namespace().expect("private mount namespace");
+            rootfs::enter_private_mount_namespace().expect("private mount namespace");
             f()
         })
         .join()
@@ -188,7 +188,7 @@ pub fn run_with(
     in_private_ns(|| {
         let bundle_dir = world.cfg.oci_bundle_dir.join(runtime::random_hex());
         let rootfs =
-            bundle::prepare_rootfs(&world.cfg, &bundle_dir, req).map_err(|e| e.to_string())?;
+            rootfs::prepare_rootfs(&world.cfg, &bundle_dir, req).map_err(|e| e.to_string())?;
         let result = (|| {
             let spec = spec::build_spec(&world.cfg, &rootfs, &req.meta, &req.user, proc_, opts)
                 .map_err(|e| e.to_string())?;

@@ -17,7 +17,7 @@ pub mod version;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use egret_engine::mounts::{self, MountError};
+use egret_engine::container::mounts::{self, MountError};
 
 use crate::mount::{self, BindError, BindOptions};
 use crate::{ldcache, HookContext};

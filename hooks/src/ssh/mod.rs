@@ -32,8 +32,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use egret_engine::mounts;
-use egret_engine::user::UserIdentity;
+use egret_engine::container::mounts;
+use egret_engine::container::user::UserIdentity;
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
@@ -68,7 +68,7 @@ pub enum SshError {
     #[error("--container-ssh is for ordinary users: dropbear does not run as root")]
     Root,
     #[error(transparent)]
-    User(#[from] egret_engine::user::UserError),
+    User(#[from] egret_engine::container::user::UserError),
     #[error(transparent)]
     Keys(#[from] keys::KeyError),
     #[error("{name}={value:?}: {what}")]

@@ -1,0 +1,429 @@
+//! Security checks (Sarus's `securityChecks`): everything egret runs or reads as root must be
+//! impossible for anyone but root to change. A file, and every directory above it up to `/`,
+//! must be owned by root and not writable by group or others; a directory is checked with
+//! everything below it. Paths that do not exist are skipped (a feature not installed).
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+
+/// One broken rule, named so an admin can fix it without reading code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub path: PathBuf,
+    pub rule: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "security check: {}: {}", self.path.display(), self.rule)
+    }
+}
+
+/// Checks the directory `dir` and each of its parents, not what is below it.
+fn check_dir_and_parents(dir: &Path, out: &mut Vec<Violation>) {
+    if fs::metadata(dir).is_err() {
+        return;
+    }
+    for d in dir.ancestors() {
+        if !d.as_os_str().is_empty() {
+            let _ = check_one(d, out);
+        }
+    }
+}
+
+/// Checks `path` (recursively when a directory) and each of its parents.
+pub fn check_untamperable(path: &Path, out: &mut Vec<Violation>) {
+    if fs::metadata(path).is_err() {
+        return;
+    }
+    let mut p = path.parent();
+    while let Some(dir) = p {
+        if dir.as_os_str().is_empty() {
+            break;
+        }
+        let _ = check_one(dir, out);
+        p = dir.parent();
+    }
+    check_tree(path, out, 0);
+}
+
+fn check_tree(path: &Path, out: &mut Vec<Violation>, depth: usize) {
+    let Ok(md) = check_one(path, out) else { return };
+    if md.is_dir() && depth < 8 {
+        if let Ok(entries) = fs::read_dir(path) {
+            for e in entries.flatten() {
+                check_tree(&e.path(), out, depth + 1);
+            }
+        }
+    }
+}
+
+/// Follows symlinks, as the file used is the target.
+fn check_one(path: &Path, out: &mut Vec<Violation>) -> Result<fs::Metadata, ()> {
+    let md = fs::metadata(path).map_err(|_| ())?;
+    if md.uid() != 0 {
+        out.push(Violation {
+            path: path.to_path_buf(),
+            rule: format!("must be owned by root (owner uid is {})", md.uid()),
+        });
+    }
+    let mode = md.mode() & 0o7777;
+    // The sticky bit does not make /tmp-like dirs safe parents: anyone can create entries.
+    if mode & 0o022 != 0 {
+        out.push(Violation {
+            path: path.to_path_buf(),
+            rule: format!("must not be writable by group or others (mode {mode:04o})"),
+        });
+    }
+    Ok(md)
+}
+
+/// Every file egret trusts as root: the config itself, runtimes, init, mksquashfs, skopeo,
+/// sqfs2tar, the hooks (their JSON and the programs they name), the extra paths the caller
+/// names (e.g. the launcher binary), and the directories egret writes as root (bundle, store,
+/// runDir, containersDir).
+pub fn check_install(cfg: &Config, config_path: &Path, extra: &[PathBuf]) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut paths: Vec<PathBuf> = vec![
+        config_path.to_path_buf(),
+        cfg.runc_path.clone(),
+        cfg.init_path.clone(),
+        cfg.mksquashfs_path.clone(),
+        cfg.skopeo_path.clone(),
+        cfg.sqfs2tar_path.clone(),
+    ];
+    // Directories egret writes as root: each itself and its parents only. What is below is
+    // egret's own, some of it deliberately the user's (sockets in runDir, a named container's
+    // upper layer), and a step joining a running named container sees the other step's rootfs
+    // in the bundle directory.
+    let store_images = cfg.local_repository_base_dir.join("images");
+    for dir in [
+        &cfg.oci_bundle_dir,
+        &cfg.local_repository_base_dir,
+        &store_images,
+        &cfg.run_dir,
+        &cfg.containers_dir,
+    ] {
+        check_dir_and_parents(dir, &mut out);
+    }
+    if let Some(s) = &cfg.seccomp_profile {
+        paths.push(s.clone());
+    }
+    if let Some(dir) = &cfg.hooks_dir {
+        paths.push(dir.clone());
+        if let Ok(hooks) = crate::hooks::load_dir(dir) {
+            paths.extend(hooks.into_iter().map(|h| h.hook.path().clone()));
+        }
+    }
+    paths.extend(extra.iter().cloned());
+    for p in paths {
+        check_untamperable(&p, &mut out);
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path).then(a.rule.cmp(&b.rule)));
+    out.dedup();
+    out
+}
+
+/// `Ok` when checks are off or pass; otherwise one line naming the first violation (and how
+/// many more there are, for `egret check`).
+pub fn enforce(cfg: &Config, config_path: &Path, extra: &[PathBuf]) -> Result<(), String> {
+    if !cfg.security_checks {
+        return Ok(());
+    }
+    let v = check_install(cfg, config_path, extra);
+    match v.first() {
+        None => Ok(()),
+        Some(first) if v.len() == 1 => Err(format!("{first}")),
+        Some(first) => Err(format!(
+            "{first} (and {} more; run 'egret check')",
+            v.len() - 1
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn writable_file_and_parent_are_named() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("d");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let f = dir.join("runc");
+        fs::write(&f, b"x").unwrap();
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o666)).unwrap();
+        let mut out = Vec::new();
+        check_untamperable(&f, &mut out);
+        assert!(
+            out.iter()
+                .any(|v| v.path == f && v.rule.contains("group or others")),
+            "{out:?}"
+        );
+        assert!(
+            out.iter().any(|v| v.path == dir && v.rule.contains("0777")),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn missing_paths_are_skipped() {
+        let mut out = Vec::new();
+        check_untamperable(Path::new("/nonexistent/egret/x"), &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn disabled_checks_pass() {
+        let cfg = Config {
+            security_checks: false,
+            ..Config::default()
+        };
+        assert!(enforce(&cfg, Path::new("/nonexistent"), &[]).is_ok());
+    }
+}
+
+/// Which known runc container-breakout CVEs the installed runc predates, judged by the
+/// upstream version number in `runc --version` alone (distributions backport fixes without
+/// changing it, so a "vulnerable" runc may be patched; `egret check` says so).
+///
+/// - CVE-2024-21626 (leaked fd, GHSA-xr7r-f8xq-vfvv): fixed in 1.1.12.
+/// - CVE-2025-31133, CVE-2025-52565, CVE-2025-52881 (mount races, GHSA-9493-h29p-rfm2,
+///   GHSA-qw9x-cqr3-wc7r, GHSA-cgrx-mc8f-2prm): fixed in 1.2.8, 1.3.3 and 1.4.0-rc.3; no
+///   1.1.z or older release has the fixes, 1.5 and later all do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuncCveStatus {
+    /// At or above the fixed release of its branch for every CVE above.
+    Fixed { version: String },
+    /// Older than a fix: the CVEs it predates and the upstream release to install.
+    Vulnerable {
+        version: String,
+        cves: Vec<&'static str>,
+        install: String,
+    },
+    /// The first line is not `runc version X.Y.Z[...]`.
+    Unknown { first_line: String },
+}
+
+impl RuncCveStatus {
+    /// The first line of `runc --version` output, judged (see [`RuncCveStatus`]).
+    pub fn of_version_output(output: &str) -> RuncCveStatus {
+        const CVE_2024: &[&str] = &["CVE-2024-21626"];
+        const CVE_2025: &[&str] = &["CVE-2025-31133", "CVE-2025-52565", "CVE-2025-52881"];
+        let first_line = output.lines().next().unwrap_or("").trim();
+        let unknown = || RuncCveStatus::Unknown {
+            first_line: first_line.to_string(),
+        };
+        let Some(version) = first_line.strip_prefix("runc version ") else {
+            return unknown();
+        };
+        let version = version.trim();
+        // X.Y.Z, then a suffix: "-rc.N" / "-rcN" (an upstream release candidate), another
+        // "-WORD" (a pre-release below any rc), "-DIGITS..." or "+..." (a build or a
+        // distribution's revision: the release itself, e.g. Debian's "1.1.5+ds1").
+        let end = version
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(version.len());
+        let (numbers, suffix) = version.split_at(end);
+        let parts: Vec<Option<u64>> = numbers.split('.').map(|p| p.parse().ok()).collect();
+        let [Some(major), Some(minor), Some(patch)] = parts[..] else {
+            return unknown();
+        };
+        // Pre-release rank: u64::MAX for a release.
+        let pre = match suffix.strip_prefix('-') {
+            Some(s) if s.starts_with(|c: char| c.is_ascii_digit()) => u64::MAX,
+            Some(s) => match s.strip_prefix("rc") {
+                Some(n) => {
+                    let n = n.strip_prefix('.').unwrap_or(n);
+                    let digits = n.find(|c: char| !c.is_ascii_digit()).unwrap_or(n.len());
+                    match n[..digits].parse::<u64>() {
+                        Ok(n) => n,
+                        Err(_) => return unknown(),
+                    }
+                }
+                None if s.starts_with(|c: char| c.is_ascii_alphabetic()) => 0,
+                None => return unknown(),
+            },
+            None if suffix.is_empty() || suffix.starts_with('+') => u64::MAX,
+            None => return unknown(),
+        };
+        let v = (major, minor, patch, pre);
+        let release = |x, y, z| (x, y, z, u64::MAX);
+        let mut cves = Vec::new();
+        if v < release(1, 1, 12) {
+            cves.extend_from_slice(CVE_2024);
+        }
+        // The fixed release of this version's branch; None where the branch has none.
+        let fixed_2025 = match (major, minor) {
+            (1, 2) => Some(((1, 2, 8, u64::MAX), "1.2.8")),
+            (1, 3) => Some(((1, 3, 3, u64::MAX), "1.3.3")),
+            (1, 4) => Some(((1, 4, 0, 3), "1.4.0-rc.3 (or 1.4.0)")),
+            (1, m) if m >= 5 => Some(((1, m, 0, 0), "")),
+            (m, _) if m >= 2 => Some(((m, 0, 0, 0), "")),
+            _ => None,
+        };
+        let install = match fixed_2025 {
+            Some((fixed, _)) if v >= fixed => None,
+            Some((_, name)) => Some(format!("{name} or later")),
+            None => Some(
+                "1.2.8, 1.3.3, 1.4.0 or later (no 1.1.z or older release has the \
+                 2025 fixes)"
+                    .to_string(),
+            ),
+        };
+        if let Some(install) = install {
+            cves.extend_from_slice(CVE_2025);
+            return RuncCveStatus::Vulnerable {
+                version: version.to_string(),
+                cves,
+                install,
+            };
+        }
+        // Every release before 1.1.12 is on a branch without the 2025 fixes: handled above.
+        debug_assert!(cves.is_empty());
+        RuncCveStatus::Fixed {
+            version: version.to_string(),
+        }
+    }
+
+    /// One line for an admin, `None` when fixed.
+    pub fn warning(&self) -> Option<String> {
+        match self {
+            RuncCveStatus::Fixed { .. } => None,
+            RuncCveStatus::Vulnerable {
+                version,
+                cves,
+                install,
+            } => Some(format!(
+                "runc version {version} predates the upstream fixes for {} (judged by the \
+                 upstream version number only: distributions may backport fixes without \
+                 changing it): install runc {install}, or confirm that your distribution's \
+                 package has the fixes backported",
+                cves.join(", ")
+            )),
+            RuncCveStatus::Unknown { first_line } => Some(format!(
+                "cannot tell which runc CVE fixes it has: 'runc --version' did not start with \
+                 'runc version X.Y.Z' (first line: {first_line:?}); make sure it is runc 1.2.8, \
+                 1.3.3, 1.4.0 or later, or has the fixes for CVE-2024-21626, CVE-2025-31133, \
+                 CVE-2025-52565 and CVE-2025-52881 backported"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod runc_cve_tests {
+    use super::RuncCveStatus;
+
+    fn status(v: &str) -> RuncCveStatus {
+        RuncCveStatus::of_version_output(&format!(
+            "runc version {v}\ncommit: x\nspec: 1.0.2-dev\ngo: go1.19.8\n"
+        ))
+    }
+
+    fn cves(v: &str) -> Vec<&'static str> {
+        match status(v) {
+            RuncCveStatus::Vulnerable { cves, .. } => cves,
+            RuncCveStatus::Fixed { .. } => Vec::new(),
+            RuncCveStatus::Unknown { first_line } => panic!("{v}: unknown ({first_line})"),
+        }
+    }
+
+    const ALL_2025: [&str; 3] = ["CVE-2025-31133", "CVE-2025-52565", "CVE-2025-52881"];
+
+    #[test]
+    fn debian_12_runc_predates_every_fix() {
+        let mut all = vec!["CVE-2024-21626"];
+        all.extend(ALL_2025);
+        assert_eq!(cves("1.1.5+ds1"), all);
+        match status("1.1.5+ds1") {
+            RuncCveStatus::Vulnerable {
+                version, install, ..
+            } => {
+                assert_eq!(version, "1.1.5+ds1");
+                assert!(install.contains("1.2.8, 1.3.3, 1.4.0"), "{install}");
+            }
+            s => panic!("{s:?}"),
+        }
+        let w = status("1.1.5+ds1").warning().unwrap();
+        assert!(w.contains("runc version 1.1.5+ds1"), "{w}");
+        assert!(w.contains("CVE-2024-21626, CVE-2025-31133"), "{w}");
+        assert!(w.contains("upstream version number"), "{w}");
+        assert!(w.contains("backported"), "{w}");
+    }
+
+    #[test]
+    fn the_2024_fix_is_1_1_12() {
+        assert!(cves("1.1.11").contains(&"CVE-2024-21626"));
+        assert!(cves("1.0.0-rc95").contains(&"CVE-2024-21626"));
+        assert_eq!(cves("1.1.12"), ALL_2025);
+        assert_eq!(cves("1.1.15"), ALL_2025);
+    }
+
+    #[test]
+    fn the_2025_fixes_are_per_branch() {
+        for v in [
+            "1.2.7",
+            "1.2.0",
+            "1.2.0-rc.1",
+            "1.3.2",
+            "1.3.0-rc.1",
+            "1.4.0-rc.2",
+        ] {
+            assert_eq!(cves(v), ALL_2025, "{v}");
+        }
+        for v in [
+            "1.2.8",
+            "1.2.9",
+            "1.3.3",
+            "1.3.4+dev",
+            "1.4.0-rc.3",
+            "1.4.0-rc.3+dev",
+            "1.4.0",
+            "1.4.1",
+            "1.5.0",
+            "1.5.0-rc.1",
+            "2.0.0",
+        ] {
+            assert_eq!(status(v), RuncCveStatus::Fixed { version: v.into() }, "{v}");
+            assert_eq!(status(v).warning(), None);
+        }
+        // A distribution's revision is the release itself; a non-rc pre-release is below rc.1.
+        assert_eq!(cves("1.3.3-0ubuntu1~24.04.2"), Vec::<&str>::new());
+        assert_eq!(cves("1.4.0-beta.1"), ALL_2025);
+        match status("1.4.0-rc.2") {
+            RuncCveStatus::Vulnerable { install, .. } => {
+                assert!(install.starts_with("1.4.0-rc.3"), "{install}")
+            }
+            s => panic!("{s:?}"),
+        }
+        match status("1.2.7") {
+            RuncCveStatus::Vulnerable { install, .. } => assert_eq!(install, "1.2.8 or later"),
+            s => panic!("{s:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_is_unknown() {
+        for out in [
+            "",
+            "garbage",
+            "runc version",
+            "runc version x.y.z",
+            "runc version 1.2",
+            "runc version 1.2.8.1",
+            "crun version 1.8.1",
+            "runc version 1.2.8-rc.x",
+        ] {
+            let s = RuncCveStatus::of_version_output(out);
+            assert!(matches!(s, RuncCveStatus::Unknown { .. }), "{out:?}: {s:?}");
+            let w = s.warning().unwrap();
+            assert!(w.contains("cannot tell"), "{w}");
+        }
+    }
+}

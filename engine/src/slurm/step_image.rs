@@ -1,0 +1,69 @@
+//! The launcher's image step: from the user's `--container-image` to a squashfs file to mount.
+
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::container::user::UserIdentity;
+use crate::image::metadata::ImageMeta;
+use crate::image::reference::ImageSource;
+
+use super::protocol::StepRequest;
+
+/// Imports (at most once, under the store's locks) and returns the image file and its metadata.
+pub fn resolve(
+    cfg: &Config,
+    req: &StepRequest,
+    user: &UserIdentity,
+    image: &str,
+    progress: &super::task_progress::TaskProgress,
+) -> Result<(PathBuf, ImageMeta), String> {
+    let source =
+        ImageSource::parse(image).map_err(|e| format!("egret: --container-image={image}: {e}"))?;
+    match source {
+        ImageSource::Registry(r) => {
+            let store = crate::image::store::Store::open(
+                &cfg.local_repository_base_dir,
+                user.uid,
+                user.gid,
+                &cfg.repository_metadata_lock_timings,
+            )
+            .map_err(|e| format!("egret: {e}"))?
+            // "waiting for another import of ..." must reach the user, not only the log.
+            .with_notifier({
+                let p = progress.clone();
+                move |msg: &str| crate::image::progress::Progress::phase(&p, msg)
+            });
+            // Root never talks to the registry: skopeo runs as the user, with their own
+            // credentials (auth files, credential helpers) found as they would find them.
+            let fetcher = crate::image::registry::Skopeo::new(cfg)
+                .as_user(crate::image::registry::FetchUser::new(user, &req.job_env));
+            let opts = crate::image::import::PullOptions {
+                auth: crate::image::registry::FetchAuth::default(),
+                progress: std::sync::Arc::new(progress.clone()),
+                ..Default::default()
+            };
+            let img = crate::image::import::pull(cfg, &store, &fetcher, &r, &opts)
+                .map_err(|e| format!("egret: {e}"))?;
+            super::store_bound::apply(cfg, &store, &img.squashfs);
+            Ok((img.squashfs, img.meta))
+        }
+        ImageSource::SquashfsFile(p) => {
+            // Relative paths are the user's, from the directory the job was submitted from.
+            let p = if p.is_absolute() {
+                p
+            } else {
+                super::server::job_cwd(req).join(p)
+            };
+            let store = crate::image::store::Store::open(
+                &cfg.local_repository_base_dir,
+                user.uid,
+                user.gid,
+                &cfg.repository_metadata_lock_timings,
+            )
+            .map_err(|e| format!("egret: {e}"))?;
+            let (file, meta) = super::user_squashfs::import(cfg, &store, user, &p)?;
+            super::store_bound::apply(cfg, &store, &file);
+            Ok((file, meta))
+        }
+    }
+}

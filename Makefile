@@ -78,7 +78,7 @@ unit-test:
 # A newcomer's first minutes: formatting, lints and the unit tests; no root, no cluster.
 check: lint unit-test
 
-# System tests (tests/, engine/tests/) talk to the installed binaries, Slurm and the registry:
+# System tests (system-tests/tests/) talk to the installed binaries, Slurm and the registry:
 # one at a time, after the unit tests.
 test: lint
 	$(MAKE) install

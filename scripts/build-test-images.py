@@ -12,7 +12,7 @@ Images (all under REGISTRY/egret/, tag "latest" unless noted):
                 "multiarch" = an OCI image index with linux/amd64 (runnable) and linux/arm64)
   multilayer   busybox layer + layers exercising the flattener (whiteouts, opaque dirs,
                hardlinks, setuid, xattrs, ownership, long/non-ASCII names); the expected
-               merged tree goes to tests/common/multilayer-expected.json
+               merged tree goes to test-support/data/multilayer-expected.json
   entrypoint   busybox + Entrypoint/Cmd/WorkingDir/Env
   reported     busybox with a label of its own: an image only the import-reporting test pulls
                through Slurm (its first import must really download)
@@ -22,7 +22,7 @@ Images (all under REGISTRY/egret/, tag "latest" unless noted):
                torch.distributed variables from the Slurm step)
   glibc        bash + coreutils from the host with their shared libraries and ld.so.cache
   mpich        the glibc image + Debian's MPICH runtime (libmpich12 and its shared libraries)
-               + /usr/local/bin/mpi-report and mpi-pingpong (tests/mpi/*.c built with mpicc)
+               + /usr/local/bin/mpi-report and mpi-pingpong (system-tests/mpi/*.c built with mpicc)
   big          (--big) >= 500 MB, 3 layers, tens of thousands of files, mixed content
   huge         (--big) busybox + two single-file layers of 512 MiB (about 1 GiB)
 
@@ -51,14 +51,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 DEFAULT_CACHE = "/var/cache/egret-test-images"
 DEFAULT_REGISTRY = "127.0.0.1:5000"
-DEFAULT_EXPECTED = os.path.join(REPO, "tests", "common", "multilayer-expected.json")
+DEFAULT_EXPECTED = os.path.join(REPO, "test-support", "data", "multilayer-expected.json")
 
 EPOCH = 1704067200  # 2024-01-01T00:00:00Z: every mtime in every layer
 CREATED = "2024-01-01T00:00:00Z"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Bump when big/huge change (they are not rebuilt on every edit of this script: they are slow).
 BIG_RECIPE = "big-v2"
-# tests/mpi/NAME.c, built into the mpich image as /usr/local/bin/mpi-NAME
+# system-tests/mpi/NAME.c, built into the mpich image as /usr/local/bin/mpi-NAME
 MPI_PROGRAMS = ("report", "pingpong")
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -734,7 +734,7 @@ class Builder:
             parts.append(subprocess.run(
                 ["dpkg-query", "-W", "libmpich12", "libmpich-dev", "gcc"],
                 capture_output=True, text=True).stdout)
-            parts += [sha256_file(os.path.join(REPO, "tests", "mpi", n + ".c")) for n in MPI_PROGRAMS]
+            parts += [sha256_file(os.path.join(REPO, "system-tests", "mpi", n + ".c")) for n in MPI_PROGRAMS]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def layout_dir(self, name):
@@ -849,7 +849,7 @@ class Builder:
             for name in MPI_PROGRAMS:
                 out = os.path.join(tmp, "mpi-" + name)
                 subprocess.run(["mpicc", "-O2", "-o", out,
-                                os.path.join(REPO, "tests", "mpi", name + ".c")], check=True)
+                                os.path.join(REPO, "system-tests", "mpi", name + ".c")], check=True)
                 progs.append(out)
             # All of libc6's libraries, as in any glibc-based image (the host MPI the hook
             # brings in may need some the image's own programs do not, e.g. libdl.so.2).

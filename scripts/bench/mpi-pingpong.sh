@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Part of scripts/bench.sh (section "mpi"): MPI ping-pong latency of small messages between two
-# ranks of one node, the same program (tests/mpi/pingpong.c built with Debian's mpicc):
+# ranks of one node, the same program (system-tests/mpi/pingpong.c built with Debian's mpicc):
 #   native      srun -N1 -n2 --mpi=pmi2 /opt/egret-test/mpi/bin/mpi-pingpong, with the host's
 #               MPICH (LD_LIBRARY_PATH=/opt/egret-test/mpich-host/lib, scripts/mpi-fixture.sh)
 #   egret-hook  srun -N1 -n2 --mpi=pmi2 --container-image=egret/mpich --mpi-hook mpi-pingpong:

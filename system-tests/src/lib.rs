@@ -1,0 +1,1 @@
+//! Empty: the system tests are the `tests/` of this package.

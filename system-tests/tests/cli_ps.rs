@@ -1,0 +1,152 @@
+//! `egret run --name`, `egret ps`, `egret kill`: Sarus's verbs for named CLI containers.
+
+use egret_test_support as common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+#[test]
+fn named_run_is_listed_and_killed() {
+    common::require_root();
+    let image = common::registry_image("busybox");
+    common::assert_success(&common::run(common::egret().args(["pull", &image])), "pull");
+    let before = common::leak_snapshot();
+    let name = format!("ps-test-{}", std::process::id());
+    let mut child = common::egret()
+        .args(["run", "--name", &name, &image, "sleep", "300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let listed = || {
+        let o = common::run(common::egret().arg("ps"));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l.starts_with(&name) && l.contains(&image) && l.contains("running"))
+    };
+    assert!(
+        common::wait_for(Duration::from_secs(30), listed),
+        "egret ps never listed {name}"
+    );
+    // The name is taken while it runs.
+    let o = common::run(common::egret().args(["run", "--name", &name, &image, "true"]));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success() && err.contains("a container of that name is running"),
+        "{err}"
+    );
+    common::assert_success(&common::run(common::egret().args(["kill", &name])), "kill");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "SIGTERM reaches the command");
+    assert!(!listed());
+    common::assert_no_leaks(&before);
+    // Unknown names and bad names: one line each, naming the input and the help.
+    for args in [
+        vec!["kill", "no-such-container"],
+        vec!["run", "--name", "../x", &image, "true"],
+    ] {
+        let o = common::run(common::egret().args(&args));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success(), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("--help"), "{err}");
+    }
+}
+
+#[test]
+fn ps_and_kill_need_root() {
+    common::require_root();
+    for verb in ["ps", "kill"] {
+        let mut cmd = vec![common::EGRET_BIN, verb];
+        if verb == "kill" {
+            cmd.push("x");
+        }
+        let o = common::run_as_user(common::TEST_USER.name, &cmd);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(
+            !o.status.success() && err.contains("needs root"),
+            "{verb}: {err}"
+        );
+    }
+}
+
+#[test]
+fn rmi_by_digest_removes_every_name_of_it() {
+    common::require_root();
+    let latest = common::registry_image("busybox");
+    let multi = format!("{}/egret/busybox:multiarch", common::REGISTRY);
+    for r in [&latest, &multi] {
+        common::assert_success(&common::run(common::egret().args(["pull", r])), "pull");
+    }
+    let o = common::run(common::egret().args(["images", "--digests"]));
+    let listing = String::from_utf8_lossy(&o.stdout).into_owned();
+    let digest = listing
+        .lines()
+        .find(|l| l.starts_with("egret/busybox ") && l.split_whitespace().nth(1) == Some("latest"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .expect("busybox:latest with its digest")
+        .to_string();
+    let o = common::run(common::egret().args(["rmi", &digest]));
+    let out = common::assert_success(&o, "rmi by digest");
+    assert!(
+        out.contains(":latest") && out.contains(":multiarch"),
+        "{out}"
+    );
+    let o = common::run(common::egret().args(["images", "--digests"]));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(&digest));
+    let o = common::run(common::egret().args(["rmi", &digest]));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success() && err.contains("no image of yours has digest"),
+        "{err}"
+    );
+    // Put them back for whatever runs next.
+    for r in [&latest, &multi] {
+        common::assert_success(&common::run(common::egret().args(["pull", r])), "pull");
+    }
+}
+
+#[test]
+fn run_errors_name_the_input_and_the_help() {
+    common::require_root();
+    let image = common::registry_image("busybox");
+    let missing = format!("{}/egret/never-pushed", common::REGISTRY);
+    let ctl_env = "A\u{1}B=1".to_string();
+    for (args, needles) in [
+        (
+            vec!["UPPER::x", "true"],
+            vec!["'UPPER::x'", "egret run --help"],
+        ),
+        (
+            vec![missing.as_str(), "true"],
+            vec!["never-pushed", "egret pull"],
+        ),
+        (
+            vec!["--mount=bad", image.as_str(), "true"],
+            vec!["--mount 'bad'", "egret run --help"],
+        ),
+        (
+            vec!["--workdir=rel", image.as_str(), "true"],
+            vec!["--workdir 'rel'", "egret run --help"],
+        ),
+        (
+            vec!["--env==x", image.as_str(), "true"],
+            vec!["--env '=x'", "egret run --help"],
+        ),
+        (
+            vec!["--env", ctl_env.as_str(), image.as_str(), "true"],
+            vec!["control character", "egret run --help"],
+        ),
+    ] {
+        let mut full = vec!["run"];
+        full.extend(args.iter().copied());
+        let o = common::run(common::egret().args(&full));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success(), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: {err}");
+        }
+    }
+}

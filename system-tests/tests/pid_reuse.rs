@@ -51,57 +51,16 @@ const REAL_MARK: &str = "egret-real-task-ran";
 /// The forged task client, run as the user: `forger.py SOCKET OUTDIR`. It reports through
 /// files in OUTDIR: `ready` (P is polling), `pid` (P is reaped: its number), `reply` (what the
 /// launcher answered P's connection, JSON), or `fail` (why it gave up).
-const FORGER: &str = r#"import array, errno, fcntl, json, os, socket, struct, sys, termios, time
+const FORGER: &str = r#"from forger_lib import *
 
-sock_path, out = sys.argv[1], sys.argv[2]
-
-
-def note(name, text):
-    tmp = os.path.join(out, "." + name)
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, os.path.join(out, name))
-
-
-hello = {"Hello": {"local_id": %LOCAL_ID%, "global_id": %LOCAL_ID%,
-                   "argv": ["sleep", "30"], "env": ["PATH=/usr/bin:/bin"],
-                   "fds": [0, 1, 2], "tty": False}}
-body = json.dumps(hello).encode()
-frame = struct.pack(">I", len(body)) + body
 # Made before the fork: P connects it (the launcher's peer is P), F keeps it after P is gone.
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 child = os.fork()
 if child == 0:
-    start = time.monotonic()
-    errors = {}
-    refused_since = None
-    while True:
-        try:
-            s.connect(sock_path)
-            break
-        except OSError as e:
-            errors[e.strerror] = errors.get(e.strerror, 0) + 1
-            now = time.monotonic()
-            # Refused for a while: the launcher accepted all its tasks and closed its socket.
-            if e.errno == errno.ECONNREFUSED:
-                refused_since = refused_since or now
-                if now > refused_since + 0.2:
-                    note("pfail", "slot lost: the socket refuses connections: %r" % errors)
-                    os._exit(3)
-            else:
-                refused_since = None
-            if now > start + 20:
-                note("pfail", "P could not connect in 20 s: %r" % errors)
-                os._exit(3)
-    try:
-        s.sendmsg([frame[:1]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                 array.array("i", [0, 1, 2]))])
-        s.sendall(frame[1:])
-    except (BrokenPipeError, ConnectionResetError) as e:
-        # Connected to the backlog just before the launcher closed its socket.
-        note("pfail", "slot lost: the launcher closed the connection: %s" % e)
+    def fail(why, code):
+        note("pfail", why)
         os._exit(3)
-    note("connected", "after %.3f s: %r" % (time.monotonic() - start, errors))
+    connect_and_hello(s, hello_frame(%LOCAL_ID%, ["sleep", "30"]), 20, fail)
     os._exit(0)
 note("ready", str(child))
 # P's end, without reaping it: until we do, its number is still its own.
@@ -116,7 +75,7 @@ if info.si_status != 0:
 # Nothing we sent is left unread: the launcher accepted P's connection and read its hello.
 deadline = time.monotonic() + 30
 while True:
-    queued = struct.unpack("i", fcntl.ioctl(s.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    queued = unread(s)
     if queued == 0:
         break
     if time.monotonic() > deadline:
@@ -126,25 +85,14 @@ while True:
 os.waitpid(child, 0)
 note("pid", str(child))
 
-
-def read_exact(n):
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
-
-
 frames, end = [], "eof"
 s.settimeout(60)
 try:
     while True:
-        head = read_exact(4)
+        head = read_exact(s, 4)
         if head is None:
             break
-        data = read_exact(struct.unpack(">I", head)[0])
+        data = read_exact(s, struct.unpack(">I", head)[0])
         if data is None:
             break
         msg = json.loads(data)
@@ -332,13 +280,10 @@ fn slot_lost(
 fn scenario(attempt: u32) -> Outcome {
     let before = common::leak_snapshot();
     let dir = common::scratch_dir(Some(TEST_USER));
-    let forger = dir.join("forger.py");
-    fs::write(
-        &forger,
-        FORGER.replace("%LOCAL_ID%", &FORGED_LOCAL_ID.to_string()),
-    )
-    .unwrap();
-    fs::set_permissions(&forger, fs::Permissions::from_mode(0o644)).unwrap();
+    let forger = forged_task::write_forger(
+        &dir,
+        &FORGER.replace("%LOCAL_ID%", &FORGED_LOCAL_ID.to_string()),
+    );
     let job = Allocation::new("egret-pidreuse");
     let socket = run_dir().join(format!("step-{}.0.0.sock", job.0));
     let forged_id = format!("egret-{}.0.0.{FORGED_LOCAL_ID}", job.0);

@@ -31,7 +31,6 @@ use egret_test_support as common;
 use egret_test_support::forged_task;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -57,88 +56,25 @@ const SIGNALS: [i32; 6] = [15, 9, 15, 9, 15, 9];
 /// (the Signal frames were read, JSON), or `fail` (why it gave up; "slot lost: ..." when the
 /// real task 1 was first). It waits for `go` before sending the signals and for `close` before
 /// closing its connection.
-const FORGER: &str = r#"import array, errno, fcntl, json, os, socket, struct, sys, termios, time
+const FORGER: &str = r#"from forger_lib import *
 
-sock_path, out = sys.argv[1], sys.argv[2]
-
-
-def note(name, text):
-    tmp = os.path.join(out, "." + name)
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, os.path.join(out, name))
-
-
-def wait_file(name, limit):
-    deadline = time.monotonic() + limit
-    while not os.path.exists(os.path.join(out, name)):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
-
-
-def frame(msg):
-    body = json.dumps(msg).encode()
-    return struct.pack(">I", len(body)) + body
-
-
-def unread():
-    return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
-
-
-hello = frame({"Hello": {"local_id": %LOCAL_ID%, "global_id": %LOCAL_ID%,
-                         "argv": %ARGV%, "env": ["PATH=/usr/bin:/bin"],
-                         "fds": [0, 1, 2], "tty": False}})
 note("ready", str(os.getpid()))
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-start = time.monotonic()
-errors = {}
-refused_since = None
-while True:
-    try:
-        s.connect(sock_path)
-        break
-    except OSError as e:
-        errors[e.strerror] = errors.get(e.strerror, 0) + 1
-        now = time.monotonic()
-        # Refused for a while: the launcher accepted all its tasks and closed its socket.
-        if e.errno == errno.ECONNREFUSED:
-            refused_since = refused_since or now
-            if now > refused_since + 0.2:
-                note("fail", "slot lost: the socket refuses connections: %r" % errors)
-                sys.exit(3)
-        else:
-            refused_since = None
-        if now > start + 30:
-            note("fail", "could not connect in 30 s: %r" % errors)
-            sys.exit(1)
-try:
-    s.sendmsg([hello[:1]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
-    s.sendall(hello[1:])
-except (BrokenPipeError, ConnectionResetError) as e:
-    # Connected to the backlog just before the launcher closed its socket.
-    note("fail", "slot lost: the launcher closed the connection: %s" % e)
-    sys.exit(3)
-note("connected", "after %.3f s: %r" % (time.monotonic() - start, errors))
 
 
-def read_exact(n):
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
+def fail(why, code):
+    note("fail", why)
+    sys.exit(code)
 
+
+connect_and_hello(s, hello_frame(%LOCAL_ID%, %ARGV%), 30, fail)
 
 frames = []
 s.settimeout(60)
 try:
     while True:
-        head = read_exact(4)
-        data = head and read_exact(struct.unpack(">I", head)[0])
+        head = read_exact(s, 4)
+        data = head and read_exact(s, struct.unpack(">I", head)[0])
         if data is None:
             why = "slot lost" if not frames else "the launcher closed the connection"
             note("fail", "%s: end of stream after %r" % (why, frames))
@@ -171,9 +107,9 @@ except (BrokenPipeError, ConnectionResetError) as e:
 # Every byte read by the launcher's reader thread (a close by the launcher would empty the
 # queue too: the connection must still be open afterwards).
 deadline = time.monotonic() + 10
-while unread() != 0:
+while unread(s) != 0:
     if time.monotonic() > deadline:
-        note("fail", "the launcher never read the Signal frames (%d bytes unread)" % unread())
+        note("fail", "the launcher never read the Signal frames (%d bytes unread)" % unread(s))
         sys.exit(1)
     time.sleep(0.001)
 s.setblocking(False)
@@ -307,17 +243,14 @@ enum Outcome {
 fn scenario() -> Outcome {
     let before = common::leak_snapshot();
     let dir = common::scratch_dir(Some(TEST_USER));
-    let forger = dir.join("forger.py");
     let forged_argv = serde_json::json!(["sh", "-c", wait_in_container("forged-stop")]);
-    fs::write(
-        &forger,
-        FORGER
+    let forger = forged_task::write_forger(
+        &dir,
+        &FORGER
             .replace("%LOCAL_ID%", &FORGED_LOCAL_ID.to_string())
             .replace("%ARGV%", &forged_argv.to_string())
             .replace("%SIGNALS%", &format!("{SIGNALS:?}")),
-    )
-    .unwrap();
-    fs::set_permissions(&forger, fs::Permissions::from_mode(0o644)).unwrap();
+    );
     let job = Allocation::new("egret-sigafterexit");
     let socket = run_dir().join(format!("step-{}.0.0.sock", job.0));
     let forged_id = format!("egret-{}.0.0.{FORGED_LOCAL_ID}", job.0);

@@ -105,3 +105,95 @@ pub fn boost_priority(pid: i32) {
     // Best effort: a failure changes the odds of the race, not what the test asserts.
     let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, -20) };
 }
+
+/// The Python both forgers import (`from forger_lib import *`): written beside each forger by
+/// [`write_forger`]. Reports go to files in OUTDIR (`note`), written whole (rename), so the
+/// test never reads half a report.
+const FORGER_LIB: &str = r#"import array, errno, fcntl, json, os, socket, struct, sys, termios, time
+
+sock_path, out = sys.argv[1], sys.argv[2]
+
+
+def note(name, text):
+    tmp = os.path.join(out, "." + name)
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.rename(tmp, os.path.join(out, name))
+
+
+def wait_file(name, limit):
+    deadline = time.monotonic() + limit
+    while not os.path.exists(os.path.join(out, name)):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+def frame(msg):
+    body = json.dumps(msg).encode()
+    return struct.pack(">I", len(body)) + body
+
+
+def hello_frame(local_id, argv):
+    return frame({"Hello": {"local_id": local_id, "global_id": local_id, "argv": argv,
+                            "env": ["PATH=/usr/bin:/bin"], "fds": [0, 1, 2], "tty": False}})
+
+
+def unread(s):
+    return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+
+
+def read_exact(s, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def connect_and_hello(s, hello, limit, fail):
+    """Polls the step's socket, then sends the hello with descriptors 0, 1, 2. On failure calls
+    fail(why, code): code 3 when the real task took the slot first ("slot lost: ...")."""
+    start = time.monotonic()
+    errors = {}
+    refused_since = None
+    while True:
+        try:
+            s.connect(sock_path)
+            break
+        except OSError as e:
+            errors[e.strerror] = errors.get(e.strerror, 0) + 1
+            now = time.monotonic()
+            # Refused for a while: the launcher accepted all its tasks and closed its socket.
+            if e.errno == errno.ECONNREFUSED:
+                refused_since = refused_since or now
+                if now > refused_since + 0.2:
+                    fail("slot lost: the socket refuses connections: %r" % errors, 3)
+            else:
+                refused_since = None
+            if now > start + limit:
+                fail("could not connect in %d s: %r" % (limit, errors), 1)
+    try:
+        s.sendmsg([hello[:1]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                 array.array("i", [0, 1, 2]))])
+        s.sendall(hello[1:])
+    except (BrokenPipeError, ConnectionResetError) as e:
+        # Connected to the backlog just before the launcher closed its socket.
+        fail("slot lost: the launcher closed the connection: %s" % e, 3)
+    note("connected", "after %.3f s: %r" % (time.monotonic() - start, errors))
+"#;
+
+/// Writes `forger.py` (the test's `script`) and the library it imports into `dir`, readable by
+/// the user the forger runs as; returns the forger's path.
+pub fn write_forger(dir: &Path, script: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    for (name, text) in [("forger_lib.py", FORGER_LIB), ("forger.py", script)] {
+        let path = dir.join(name);
+        fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    dir.join("forger.py")
+}

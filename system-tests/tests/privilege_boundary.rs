@@ -430,30 +430,6 @@ fn another_users_image_file_in_the_store_cannot_be_run_or_read() {
     assert!(!read.status.success(), "the user read a store image");
 }
 
-/// Builds a small squashfs image owned by the test user at `dir/NAME` whose `/hello` says
-/// `text`.
-fn users_squashfs(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let root = dir.join(format!("{name}.root"));
-    fs::create_dir_all(root.join("bin")).unwrap();
-    fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for a in ["sh", "cat"] {
-        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
-    }
-    fs::write(root.join("hello"), text).unwrap();
-    let out = dir.join(name);
-    let _ = fs::remove_file(&out);
-    let ok = Command::new("mksquashfs")
-        .arg(&root)
-        .arg(&out)
-        .args(["-quiet", "-no-progress", "-all-root"])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    std::os::unix::fs::chown(&out, Some(TEST_USER.uid), Some(TEST_USER.gid)).unwrap();
-    fs::set_permissions(&out, fs::Permissions::from_mode(0o600)).unwrap();
-    out
-}
-
 fn store_image_files() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir("/var/lib/egret/store/images")
         .unwrap()
@@ -476,7 +452,7 @@ fn a_users_squashfs_file_keeps_one_copy_in_the_store_however_often_it_changes() 
     let before = store_image_files();
     let mut seen = Vec::new();
     for round in 0..3 {
-        let file = users_squashfs(&dir, "mine.sqsh", &format!("round {round}\n"));
+        let file = common::users_squashfs(&dir, "mine.sqsh", &format!("round {round}\n"));
         let o = as_user_in(
             &dir,
             &[],
@@ -549,7 +525,7 @@ fn the_store_size_bound_deletes_the_least_recently_used_image() {
     .unwrap();
 
     let dir = common::scratch_dir(Some(TEST_USER));
-    users_squashfs(&dir, "bound.sqsh", "bounded\n");
+    common::users_squashfs(&dir, "bound.sqsh", "bounded\n");
     let o = as_user_in(
         &dir,
         &[],

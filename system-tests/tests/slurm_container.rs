@@ -468,32 +468,6 @@ fn denied_mount_destination_is_one_clear_line() {
     assert!(ours[0].contains("/etc/hostile"), "{err}");
 }
 
-/// A squashfs file made by the test user (as `enroot import` or `mksquashfs` would).
-fn user_squashfs(dir: &std::path::Path) -> std::path::PathBuf {
-    let root = dir.join("root");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for a in ["sh", "cat", "id"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
-    }
-    std::fs::write(root.join("hello"), "from my sqsh\n").unwrap();
-    let out = dir.join("mine.sqsh");
-    let ok = Command::new("mksquashfs")
-        .arg(&root)
-        .arg(&out)
-        .args(["-quiet", "-no-progress", "-all-root"])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    std::os::unix::fs::chown(
-        &out,
-        Some(common::TEST_USER.uid),
-        Some(common::TEST_USER.gid),
-    )
-    .unwrap();
-    out
-}
-
 fn srun_as_user_in(dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new("runuser")
         .args(["-u", common::TEST_USER.name, "--", "timeout", "120", "srun"])
@@ -508,7 +482,7 @@ fn srun_as_user_in(dir: &std::path::Path, args: &[&str]) -> Output {
 fn users_squashfs_file_runs_after_a_safe_reimport() {
     common::require_root();
     let dir = common::scratch_dir(Some(common::TEST_USER));
-    user_squashfs(&dir);
+    common::users_squashfs(&dir, "mine.sqsh", "from my sqsh\n");
     // Relative to the submit directory, as with pyxis.
     let o = srun_as_user_in(
         &dir,
@@ -531,7 +505,7 @@ fn users_squashfs_file_runs_after_a_safe_reimport() {
 fn squashfs_the_user_cannot_read_or_corrupt_is_refused() {
     common::require_root();
     let dir = common::scratch_dir(Some(common::TEST_USER));
-    let f = user_squashfs(&dir);
+    let f = common::users_squashfs(&dir, "mine.sqsh", "from my sqsh\n");
     // Someone else's private file: the launcher opens it as the user, so it is refused.
     let private = dir.join("private.sqsh");
     std::fs::copy(&f, &private).unwrap();

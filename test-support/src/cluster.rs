@@ -484,3 +484,27 @@ pub fn next_job_id() -> usize {
         .and_then(|v| v.parse().ok())
         .expect("NEXT_JOB_ID in scontrol show config")
 }
+
+/// A squashfs file made by the test user (as `enroot import` or `mksquashfs` would) at
+/// `dir/NAME`, private to them (0600): busybox's `sh`, `cat` and `id`, and `/hello` saying `text`.
+pub fn users_squashfs(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let root = dir.join(format!("{name}.root"));
+    fs::create_dir_all(root.join("bin")).unwrap();
+    fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for a in ["sh", "cat", "id"] {
+        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
+    }
+    fs::write(root.join("hello"), text).unwrap();
+    let out = dir.join(name);
+    let _ = fs::remove_file(&out);
+    let ok = Command::new("mksquashfs")
+        .arg(&root)
+        .arg(&out)
+        .args(["-quiet", "-no-progress", "-all-root"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::os::unix::fs::chown(&out, Some(TEST_USER.uid), Some(TEST_USER.gid)).unwrap();
+    fs::set_permissions(&out, fs::Permissions::from_mode(0o600)).unwrap();
+    out
+}

@@ -15,6 +15,7 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    #[allow(clippy::new_without_default)] // it creates directories: not a plain value
     pub fn new() -> Sandbox {
         Sandbox::with(|_, _| {})
     }

@@ -4,6 +4,8 @@
 //! Slurm's callbacks onto it. Every entry point catches panics (a panic crossing `extern "C"`
 //! would abort slurmstepd) and the plugin never starts a thread.
 
+// The FFI layer: the only module of the plugin allowed `unsafe` (with the entry points below).
+#[allow(unsafe_code)]
 mod ffi;
 mod local;
 mod remote;
@@ -17,12 +19,16 @@ use ffi::{RawSpank, Spank};
 /// Slurm finds the plugin by these three symbols; `plugin_version` must match the running
 /// Slurm's major.minor release.
 #[no_mangle]
+#[allow(unsafe_code)] // an exported symbol Slurm reads
 pub static plugin_name: [u8; 6] = *b"egret\0";
 #[no_mangle]
+#[allow(unsafe_code)] // an exported symbol Slurm reads
 pub static plugin_type: [u8; 6] = *b"spank\0";
 #[no_mangle]
+#[allow(unsafe_code)] // an exported symbol Slurm reads
 pub static plugin_version: u32 = ffi::SLURM_VERSION_NUMBER;
 #[no_mangle]
+#[allow(unsafe_code)] // an exported symbol Slurm reads
 pub static spank_plugin_version: u32 = 1;
 
 const SPANK_ERR: c_int = -1;
@@ -45,6 +51,7 @@ fn guard(name: &str, f: impl FnOnce() -> Result<(), String>) -> c_int {
 macro_rules! callback {
     ($sym:ident, $body:path) => {
         #[no_mangle]
+        #[allow(unsafe_code)] // a C ABI entry point: Slurm's raw handle and argv come in here
         /// # Safety
         /// Called by Slurm with its live handle and `ac` valid plugin argument strings.
         pub unsafe extern "C" fn $sym(sp: RawSpank, ac: c_int, av: *mut *mut c_char) -> c_int {
@@ -65,6 +72,7 @@ callback!(slurm_spank_exit, remote::exit);
 callback!(slurm_spank_job_epilog, remote::job_epilog);
 
 /// The one callback Slurm calls for every option egret registered (`val` = index in the table).
+#[allow(unsafe_code)] // a C ABI entry point: Slurm's raw option string comes in here
 unsafe extern "C" fn option_cb(val: c_int, optarg: *const c_char, remote: c_int) -> c_int {
     guard("option", || {
         // SAFETY: Slurm passes NULL or a valid string.

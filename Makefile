@@ -18,7 +18,7 @@ REGISTRY := 127.0.0.1:5000
 DEMO_IMAGE := $(REGISTRY)/egret/busybox
 
 .PHONY: help deps build install slurm registry images images-big cluster demo up \
-        fmt-check clippy lint check unit-test test test-infra bench fuzz fuzz-smoke wipe
+        fmt-check clippy doc-paths lint check unit-test test test-infra bench fuzz fuzz-smoke wipe
 
 help:
 	@echo "targets: up test bench check | deps build install cluster (slurm registry images) demo |"
@@ -69,7 +69,11 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-lint: fmt-check clippy
+# Every path and test the docs name exists.
+doc-paths:
+	$(PYTHON) scripts/check-doc-paths.py
+
+lint: fmt-check clippy doc-paths
 
 # Unit tests (the crates' own #[cfg(test)] modules): no root, no cluster, in parallel.
 unit-test:

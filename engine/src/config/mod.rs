@@ -13,9 +13,18 @@ use serde::Deserialize;
 /// Where the CLI looks when neither `--config` nor `EGRET_CONFIG` (root only) says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/egret/egret.json";
 
-/// Sarus keys that egret accepts as a courtesy but does not use, so a copied `sarus.json` fails
-/// with a clear word instead of a generic "unknown key".
-const SARUS_ONLY_KEYS: &[&str] = &["umociPath", "rootfsFolder", "enablePMIxv3Support"];
+/// Keys of Sarus's `sarus.json` that egret has no use for (umoci, the rootfs folder name, SELinux
+/// labels, skopeo's policy and registries files, PMIx v3 hooks): a site's existing file loads,
+/// and each key is reported once as a warning (`Config::warnings`) instead of failing every job.
+const SARUS_ONLY_KEYS: &[&str] = &[
+    "umociPath",
+    "rootfsFolder",
+    "enablePMIxv3Support",
+    "selinuxLabel",
+    "selinuxMountLabel",
+    "containersPolicy",
+    "containersRegistries.dPath",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -101,6 +110,9 @@ pub struct Config {
     pub user_squashfs: UserSquashfsPolicy,
     #[serde(default = "default_sqfs2tar")]
     pub sqfs2tar_path: PathBuf,
+    /// The Sarus-only keys the file set (sorted), which egret ignored.
+    #[serde(skip)]
+    pub ignored_sarus_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -291,20 +303,33 @@ impl Config {
             path: path.to_path_buf(),
             msg,
         };
-        let value: serde_json::Value =
+        let mut value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
-        if let Some(obj) = value.as_object() {
-            for key in SARUS_ONLY_KEYS {
-                if obj.contains_key(*key) {
-                    return Err(invalid(format!(
-                        "key '{key}' is a Sarus setting egret does not use; remove it"
-                    )));
+        let mut ignored = Vec::new();
+        if let Some(obj) = value.as_object_mut() {
+            obj.retain(|key, _| {
+                let sarus_only = SARUS_ONLY_KEYS.contains(&key.as_str());
+                if sarus_only {
+                    ignored.push(key.clone());
                 }
-            }
+                !sarus_only
+            });
         }
-        let cfg: Config = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+        let mut cfg: Config = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+        cfg.ignored_sarus_keys = ignored;
         cfg.validate().map_err(invalid)?;
         Ok(cfg)
+    }
+
+    /// One line per Sarus-only key the file set, for the program that loaded it to print or log
+    /// (the engine itself never writes to a terminal).
+    pub fn warnings<'a>(&'a self, path: &'a Path) -> impl Iterator<Item = String> + 'a {
+        self.ignored_sarus_keys.iter().map(move |key| {
+            format!(
+                "warning: config {}: key '{key}' is a Sarus setting egret does not use; ignored",
+                path.display()
+            )
+        })
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -393,11 +418,32 @@ mod tests {
     }
 
     #[test]
-    fn sarus_only_key_is_explained() {
-        let e = parse(r#"{"umociPath": "/usr/bin/umoci"}"#)
+    fn sarus_only_keys_are_ignored_and_reported() {
+        let c = parse(
+            r#"{"umociPath": "/usr/bin/umoci", "enablePMIxv3Support": true,
+                "rootfsFolder": "rootfs", "securityChecks": false}"#,
+        )
+        .unwrap();
+        assert!(!c.security_checks, "the keys egret uses are still read");
+        assert_eq!(
+            c.ignored_sarus_keys,
+            ["enablePMIxv3Support", "rootfsFolder", "umociPath"]
+        );
+        let w: Vec<String> = c.warnings(Path::new("/etc/egret/egret.json")).collect();
+        assert_eq!(w.len(), 3);
+        assert_eq!(
+            w[2],
+            "warning: config /etc/egret/egret.json: key 'umociPath' is a Sarus setting egret does not use; ignored"
+        );
+        assert!(parse("{}").unwrap().ignored_sarus_keys.is_empty());
+    }
+
+    #[test]
+    fn a_real_unknown_key_is_still_an_error() {
+        let e = parse(r#"{"umociPath": "/usr/bin/umoci", "bogusKey": 1}"#)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("umociPath") && e.contains("Sarus"), "{e}");
+        assert!(e.contains("bogusKey"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod creds;
 pub mod fs;
+pub mod in_root;
 pub mod loopdev;
 pub mod mount;
 pub mod mounttree;

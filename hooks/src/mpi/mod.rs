@@ -17,7 +17,7 @@ pub mod version;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use egret_engine::container::mounts::{self, MountError};
+use egret_engine::sys::in_root::{self, InRootError};
 
 use crate::mount::{self, BindError, BindOptions};
 use crate::{ldcache, HookContext};
@@ -77,7 +77,7 @@ pub enum MpiError {
     Resolve {
         path: PathBuf,
         #[source]
-        source: MountError,
+        source: InRootError,
     },
 }
 
@@ -182,7 +182,7 @@ pub fn container_libs(
 ) -> Result<Vec<ContainerLib>, MpiError> {
     let mut out = Vec::new();
     for (soname, path) in entries {
-        let rel = mounts::resolve_in_root(rootfs, path).map_err(|source| MpiError::Resolve {
+        let rel = in_root::resolve_in_root(rootfs, path).map_err(|source| MpiError::Resolve {
             path: path.clone(),
             source,
         })?;

@@ -32,8 +32,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use egret_engine::container::mounts;
 use egret_engine::container::user::UserIdentity;
+use egret_engine::sys::in_root;
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
@@ -90,7 +90,7 @@ pub enum SshError {
     #[error(transparent)]
     Bind(#[from] bindmount::BindError),
     #[error(transparent)]
-    Target(#[from] mounts::MountError),
+    Target(#[from] in_root::InRootError),
     #[error("{what}: {source}")]
     Sys {
         what: String,
@@ -451,7 +451,7 @@ fn start(ctx: &HookContext) -> Result<(), SshError> {
     }
     let shell = fix_login(&rootfs, ctx.uid())?;
     crate::debug!("login shell {shell}");
-    mounts::replace_file_in_root(
+    in_root::replace_file_in_root(
         &rootfs,
         Path::new("/etc/profile.d/egret-ssh.sh"),
         files::profile_snippet().as_bytes(),
@@ -593,10 +593,10 @@ fn bind_home_ssh(
 ) -> Result<(), SshError> {
     match bindmount::bind(rootfs, stage, home_ssh, BindOptions::default()) {
         Err(bindmount::BindError::Target {
-            source: mounts::MountError::OnOtherMount { .. },
+            source: in_root::InRootError::OnOtherMount { .. },
             ..
         }) => {
-            let rel = mounts::resolve_in_root(rootfs, home_ssh)?;
+            let rel = in_root::resolve_in_root(rootfs, home_ssh)?;
             let path = rootfs.join(rel);
             user.run_as(|| {
                 use std::os::unix::fs::DirBuilderExt;
@@ -620,11 +620,11 @@ fn chown(path: &Path, user: &UserIdentity) -> Result<(), SshError> {
 /// and on the image's own filesystem: what is read is what is replaced, never a file of a bind
 /// mount (a link from the image into a user's host directory is refused, not followed).
 fn fix_login(rootfs: &Path, uid: u32) -> Result<String, SshError> {
-    let etc = mounts::ContainerDir::open(rootfs, Path::new("/etc"))?;
+    let etc = in_root::ContainerDir::open(rootfs, Path::new("/etc"))?;
     let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
     let passwd = text(etc.read(OsStr::new("passwd"))?).unwrap_or_default();
     let exists = |shell: &str| {
-        mounts::resolve_in_root(rootfs, Path::new(shell))
+        in_root::resolve_in_root(rootfs, Path::new(shell))
             .ok()
             .and_then(|rel| fs::symlink_metadata(rootfs.join(rel)).ok())
             .is_some_and(|m| m.is_file())

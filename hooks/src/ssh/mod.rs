@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use egret_engine::container::user::UserIdentity;
+use egret_engine::hooks::annotations;
 use egret_engine::sys::in_root;
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
@@ -42,11 +43,11 @@ use crate::HookContext;
 
 /// Where the hook's files appear in the container.
 pub const CONTAINER_DIR: &str = "/opt/egret/ssh";
-pub const ENABLED_ANNOTATION: &str = "com.hooks.ssh.enabled";
+pub const ENABLED_ANNOTATION: &str = annotations::SSH_ENABLED;
 /// A user's choice of port for the step (1024-65535).
-pub const PORT_ANNOTATION: &str = "com.hooks.ssh.port";
+pub const PORT_ANNOTATION: &str = annotations::SSH_PORT;
 /// A public key file (read as the user) that may log in as well, e.g. from a laptop.
-pub const AUTHORIZE_KEY_ANNOTATION: &str = "com.hooks.ssh.authorize_ssh_key";
+pub const AUTHORIZE_KEY_ANNOTATION: &str = annotations::SSH_AUTHORIZE_KEY;
 /// The port when neither the hook's JSON nor the user chose one (Sarus's).
 pub const DEFAULT_PORT: u16 = 15263;
 /// In the task's bundle directory (root's): the daemon's host pid and start time, its log.

@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use egret_engine::sys::in_root;
 use regex::bytes::Regex;
 
+use crate::bind::{self, BindError, BindOptions};
 use crate::ldcache::{self, CachedLib, LdcacheError};
-use crate::mount::{self, BindError, BindOptions};
 use crate::HookContext;
 
 /// Larger than any libc.so; a bigger file is not read whole.
@@ -219,7 +219,7 @@ pub fn run(ctx: &HookContext) -> Result<(), GlibcError> {
             crate::warn!("{name} is not in the container's linker cache: not replaced");
         }
         for t in found {
-            let at = mount::bind(
+            let at = bind::bind(
                 rootfs,
                 lib,
                 &t,

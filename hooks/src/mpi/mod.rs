@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use egret_engine::sys::in_root::{self, InRootError};
 
-use crate::mount::{self, BindError, BindOptions};
+use crate::bind::{self, BindError, BindOptions};
 use crate::{ldcache, HookContext};
 
 use plan::{ContainerLib, HostLib};
@@ -236,7 +236,7 @@ pub fn run(ctx: &HookContext) -> Result<(), MpiError> {
         ..BindOptions::default()
     };
     for b in &plan.binds {
-        mount::bind(rootfs, &b.source, &b.destination, ro)?;
+        bind::bind(rootfs, &b.source, &b.destination, ro)?;
         crate::info!(
             "{} {} with {}",
             if b.replaces { "replaced" } else { "added" },
@@ -251,13 +251,13 @@ pub fn run(ctx: &HookContext) -> Result<(), MpiError> {
         })?;
         let ft = meta.file_type();
         if ft.is_char_device() || ft.is_block_device() {
-            mount::bind_device(rootfs, p, p)?;
+            bind::bind_device(rootfs, p, p)?;
         } else {
             let opts = BindOptions {
                 recursive: true,
                 ..BindOptions::default()
             };
-            mount::bind(rootfs, p, p, opts)?;
+            bind::bind(rootfs, p, p, opts)?;
         }
         crate::debug!("mounted {}", p.display());
     }

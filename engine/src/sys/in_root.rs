@@ -23,6 +23,8 @@ use nix::unistd::{unlinkat, UnlinkatFlags};
 /// Symlinks followed while resolving one path, as the kernel's own limit (`ELOOP`).
 const MAX_SYMLINKS: usize = 40;
 
+/// Why a path inside the rootfs could not be resolved, created, read or replaced; `path` is the
+/// container path, as the user wrote it or as resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum InRootError {
     #[error("too many levels of symbolic links resolving {} in the container", path.display())]

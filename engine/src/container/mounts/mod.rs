@@ -10,18 +10,16 @@ pub mod sarus;
 use std::path::{Component, Path, PathBuf};
 
 use crate::config::SiteDevice;
-use crate::sys::in_root::InRootError;
 
 pub use device::parse_device;
 pub use policy::check_destination;
 pub use pyxis::parse_pyxis_mounts;
 pub use sarus::parse_sarus_mount;
 
-// moved: to crate::sys::in_root
-pub use crate::sys::in_root::{
-    open_in_root, replace_file_in_root, resolve_in_root, ContainerDir, TargetKind,
-};
+// moved: to crate::sys::in_root (engine/src/slurm/server.rs still calls it here)
+pub use crate::sys::in_root::resolve_in_root;
 
+/// A user's mount or device request that is malformed or that the site's rules refuse.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     #[error("'{item}': {reason}")]
@@ -30,9 +28,6 @@ pub enum MountError {
     Denied { destination: PathBuf, rule: PathBuf },
     #[error("destination {} is reserved for the runtime (use --device for device files)", destination.display())]
     Reserved { destination: PathBuf },
-    /// The target inside the rootfs (its message is the whole message).
-    #[error(transparent)]
-    InRoot(#[from] InRootError),
 }
 
 impl MountError {

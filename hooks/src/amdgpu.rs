@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use crate::mount::{self, BindError};
+use crate::bind::{self, BindError};
 use crate::HookContext;
 
 #[derive(Debug, thiserror::Error)]
@@ -120,11 +120,11 @@ pub fn run(ctx: &HookContext) -> Result<(), AmdGpuError> {
         crate::warn!("{w}");
     }
     let rootfs = ctx.rootfs();
-    mount::bind_device(rootfs, &kfd, Path::new("/dev/kfd"))?;
+    bind::bind_device(rootfs, &kfd, Path::new("/dev/kfd"))?;
     let container_dri = Path::new("/dev/dri");
     for g in &selected {
         for name in std::iter::once(&g.card).chain(g.render.iter()) {
-            mount::bind_device(rootfs, &dri.join(name), &container_dri.join(name))?;
+            bind::bind_device(rootfs, &dri.join(name), &container_dri.join(name))?;
         }
     }
     crate::info!(

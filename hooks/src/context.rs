@@ -220,6 +220,7 @@ impl HookContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use egret_engine::hooks::annotations;
 
     const STATE: &str = r#"{"ociVersion":"1.0.2","id":"egret-42","status":"creating","pid":1,
         "bundle":"/run/egret/b","annotations":{"com.hooks.logging.level":"3","a":"state"}}"#;
@@ -262,9 +263,9 @@ mod tests {
         assert_eq!(ctx.env("WEIRD").as_deref(), Some("a=b"));
         assert_eq!(ctx.env("PAT"), None);
         assert_eq!(ctx.annotation("a"), Some("config"));
-        assert_eq!(ctx.annotation("com.hooks.logging.level"), Some("3"));
-        assert!(ctx.annotation_enabled("com.hooks.glibc.enabled"));
-        assert!(!ctx.annotation_enabled("com.hooks.mpi.enabled"));
+        assert_eq!(ctx.annotation(annotations::LOGGING_LEVEL), Some("3"));
+        assert!(ctx.annotation_enabled(annotations::GLIBC_ENABLED));
+        assert!(!ctx.annotation_enabled(annotations::MPI_ENABLED));
         assert_eq!((ctx.uid(), ctx.gid()), (4242, 100));
         assert_eq!(ctx.groups(), vec![100, 27]);
         assert_eq!(ctx.id(), "egret-42");

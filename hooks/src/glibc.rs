@@ -21,11 +21,11 @@ use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use egret_engine::container::mounts;
+use egret_engine::sys::in_root;
 use regex::bytes::Regex;
 
+use crate::bind::{self, BindError, BindOptions};
 use crate::ldcache::{self, CachedLib, LdcacheError};
-use crate::mount::{self, BindError, BindOptions};
 use crate::HookContext;
 
 /// Larger than any libc.so; a bigger file is not read whole.
@@ -115,7 +115,7 @@ fn read_container_file(rootfs: &Path, path: &Path) -> Result<Vec<u8>, GlibcError
         path: path.to_path_buf(),
         source,
     };
-    let rel = mounts::resolve_in_root(rootfs, path).map_err(|e| read_err(io::Error::other(e)))?;
+    let rel = in_root::resolve_in_root(rootfs, path).map_err(|e| read_err(io::Error::other(e)))?;
     let file = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -146,7 +146,7 @@ pub fn targets(rootfs: &Path, cache: &[CachedLib], name: &str) -> Vec<PathBuf> {
         .map(|l| l.path.clone())
         .chain(ldcache::exists_in_root(rootfs, &lib64).then_some(lib64));
     for p in candidates {
-        let Ok(r) = mounts::resolve_in_root(rootfs, &p) else {
+        let Ok(r) = in_root::resolve_in_root(rootfs, &p) else {
             continue;
         };
         if !resolved.contains(&r) {
@@ -219,7 +219,7 @@ pub fn run(ctx: &HookContext) -> Result<(), GlibcError> {
             crate::warn!("{name} is not in the container's linker cache: not replaced");
         }
         for t in found {
-            let at = mount::bind(
+            let at = bind::bind(
                 rootfs,
                 lib,
                 &t,

@@ -14,7 +14,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use egret_engine::container::mounts;
+use egret_engine::sys::in_root;
 use nix::fcntl::{Flock, FlockArg};
 
 pub const DEFAULT_LDCONFIG: &str = "/sbin/ldconfig";
@@ -94,7 +94,7 @@ pub fn parse_print_cache(text: &str) -> Vec<CachedLib> {
 /// inside it). An image without `/etc/ld.so.cache` gives an empty list.
 pub fn container_libraries(rootfs: &Path, ldconfig: &Path) -> Result<Vec<CachedLib>, LdcacheError> {
     let cache =
-        mounts::resolve_in_root(rootfs, Path::new("/etc/ld.so.cache")).map(|rel| rootfs.join(rel));
+        in_root::resolve_in_root(rootfs, Path::new("/etc/ld.so.cache")).map(|rel| rootfs.join(rel));
     if !matches!(cache, Ok(ref p) if p.is_file()) {
         return Ok(Vec::new());
     }
@@ -109,7 +109,7 @@ pub fn container_libraries(rootfs: &Path, ldconfig: &Path) -> Result<Vec<CachedL
 /// True when the container path `path` names an existing file (not a dangling link) inside
 /// `rootfs`.
 pub fn exists_in_root(rootfs: &Path, path: &Path) -> bool {
-    match mounts::resolve_in_root(rootfs, path) {
+    match in_root::resolve_in_root(rootfs, path) {
         Ok(rel) => std::fs::symlink_metadata(rootfs.join(rel)).is_ok_and(|m| !m.is_dir()),
         Err(_) => false,
     }

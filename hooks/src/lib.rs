@@ -1,7 +1,7 @@
 //! egret's OCI hooks: one binary per hook (`src/bin/egret-<name>-hook.rs`), all logic here.
 //!
 //! Shared by every hook: [`context`] (the container state and `config.json`), [`log`] (one
-//! logging setup honouring `com.hooks.logging.level`), [`mount`] (bind mounts into the rootfs
+//! logging setup honouring `com.hooks.logging.level`), [`bind`] (bind mounts into the rootfs
 //! that never leave it) and [`ldcache`] (the container's linker cache, read and refreshed with
 //! the host's trusted `ldconfig`). [`run_main`] ties them together for a hook's `main`.
 //!
@@ -9,14 +9,14 @@
 //! trusted; everything in the container (its files, its environment, its annotations) is the
 //! user's and is not.
 
+pub mod bind;
 pub mod context;
 pub mod ldcache;
 pub mod log;
-pub mod mount;
 
 pub mod amdgpu;
 pub mod glibc;
-pub mod mounthook;
+pub mod mount_hook;
 pub mod timestamp;
 
 pub mod mpi;

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::sync::OnceLock;
 
 /// The annotation the engine (or the user, `--container-annotation`) sets.
-pub const LEVEL_ANNOTATION: &str = "com.hooks.logging.level";
+pub const LEVEL_ANNOTATION: &str = egret_engine::hooks::annotations::LOGGING_LEVEL;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The annotation that selects the hook (egret sets it with `--container-ssh`).
-pub const ENABLED_ANNOTATION: &str = "com.hooks.slurm-global-sync.enabled";
+pub const ENABLED_ANNOTATION: &str = egret_engine::hooks::annotations::SLURM_GLOBAL_SYNC_ENABLED;
 /// Seconds to wait for every task when the hook's JSON gives no `SYNC_TIMEOUT_S`.
 pub const DEFAULT_TIMEOUT_S: u64 = 300;
 /// How often the directory is looked at.

@@ -1,7 +1,7 @@
-//! The mount hook; see `egret_hooks::mounthook` and the admin guide.
+//! The mount hook; see `egret_hooks::mount_hook` and the admin guide.
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    egret_hooks::run_main("mount", egret_hooks::mounthook::run)
+    egret_hooks::run_main("mount", egret_hooks::mount_hook::run)
 }

@@ -17,9 +17,9 @@ pub mod version;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use egret_engine::container::mounts::{self, MountError};
+use egret_engine::sys::in_root::{self, InRootError};
 
-use crate::mount::{self, BindError, BindOptions};
+use crate::bind::{self, BindError, BindOptions};
 use crate::{ldcache, HookContext};
 
 use plan::{ContainerLib, HostLib};
@@ -77,7 +77,7 @@ pub enum MpiError {
     Resolve {
         path: PathBuf,
         #[source]
-        source: MountError,
+        source: InRootError,
     },
 }
 
@@ -182,7 +182,7 @@ pub fn container_libs(
 ) -> Result<Vec<ContainerLib>, MpiError> {
     let mut out = Vec::new();
     for (soname, path) in entries {
-        let rel = mounts::resolve_in_root(rootfs, path).map_err(|source| MpiError::Resolve {
+        let rel = in_root::resolve_in_root(rootfs, path).map_err(|source| MpiError::Resolve {
             path: path.clone(),
             source,
         })?;
@@ -236,7 +236,7 @@ pub fn run(ctx: &HookContext) -> Result<(), MpiError> {
         ..BindOptions::default()
     };
     for b in &plan.binds {
-        mount::bind(rootfs, &b.source, &b.destination, ro)?;
+        bind::bind(rootfs, &b.source, &b.destination, ro)?;
         crate::info!(
             "{} {} with {}",
             if b.replaces { "replaced" } else { "added" },
@@ -251,13 +251,13 @@ pub fn run(ctx: &HookContext) -> Result<(), MpiError> {
         })?;
         let ft = meta.file_type();
         if ft.is_char_device() || ft.is_block_device() {
-            mount::bind_device(rootfs, p, p)?;
+            bind::bind_device(rootfs, p, p)?;
         } else {
             let opts = BindOptions {
                 recursive: true,
                 ..BindOptions::default()
             };
-            mount::bind(rootfs, p, p, opts)?;
+            bind::bind(rootfs, p, p, opts)?;
         }
         crate::debug!("mounted {}", p.display());
     }

@@ -11,7 +11,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::container::mounts::{normalize, BindMount, MountError, TargetKind};
+use crate::container::mounts::{normalize, BindMount, MountError};
+use crate::sys::in_root::TargetKind;
 
 /// What a bind flag asks for beyond read-only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,33 +49,38 @@ pub enum PyxisMount {
     Umount(PathBuf),
 }
 
-fn err(item: &str, reason: impl Into<String>) -> MountError {
-    MountError::Parse {
-        item: item.escape_debug().to_string(),
-        reason: reason.into(),
-    }
-}
-
 /// Parses a whole `--container-mounts` value; relative sources start in `cwd`.
 pub fn parse(s: &str, cwd: &Path) -> Result<Vec<PyxisMount>, MountError> {
     s.split(',').map(|item| parse_one(item, cwd)).collect()
 }
 
+/// The bind mounts of a pyxis `--container-mounts` value (see the module for the whole
+/// grammar; its `tmpfs:` and `umount:` entries are left out here).
+pub fn parse_pyxis_mounts(s: &str, cwd: &Path) -> Result<Vec<BindMount>, MountError> {
+    Ok(parse(s, cwd)?
+        .into_iter()
+        .filter_map(|m| match m {
+            PyxisMount::Bind(b, _) => Some(b),
+            _ => None,
+        })
+        .collect())
+}
+
 fn parse_one(item: &str, cwd: &Path) -> Result<PyxisMount, MountError> {
     let fields: Vec<&str> = item.split(':').collect();
     if fields.len() > 3 {
-        return Err(err(item, "expected SRC[:DST[:FLAGS]]"));
+        return Err(MountError::parse(item, "expected SRC[:DST[:FLAGS]]"));
     }
     let src = fields[0];
     if src.is_empty() {
-        return Err(err(item, "empty source"));
+        return Err(MountError::parse(item, "empty source"));
     }
     let dst = |required: bool| -> Result<Option<PathBuf>, MountError> {
         match fields.get(1) {
-            None | Some(&"") if required => Err(err(item, "needs a destination")),
+            None | Some(&"") if required => Err(MountError::parse(item, "needs a destination")),
             None | Some(&"") => Ok(None),
             Some(d) if d.starts_with('/') => Ok(Some(normalize(Path::new(d)))),
-            Some(d) => Err(err(
+            Some(d) => Err(MountError::parse(
                 item,
                 format!("destination '{d}' must be an absolute path"),
             )),
@@ -85,7 +91,7 @@ fn parse_one(item: &str, cwd: &Path) -> Result<PyxisMount, MountError> {
         Some(f) => f.split('+').collect(),
     };
     if flags.iter().any(|f| f.is_empty()) {
-        return Err(err(item, "empty mount flag"));
+        return Err(MountError::parse(item, "empty mount flag"));
     }
     match src {
         "tmpfs" => {
@@ -101,11 +107,11 @@ fn parse_one(item: &str, cwd: &Path) -> Result<PyxisMount, MountError> {
         }
         "umount" => {
             if !flags.is_empty() {
-                return Err(err(item, "umount takes no flags"));
+                return Err(MountError::parse(item, "umount takes no flags"));
             }
             Ok(PyxisMount::Umount(dst(true)?.expect("required")))
         }
-        _ if !src.contains('/') && !src.starts_with('.') => Err(err(
+        _ if !src.contains('/') && !src.starts_with('.') => Err(MountError::parse(
             item,
             format!(
                 "source '{src}' must be a path (absolute, or relative such as ./{src}), tmpfs or umount; other filesystem types are not allowed"
@@ -150,7 +156,7 @@ fn bind_flags(item: &str, flags: &[&str]) -> Result<(bool, MountExtras), MountEr
             "x-create=file" => x.create = Some(TargetKind::File),
             "x-create=auto" => x.create = None,
             other => {
-                return Err(err(
+                return Err(MountError::parse(
                     item,
                     format!("unknown mount flag '{other}' (ro, rw, rbind, bind, rprivate, private, rslave, slave, unbindable, runbindable, noexec, x-create=dir|file|auto)"),
                 ))
@@ -162,7 +168,7 @@ fn bind_flags(item: &str, flags: &[&str]) -> Result<(bool, MountExtras), MountEr
 
 fn tmpfs_flag(item: &str, f: &str) -> Result<String, MountError> {
     let bad = || {
-        err(item, format!("bad tmpfs flag '{f}' (size=N[k|m|g|%], mode=OCTAL, huge=never|always|within_size|advise, nr_inodes=N, ro, rw, noexec)"))
+        MountError::parse(item, format!("bad tmpfs flag '{f}' (size=N[k|m|g|%], mode=OCTAL, huge=never|always|within_size|advise, nr_inodes=N, ro, rw, noexec)"))
     };
     let ok = match f.split_once('=') {
         None => matches!(f, "ro" | "rw" | "noexec"),
@@ -263,6 +269,74 @@ mod tests {
             ("/a:/b:ro:x", "SRC[:DST[:FLAGS]]"),
         ] {
             let e = parse(input, Path::new("/")).unwrap_err().to_string();
+            assert!(e.contains(needle), "{input}: {e}");
+        }
+    }
+
+    #[test]
+    fn pyxis_mounts() {
+        let cwd = p("/home/u/job");
+        let m =
+            parse_pyxis_mounts("/scratch,/data:/in:ro,rel/x:/x:ro+rw,/a:ro,../up", &cwd).unwrap();
+        assert_eq!(
+            m[0],
+            BindMount {
+                source: p("/scratch"),
+                destination: p("/scratch"),
+                readonly: false
+            }
+        );
+        assert_eq!(
+            m[1],
+            BindMount {
+                source: p("/data"),
+                destination: p("/in"),
+                readonly: true
+            }
+        );
+        assert_eq!(
+            m[2],
+            BindMount {
+                source: p("/home/u/job/rel/x"),
+                destination: p("/x"),
+                readonly: false
+            }
+        );
+        assert_eq!(
+            m[3],
+            BindMount {
+                source: p("/a"),
+                destination: p("/a"),
+                readonly: true
+            }
+        );
+        assert_eq!(m[4].destination, p("/home/u/up"));
+        assert_eq!(
+            m[4].source,
+            p("/home/u/job/../up"),
+            "the kernel resolves '..' as the user"
+        );
+        assert_eq!(
+            parse_pyxis_mounts("/a::ro", &cwd).unwrap()[0].destination,
+            p("/a")
+        );
+    }
+
+    #[test]
+    fn pyxis_mount_errors() {
+        for (input, needle) in [
+            ("/a:/b:ro:x", "SRC[:DST[:FLAGS]]"),
+            ("/a:/b:rfoo", "unknown mount flag 'rfoo'"),
+            ("/a:rx", "destination 'rx' must be an absolute path"),
+            ("/a:data", "must be an absolute path"),
+            ("/a,", "empty source"),
+            (":/b", "empty source"),
+            ("/a:b:ro", "absolute"),
+            ("/a:/b:ro+", "empty mount flag"),
+        ] {
+            let e = parse_pyxis_mounts(input, Path::new("/"))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(needle), "{input}: {e}");
         }
     }

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use nix::unistd::{Gid, Group};
 
-use crate::container::mounts;
 use crate::container::user::UserIdentity;
+use crate::sys::in_root;
 
 use super::BundleError;
 
@@ -34,7 +34,7 @@ pub fn install(rootfs: &Path, host_etc: &Path, user: &UserIdentity) -> Result<()
             }),
             _ => {}
         }
-        mounts::replace_file_in_root(rootfs, &Path::new("/etc").join(name), &content, 0o644)?;
+        in_root::replace_file_in_root(rootfs, &Path::new("/etc").join(name), &content, 0o644)?;
     }
     Ok(())
 }

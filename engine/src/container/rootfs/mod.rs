@@ -33,10 +33,11 @@ pub use syscall::{current_namespace, BindFlags, LinuxSyscall, LoopHandle, Syscal
 
 use crate::config::{Config, UserMountRules};
 use crate::container::mounts::pyxis::MountExtras;
-use crate::container::mounts::{self, BindMount, DeviceRequest, MountError, TargetKind};
+use crate::container::mounts::{self, BindMount, DeviceRequest, MountError};
 use crate::container::user::{UserError, UserIdentity};
 use crate::image::metadata::ImageMeta;
 use crate::sys;
+use crate::sys::in_root::{self, InRootError, TargetKind};
 use crate::sys::mount::{
     MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
 };
@@ -121,6 +122,8 @@ pub enum BundleError {
     },
     #[error(transparent)]
     Mounts(#[from] MountError),
+    #[error(transparent)]
+    InRoot(#[from] InRootError),
     #[error(transparent)]
     User(UserError),
     #[error("cannot unmount {}: {source}", path.display())]
@@ -548,12 +551,12 @@ fn bind_with(
     );
     // The destination as the container will see it: image symlinks resolved inside the rootfs,
     // then checked again, so a link cannot lead a user mount onto a denied path.
-    let rel = mounts::resolve_in_root(&rootfs.rootfs, &m.destination)?;
+    let rel = in_root::resolve_in_root(&rootfs.rootfs, &m.destination)?;
     let resolved = Path::new("/").join(&rel);
     if let Some((_, rules)) = user {
         mounts::check_destination(&resolved, rules)?;
     }
-    let target = mounts::open_in_root(&rootfs.rootfs, &rel, kind)?;
+    let target = in_root::open_in_root(&rootfs.rootfs, &rel, kind)?;
     // A bind keeps the source's flags: ours are added on top, on every mount below it too,
     // before the copy is attached (no window without them, no path resolved again).
     let mut attrs = MOUNT_ATTR_NOSUID;

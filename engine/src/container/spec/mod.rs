@@ -34,7 +34,8 @@ use crate::config::Config;
 use crate::container::env::{self, EnvError};
 use crate::container::rootfs::{DeviceKind, Rootfs, INIT_PATH};
 use crate::container::user::UserIdentity;
-use crate::hooks::{self, HooksError};
+use crate::hooks::schema::{self, HooksError};
+use crate::hooks::select;
 use crate::image::metadata::ImageMeta;
 
 /// The runtime-spec version written (what runc 1.1 implements).
@@ -481,8 +482,8 @@ fn hooks(
     if !dir.exists() {
         return Ok(None);
     }
-    let all = hooks::load_dir(dir)?;
-    let selected = hooks::select(&all, annotations, command, rootfs.has_bind_mounts());
+    let all = schema::load_dir(dir)?;
+    let selected = select::select(&all, annotations, command, rootfs.has_bind_mounts());
     Ok((selected != Hooks::default()).then_some(selected))
 }
 

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::container::rootfs::{DeviceRule, Rootfs};
+use crate::hooks::annotations;
 
 fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
@@ -241,7 +242,7 @@ fn linux_section() {
         cgroups_path: Some("egret-1".into()),
         readonly_root: true,
         hostname: Some("c1".into()),
-        annotations: [("com.hooks.mpi.enabled".to_string(), "true".to_string())].into(),
+        annotations: [(annotations::MPI_ENABLED.to_string(), "true".to_string())].into(),
         ..SpecOptions::default()
     };
     let j = build(&rootfs, &process(&[]), &opts);
@@ -332,7 +333,7 @@ fn hooks_seccomp_and_apparmor_from_the_site() {
     };
     let rootfs = Rootfs::for_tests(dir.path());
     let opts = SpecOptions {
-        annotations: [("com.hooks.mpi.enabled".to_string(), "true".to_string())].into(),
+        annotations: [(annotations::MPI_ENABLED.to_string(), "true".to_string())].into(),
         ..SpecOptions::default()
     };
     let mut p = process(&["python3", "x.py"]);
@@ -507,11 +508,11 @@ fn device_rules_present_in_the_runc_config() {
 #[test]
 fn the_shipped_hook_files_parse_and_stay_off_by_default() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/hooks.d");
-    let all = hooks::load_dir(&dir).unwrap();
+    let all = schema::load_dir(&dir).unwrap();
     assert!(!all.is_empty());
     // Nothing runs for a plain container: every shipped hook waits for an annotation (set by
     // an option, or by egret from a fact such as TIMESTAMP_HOOK_LOGFILE or /dev/kfd).
-    let selected = hooks::select(&all, &BTreeMap::new(), Some("sh"), false);
+    let selected = select::select(&all, &BTreeMap::new(), Some("sh"), false);
     #[allow(deprecated)]
     let paths: Vec<String> = [
         selected.prestart(),
@@ -527,15 +528,17 @@ fn the_shipped_hook_files_parse_and_stay_off_by_default() {
     .collect();
     assert!(paths.is_empty(), "{paths:?} run without being asked for");
     let mut asked = BTreeMap::new();
-    hooks::add_automatic_annotations(
+    select::add_automatic_annotations(
         &mut asked,
         &[("TIMESTAMP_HOOK_LOGFILE".into(), "/tmp/ts.log".into())],
     );
     assert_eq!(
-        asked.get(hooks::TIMESTAMP_ENABLED).map(String::as_str),
+        asked
+            .get(annotations::TIMESTAMP_ENABLED)
+            .map(String::as_str),
         Some("true")
     );
-    let selected = hooks::select(&all, &asked, Some("sh"), false);
+    let selected = select::select(&all, &asked, Some("sh"), false);
     let n = selected.create_container().as_ref().map_or(0, |h| h.len());
     assert!(n >= 4, "{n} timestamp hooks");
 }

@@ -3,7 +3,7 @@
 //!
 //! Sources come from the hook's JSON (the admin's, trusted) and are opened normally.
 //! Destinations are inside the user's image (hostile): they are resolved with
-//! [`mounts::resolve_in_root`] and opened (created when missing) with [`mounts::open_in_root`],
+//! [`in_root::resolve_in_root`] and opened (created when missing) with [`in_root::open_in_root`],
 //! component by component without following links. The source is then cloned as a detached
 //! mount (`open_tree`), its flags are set on the clone (`nosuid`, `nodev` unless it is a device,
 //! `ro` when asked) and it is attached onto the opened target (`move_mount`): no path is
@@ -17,7 +17,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use egret_engine::container::mounts::{self, MountError, TargetKind};
+use egret_engine::sys::in_root::{self, InRootError, TargetKind};
 use egret_engine::sys::mount::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 use egret_engine::sys::{mount as sysmount, mounttree};
 use nix::sys::stat::{fstat, SFlag};
@@ -36,7 +36,7 @@ pub enum BindError {
     Target {
         destination: PathBuf,
         #[source]
-        source: MountError,
+        source: InRootError,
     },
     #[error("cannot bind {} onto {} in the container: {source}", source_path.display(), destination.display())]
     Mount {
@@ -131,7 +131,7 @@ fn attach(
     destination: &Path,
     opts: BindOptions,
 ) -> Result<PathBuf, BindError> {
-    let target_err = |source: MountError| BindError::Target {
+    let target_err = |source: InRootError| BindError::Target {
         destination: destination.to_path_buf(),
         source,
     };
@@ -145,7 +145,7 @@ fn attach(
     } else {
         TargetKind::File
     };
-    let rel = mounts::resolve_in_root(rootfs, destination).map_err(target_err)?;
+    let rel = in_root::resolve_in_root(rootfs, destination).map_err(target_err)?;
     let target = open_target(rootfs, &rel, target_kind).map_err(target_err)?;
     let tree =
         mounttree::clone_tree(src, opts.recursive && kind == SourceKind::Dir).map_err(mount_err)?;
@@ -163,14 +163,14 @@ fn attach(
 
 /// Opens the resolved target `rel`, creating it inside the container's `/dev` mount when it lies
 /// there, inside the rootfs's own filesystem otherwise.
-fn open_target(rootfs: &Path, rel: &Path, kind: TargetKind) -> Result<OwnedFd, MountError> {
-    let dev = mounts::resolve_in_root(rootfs, Path::new("/dev"))?;
+fn open_target(rootfs: &Path, rel: &Path, kind: TargetKind) -> Result<OwnedFd, InRootError> {
+    let dev = in_root::resolve_in_root(rootfs, Path::new("/dev"))?;
     if let Ok(inside) = rel.strip_prefix(&dev) {
         if !inside.as_os_str().is_empty() && is_mount_root(&rootfs.join(&dev), rootfs) {
-            return mounts::open_in_root(&rootfs.join(&dev), inside, kind);
+            return in_root::open_in_root(&rootfs.join(&dev), inside, kind);
         }
     }
-    mounts::open_in_root(rootfs, rel, kind)
+    in_root::open_in_root(rootfs, rel, kind)
 }
 
 /// True when `dir` is on another filesystem than `rootfs` (runc's `/dev` tmpfs).

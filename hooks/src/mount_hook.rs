@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use egret_engine::container::mounts::{self, BindMount, DeviceRequest, MountError};
 
+use crate::bind::{self, BindError, BindOptions};
 use crate::ldcache::{self, CachedLib, LdcacheError};
-use crate::mount::{self, BindError, BindOptions};
 use crate::HookContext;
 
 pub const WILDCARD: &str = "<FI_PROVIDER_PATH>";
@@ -135,7 +135,7 @@ pub fn run(ctx: &HookContext) -> Result<(), MountHookError> {
     };
     for m in &req.mounts {
         let b = resolve_mount(m, &provider)?;
-        let at = mount::bind(
+        let at = bind::bind(
             rootfs,
             &b.source,
             &b.destination,
@@ -147,7 +147,7 @@ pub fn run(ctx: &HookContext) -> Result<(), MountHookError> {
         crate::info!("mounted {} at {}", b.source.display(), at.display());
     }
     for d in &req.devices {
-        let at = mount::bind_device(rootfs, &d.host, &d.container)?;
+        let at = bind::bind_device(rootfs, &d.host, &d.container)?;
         crate::info!("device {} at {}", d.host.display(), at.display());
     }
     if let Some(ldconfig) = ldconfig {

@@ -1,0 +1,70 @@
+//! The site's rules for user mount destinations.
+
+use std::path::Path;
+
+use crate::config::UserMountRules;
+use crate::container::mounts::{normalize, MountError};
+
+/// Container paths the runtime mounts itself: a user bind mount there would be hidden or would
+/// replace the container root.
+const RESERVED: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// Checks a user mount destination against the site's deny lists (component-wise: `/etc` denies
+/// `/etc/x` but not `/etcetera`) and the paths the runtime owns. Call it on the requested path
+/// and again on the path it resolves to inside the rootfs.
+pub fn check_destination(destination: &Path, rules: &UserMountRules) -> Result<(), MountError> {
+    let dst = normalize(destination);
+    if dst == Path::new("/") || RESERVED.iter().any(|r| dst.starts_with(r)) {
+        return Err(MountError::Reserved { destination: dst });
+    }
+    for prefix in &rules.not_allowed_prefixes_of_path {
+        if dst.starts_with(normalize(prefix)) {
+            return Err(MountError::Denied {
+                destination: dst,
+                rule: prefix.clone(),
+            });
+        }
+    }
+    for path in &rules.not_allowed_paths {
+        if dst == normalize(path) {
+            return Err(MountError::Denied {
+                destination: dst,
+                rule: path.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    #[test]
+    fn deny_lists_are_component_wise() {
+        let rules = UserMountRules {
+            not_allowed_prefixes_of_path: vec![p("/etc"), p("/opt/egret")],
+            not_allowed_paths: vec![p("/opt")],
+        };
+        assert!(check_destination(Path::new("/etc"), &rules).is_err());
+        assert!(check_destination(Path::new("/etc/x/y"), &rules).is_err());
+        assert!(check_destination(Path::new("/data/../etc/x"), &rules).is_err());
+        assert!(check_destination(Path::new("/etcetera"), &rules).is_ok());
+        assert!(check_destination(Path::new("/opt"), &rules).is_err());
+        assert!(check_destination(Path::new("/opt/x"), &rules).is_ok());
+        assert!(check_destination(Path::new("/opt/egret/x"), &rules).is_err());
+        let e = check_destination(Path::new("/etc/x"), &rules)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/etc/x") && e.contains("policy"), "{e}");
+        for reserved in ["/", "/..", "/proc", "/sys/fs", "/dev/shm"] {
+            let e = check_destination(Path::new(reserved), &rules).unwrap_err();
+            assert!(matches!(e, MountError::Reserved { .. }), "{reserved}: {e}");
+        }
+    }
+}

@@ -213,6 +213,14 @@ mod tests {
     }
 
     #[test]
+    fn user_lines_say_egret_once() {
+        assert_eq!(
+            user_line(format_args!("no --container-image")),
+            "egret: no --container-image"
+        );
+    }
+
+    #[test]
     fn oversized_frame_is_refused() {
         let (mut a, mut b) = UnixStream::pair().unwrap();
         a.write_all(&(u32::MAX).to_be_bytes()).unwrap();

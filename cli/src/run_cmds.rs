@@ -379,7 +379,7 @@ pub fn hooks(c: &Context, a: HooksArgs) -> Result<ExitCode, String> {
 
 /// `egret check`: every security check, whatever `securityChecks` says; one line per problem.
 pub fn check(c: &Context) -> Result<ExitCode, String> {
-    let launcher = std::path::PathBuf::from(egret_engine::slurm::server::DEFAULT_LAUNCHER);
+    let launcher = std::path::PathBuf::from(egret_engine::slurm::step::DEFAULT_LAUNCHER);
     let plugin = std::path::PathBuf::from("/usr/local/lib/egret/spank_egret.so");
     let found = egret_engine::config::security::check_install(
         &c.config,

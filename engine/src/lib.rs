@@ -18,7 +18,6 @@ pub mod config;
 pub mod container;
 pub mod hooks;
 pub mod image;
-#[allow(unsafe_code)] // TEMP-INTEGRATION
 pub mod slurm;
 #[allow(unsafe_code)] // the one module allowed `unsafe`; every block has a `// SAFETY:` line
 pub mod sys;

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use egret_engine::config::Config;
-use egret_engine::slurm::{client, multiprog, protocol, server};
+use egret_engine::slurm::{client, multiprog, protocol, step};
 use egret_engine::sys::process::PidFd;
 
 use crate::ffi::{self, Spank};
@@ -66,7 +66,7 @@ fn start_launcher(sp: Spank) -> Result<(), String> {
     let (config_path, launcher, options) =
         state::with(|s| (s.config.clone(), s.launcher.clone(), s.options.clone()));
     let cfg = Config::load(&config_path).map_err(|e| format!("egret: {e}"))?;
-    let socket = server::socket_path(&cfg.run_dir, job, step, node);
+    let socket = step::socket_path(&cfg.run_dir, job, step, node);
     let batch_script = (step == SLURM_BATCH_SCRIPT)
         .then(|| sp.argv().first().map(PathBuf::from))
         .flatten();
@@ -260,7 +260,7 @@ pub fn exit(_sp: Spank, _args: &[String]) -> Result<(), String> {
         let _ = fs::remove_file(socket);
     }
     if let (Some((job, step, node)), Ok(cfg)) = (step, Config::load(&config)) {
-        remove_runc_state(&cfg, &server::container_prefix(job, step, node));
+        remove_runc_state(&cfg, &step::container_prefix(job, step, node));
     }
     Ok(())
 }

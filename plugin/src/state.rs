@@ -122,7 +122,7 @@ pub struct PluginArgs {
 pub fn plugin_args(args: &[String]) -> Result<PluginArgs, String> {
     let mut out = PluginArgs {
         config: PathBuf::from(egret_engine::config::DEFAULT_CONFIG_PATH),
-        launcher: PathBuf::from(egret_engine::slurm::server::DEFAULT_LAUNCHER),
+        launcher: PathBuf::from(egret_engine::slurm::step::DEFAULT_LAUNCHER),
         execute_entrypoint: false,
         remap_root: false,
         global_scope: false,

@@ -8,7 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use egret_engine::slurm::{cgroup, protocol::StepRequest, server};
+use egret_engine::slurm::{cgroup, protocol::StepRequest, step};
 use egret_engine::sys::process;
 
 fn main() -> ExitCode {
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            ExitCode::from(server::serve(req).clamp(0, 255) as u8)
+            ExitCode::from(step::serve(req).clamp(0, 255) as u8)
         }
         Some("join-cgroup") => {
             let Some(sep) = args.iter().position(|a| a == "--") else {

@@ -7,7 +7,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+
 use super::protocol::{self, Hello, ProtocolError, ToTask};
+use crate::container::runtime::FORWARDED_SIGNALS;
+use crate::sys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -22,17 +26,19 @@ pub enum ClientError {
     Launcher(String),
 }
 
-/// Signals the task forwards to its container (Ctrl-C from srun, scancel, time limit warnings);
-/// the launcher passes on these and no others (no SIGSTOP or SIGKILL to root's runc).
-pub const FORWARDED: &[nix::sys::signal::Signal] = &[
-    nix::sys::signal::SIGINT,
-    nix::sys::signal::SIGTERM,
-    nix::sys::signal::SIGHUP,
-    nix::sys::signal::SIGQUIT,
-    nix::sys::signal::SIGUSR1,
-    nix::sys::signal::SIGUSR2,
-    nix::sys::signal::SIGCONT,
-];
+/// Signals the task forwards to its container (Ctrl-C from srun, scancel, time limit warnings):
+/// the job signals of [`FORWARDED_SIGNALS`] and SIGCONT. The launcher passes on these and no
+/// others (no SIGSTOP or SIGKILL to root's runc).
+pub const FORWARDED: &[Signal] = &{
+    let job = FORWARDED_SIGNALS;
+    let mut all = [Signal::SIGCONT; FORWARDED_SIGNALS.len() + 1];
+    let mut i = 0;
+    while i < job.len() {
+        all[i] = job[i];
+        i += 1;
+    }
+    all
+};
 
 /// The launcher socket, for the signal handler (a handler can only reach globals).
 static SOCKET_FD: AtomicI32 = AtomicI32::new(-1);
@@ -90,9 +96,8 @@ extern "C" fn forward(sig: libc::c_int) {
     // async-signal-safe functions, and write(2) is one.
     let mut buf = [0u8; 32];
     let n = signal_frame(sig, &mut buf);
-    // SAFETY: `buf[..n]` is initialised memory we own; `fd` is our socket (or closed, in which
-    // case write fails harmlessly).
-    unsafe { libc::write(fd, buf.as_ptr().cast(), n) };
+    // `fd` is our socket (or closed, in which case the write fails harmlessly).
+    sys::fd::write_from_signal_handler(fd, &buf[..n]);
 }
 
 /// Encodes `ToLauncher::Signal(sig)` exactly as `protocol::encode` would, without allocating.
@@ -125,15 +130,9 @@ fn signal_frame(sig: i32, buf: &mut [u8; 32]) -> usize {
 }
 
 fn install_forwarders() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
-    let action = SigAction::new(
-        SigHandler::Handler(forward),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
     for sig in FORWARDED {
-        // SAFETY: `forward` only uses async-signal-safe operations (an atomic load and write(2)).
-        let _ = unsafe { sigaction(*sig, &action) };
+        // `forward` only loads an atomic and calls write(2): async-signal-safe.
+        let _ = sys::signal::set_async_safe_handler(*sig, forward);
     }
 }
 

@@ -8,18 +8,30 @@
 //! its argv, env and stdio descriptors; the launcher runs `runc run` for it inside the task's
 //! cgroup and reports the exit status back.
 
+//!
+//! The launcher's files, in the order of a step: [`step`] (lifecycle: serve, teardown),
+//! `named_step` (the named container's decision, before any thread), `accept` (the tasks
+//! connecting), `prepare` (options to the step's rootfs, with `step_image` and
+//! `user_squashfs` for the image), `plan` (the pure rules from options to mounts, devices,
+//! process and annotations), `task` (one container per task, signals forwarded). The task side
+//! is [`client`]; both speak [`protocol`].
+
+mod accept;
 pub mod cgroup;
 pub mod client;
 pub mod multiprog;
 pub mod named;
+mod named_step;
 pub mod options;
+mod plan;
 mod pmix;
+mod prepare;
 pub mod protocol;
-mod runc_fds;
 pub mod save;
-pub mod server;
+pub mod step;
 mod step_image;
 pub mod store_bound;
+mod task;
 pub mod task_env;
 mod task_progress;
 pub mod unshare;

@@ -23,6 +23,64 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::image::metadata::ImageMeta;
 
+/// Why a named container cannot be used; each is the user's one line (without `egret: `).
+#[derive(Debug, thiserror::Error)]
+pub enum NamedError {
+    #[error(
+        "--container-name={value}: use up to 64 letters, digits, '.', '_' or '-' for the name"
+    )]
+    BadName { value: String },
+    #[error("--container-name={value}: the mode must be auto, create, exec or no_exec")]
+    BadMode { value: String },
+    #[error(
+        "container '{name}' already exists (mode create); pick another name or drop ':create'"
+    )]
+    AlreadyExists { name: String },
+    #[error("container '{name}' is not running (mode exec); start it in another step first")]
+    NotRunning { name: String },
+    #[error("container '{name}' is running in another step (mode no_exec); wait for it or use mode auto to join it")]
+    RunningElsewhere { name: String },
+    #[error("no container named '{name}' in job {job}; create it with --container-image")]
+    NoSuchContainer { name: String, job: u32 },
+    #[error("container '{name}': its image was removed from the store; create it again under another name")]
+    ImageRemoved { name: String },
+    #[error("container '{name}': {source}")]
+    OriginUnreadable {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("container '{name}': {}: {source}", path.display())]
+    OriginCorrupt {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    RecordCorrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// `map_err` for an I/O error on `path`.
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> NamedError + '_ {
+    move |source| NamedError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Origin {
     image_file: PathBuf,
@@ -55,7 +113,7 @@ impl Mode {
 }
 
 /// Splits `NAME[:MODE]`, checking both.
-pub fn parse_name(value: &str) -> Result<(String, Mode), String> {
+pub fn parse_name(value: &str) -> Result<(String, Mode), NamedError> {
     let (name, mode) = value.split_once(':').unwrap_or((value, ""));
     if name.is_empty()
         || name.len() > 64
@@ -64,12 +122,12 @@ pub fn parse_name(value: &str) -> Result<(String, Mode), String> {
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         || name.starts_with('.')
     {
-        return Err(format!(
-            "--container-name={value}: use up to 64 letters, digits, '.', '_' or '-' for the name"
-        ));
+        return Err(NamedError::BadName {
+            value: value.to_string(),
+        });
     }
-    let mode = Mode::parse(mode).ok_or_else(|| {
-        format!("--container-name={value}: the mode must be auto, create, exec or no_exec")
+    let mode = Mode::parse(mode).ok_or_else(|| NamedError::BadMode {
+        value: value.to_string(),
     })?;
     Ok((name.to_string(), mode))
 }
@@ -106,7 +164,7 @@ pub fn container_dir(cfg: &Config, uid: u32, job: Option<u32>, node: &str, name:
 
 /// Serializes the steps deciding about one container: held from [`plan`] until [`hold`] has
 /// recorded the decision, so two steps never both assemble an overlay on the same upper layer.
-pub fn lock_plan(dir: &Path) -> Result<File, String> {
+pub fn lock_plan(dir: &Path) -> Result<File, NamedError> {
     create_private_dir(dir)?;
     let path = dir.join("plan.lock");
     let f = OpenOptions::new()
@@ -114,76 +172,68 @@ pub fn lock_plan(dir: &Path) -> Result<File, String> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| format!("egret: {}: {e}", path.display()))?;
-    f.lock()
-        .map_err(|e| format!("egret: {}: {e}", path.display()))?;
+        .map_err(io_at(&path))?;
+    f.lock().map_err(io_at(&path))?;
     Ok(f)
 }
 
 /// Decides, from `mode` and the container's state, whether this step owns or joins it.
-pub fn plan(dir: &Path, name: &str, mode: Mode) -> Result<Plan, String> {
+pub fn plan(dir: &Path, name: &str, mode: Mode) -> Result<Plan, NamedError> {
     let exists = dir.join("origin.json").exists();
     let running = running(dir)?;
+    let name = name.to_string();
     match (mode, running, exists) {
-        (Mode::Create, _, true) => Err(format!(
-            "egret: container '{name}' already exists (mode create); pick another name or drop ':create'"
-        )),
-        (Mode::Exec, None, _) => Err(format!(
-            "egret: container '{name}' is not running (mode exec); start it in another step first"
-        )),
-        (Mode::NoExec, Some(_), _) => Err(format!(
-            "egret: container '{name}' is running in another step (mode no_exec); wait for it or use mode auto to join it"
-        )),
+        (Mode::Create, _, true) => Err(NamedError::AlreadyExists { name }),
+        (Mode::Exec, None, _) => Err(NamedError::NotRunning { name }),
+        (Mode::NoExec, Some(_), _) => Err(NamedError::RunningElsewhere { name }),
         (Mode::Auto | Mode::Exec, Some(r), _) => Ok(Plan::Join(r)),
         _ => Ok(Plan::Own),
     }
 }
 
 /// The record of the launchers using the container, when one is.
-fn running(dir: &Path) -> Result<Option<Running>, String> {
-    let lock = match File::open(dir.join("running.lock")) {
+fn running(dir: &Path) -> Result<Option<Running>, NamedError> {
+    let lock_path = dir.join("running.lock");
+    let lock = match File::open(&lock_path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("egret: {}/running.lock: {e}", dir.display())),
+        Err(e) => return Err(io_at(&lock_path)(e)),
     };
     match lock.try_lock() {
         // Nobody holds it: not running (the record, if any, is stale).
         Ok(()) => return Ok(None),
         Err(TryLockError::WouldBlock) => {}
-        Err(TryLockError::Error(e)) => {
-            return Err(format!("egret: {}/running.lock: {e}", dir.display()))
-        }
+        Err(TryLockError::Error(e)) => return Err(io_at(&lock_path)(e)),
     }
     let path = dir.join("running.json");
-    let text = fs::read(&path).map_err(|e| format!("egret: {}: {e}", path.display()))?;
+    let text = fs::read(&path).map_err(io_at(&path))?;
     serde_json::from_slice(&text)
         .map(Some)
-        .map_err(|e| format!("egret: {}: {e}", path.display()))
+        .map_err(|source| NamedError::RecordCorrupt { path, source })
 }
 
 /// Marks the container as used by this launcher until the returned file is closed (at exit).
-pub fn hold(dir: &Path, mut record: Running) -> Result<File, String> {
+pub fn hold(dir: &Path, mut record: Running) -> Result<File, NamedError> {
     let lock_path = dir.join("running.lock");
     let lock = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| format!("egret: {}: {e}", lock_path.display()))?;
-    lock.lock_shared()
-        .map_err(|e| format!("egret: {}: {e}", lock_path.display()))?;
+        .map_err(io_at(&lock_path))?;
+    lock.lock_shared().map_err(io_at(&lock_path))?;
     record.pids.retain(|&p| p != std::process::id() as i32);
     record.pids.insert(0, std::process::id() as i32);
     record.mount_ns = Some(
         crate::container::rootfs::current_namespace()
-            .map_err(|e| format!("egret: /proc/thread-self/ns/mnt: {e}"))?,
+            .map_err(io_at(Path::new("/proc/thread-self/ns/mnt")))?,
     );
     let path = dir.join("running.json");
     let tmp = dir.join(format!("running.json.{}", std::process::id()));
-    let body = serde_json::to_vec(&record).map_err(|e| format!("egret: {e}"))?;
+    let body = serde_json::to_vec(&record).map_err(NamedError::Encode)?;
     fs::write(&tmp, body)
         .and_then(|_| fs::rename(&tmp, &path))
-        .map_err(|e| format!("egret: {}: {e}", path.display()))?;
+        .map_err(io_at(&path))?;
     Ok(lock)
 }
 
@@ -221,39 +271,52 @@ pub fn job_dir(cfg: &Config, uid: u32, job: u32) -> PathBuf {
 }
 
 /// The image file and metadata a container was created from.
-pub fn origin(dir: &Path, name: &str) -> Result<(PathBuf, ImageMeta), String> {
+pub fn origin(dir: &Path, name: &str) -> Result<(PathBuf, ImageMeta), NamedError> {
     let origin_path = dir.join("origin.json");
-    let text = fs::read(&origin_path).map_err(|e| format!("egret: container '{name}': {e}"))?;
-    let o: Origin = serde_json::from_slice(&text)
-        .map_err(|e| format!("egret: container '{name}': {}: {e}", origin_path.display()))?;
+    let text = fs::read(&origin_path).map_err(|source| NamedError::OriginUnreadable {
+        name: name.to_string(),
+        source,
+    })?;
+    let o = parse_origin(&text, name, origin_path)?;
     Ok((o.image_file, o.meta))
 }
 
+fn parse_origin(text: &[u8], name: &str, path: PathBuf) -> Result<Origin, NamedError> {
+    serde_json::from_slice(text).map_err(|source| NamedError::OriginCorrupt {
+        name: name.to_string(),
+        path,
+        source,
+    })
+}
+
 /// Finds container `name` in `dir`, or creates it from `image` (resolved by `resolve`).
-/// Returns the image file, its metadata and the directory holding the writable layer.
-pub fn open_or_create(
+/// Returns the image file, its metadata and the directory holding the writable layer. The
+/// error is the caller's (`resolve`'s) type, so an import failure passes through unchanged.
+pub fn open_or_create<E: From<NamedError>>(
     dir: &Path,
     job: u32,
     name: &str,
     image: Option<&str>,
-    resolve: impl FnOnce(&str) -> Result<(PathBuf, ImageMeta), String>,
-) -> Result<(PathBuf, ImageMeta, PathBuf), String> {
+    resolve: impl FnOnce(&str) -> Result<(PathBuf, ImageMeta), E>,
+) -> Result<(PathBuf, ImageMeta, PathBuf), E> {
     let dir = dir.to_path_buf();
     let origin_path = dir.join("origin.json");
     if let Ok(text) = fs::read(&origin_path) {
-        let o: Origin = serde_json::from_slice(&text)
-            .map_err(|e| format!("egret: container '{name}': {}: {e}", origin_path.display()))?;
+        let o = parse_origin(&text, name, origin_path.clone())?;
         if !o.image_file.exists() {
-            return Err(format!(
-                "egret: container '{name}': its image was removed from the store; create it again under another name"
-            ));
+            return Err(NamedError::ImageRemoved {
+                name: name.to_string(),
+            }
+            .into());
         }
         return Ok((o.image_file, o.meta, dir));
     }
     let Some(image) = image else {
-        return Err(format!(
-            "egret: no container named '{name}' in job {job}; create it with --container-image"
-        ));
+        return Err(NamedError::NoSuchContainer {
+            name: name.to_string(),
+            job,
+        }
+        .into());
     };
     let (image_file, meta) = resolve(image)?;
     create_private_dir(&dir)?;
@@ -262,19 +325,18 @@ pub fn open_or_create(
         meta: meta.clone(),
     };
     let tmp = dir.join("origin.json.tmp");
-    let body = serde_json::to_vec(&origin).map_err(|e| format!("egret: {e}"))?;
+    let body = serde_json::to_vec(&origin).map_err(NamedError::Encode)?;
     fs::write(&tmp, body)
         .and_then(|_| fs::rename(&tmp, &origin_path))
-        .map_err(|e| format!("egret: {}: {e}", origin_path.display()))?;
+        .map_err(io_at(&origin_path))?;
     Ok((image_file, meta, dir))
 }
 
 /// Creates `dir` and its parents, each root-only (0700 below the shared top 0711).
-fn create_private_dir(dir: &Path) -> Result<(), String> {
+fn create_private_dir(dir: &Path) -> Result<(), NamedError> {
     let mut b = fs::DirBuilder::new();
     b.recursive(true).mode(0o700);
-    b.create(dir)
-        .map_err(|e| format!("egret: {}: {e}", dir.display()))
+    b.create(dir).map_err(io_at(dir))
 }
 
 /// Removes every named container of a job (job epilog, root).
@@ -305,17 +367,23 @@ mod tests {
         let resolved = img.clone();
         let cdir = container_dir(&c, 5, Some(7), "n1", "dev");
         assert!(container_dir(&c, 5, None, "n1", "dev").ends_with("5/global/n1/dev"));
-        let (f, _, dir) = open_or_create(&cdir, 7, "dev", Some("busybox"), |_| {
+        let (f, _, dir) = open_or_create::<NamedError>(&cdir, 7, "dev", Some("busybox"), |_| {
             Ok((resolved, ImageMeta::default()))
         })
         .unwrap();
         assert_eq!(f, img);
         assert!(dir.join("origin.json").exists());
-        let (f2, _, _) = open_or_create(&cdir, 7, "dev", None, |_| panic!("no import")).unwrap();
+        let none = |_: &str| -> Result<_, NamedError> { panic!("no import") };
+        let (f2, _, _) = open_or_create(&cdir, 7, "dev", None, none).unwrap();
         assert_eq!(f2, img);
         remove_job(&c, 5, 7).unwrap();
-        let e = open_or_create(&cdir, 7, "dev", None, |_| panic!("no import")).unwrap_err();
-        assert!(e.contains("no container named 'dev'"), "{e}");
+        let e = open_or_create(&cdir, 7, "dev", None, none)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "no container named 'dev' in job 7; create it with --container-image"
+        );
     }
 
     #[test]
@@ -325,9 +393,10 @@ mod tests {
             parse_name("dev:no_exec").unwrap(),
             ("dev".into(), Mode::NoExec)
         );
-        assert!(parse_name("dev:sometimes")
-            .unwrap_err()
-            .contains("auto, create, exec"));
+        assert_eq!(
+            parse_name("dev:sometimes").unwrap_err().to_string(),
+            "--container-name=dev:sometimes: the mode must be auto, create, exec or no_exec"
+        );
         assert!(parse_name("../x").is_err());
         assert!(parse_name(":exec").is_err());
     }
@@ -339,11 +408,13 @@ mod tests {
         // Not there: exec fails, the rest create.
         assert!(plan(dir, "c", Mode::Exec)
             .unwrap_err()
+            .to_string()
             .contains("not running"));
         assert!(matches!(plan(dir, "c", Mode::Auto), Ok(Plan::Own)));
         fs::write(dir.join("origin.json"), b"{}").unwrap();
         assert!(plan(dir, "c", Mode::Create)
             .unwrap_err()
+            .to_string()
             .contains("already exists"));
         assert!(matches!(plan(dir, "c", Mode::NoExec), Ok(Plan::Own)));
         // Running: a held lock and a record.
@@ -356,6 +427,7 @@ mod tests {
         assert!(matches!(plan(dir, "c", Mode::Exec), Ok(Plan::Join(_))));
         assert!(plan(dir, "c", Mode::NoExec)
             .unwrap_err()
+            .to_string()
             .contains("running"));
         drop(held);
         assert!(matches!(plan(dir, "c", Mode::Auto), Ok(Plan::Own)));

@@ -184,7 +184,7 @@ impl ContainerOptions {
             "container-remap-root" => set_flag(&mut self.remap_root, true, PAIR_REMAP)?,
             "no-container-remap-root" => set_flag(&mut self.remap_root, false, PAIR_REMAP)?,
             "container-name" => {
-                super::named::parse_name(&v())?;
+                super::named::parse_name(&v()).map_err(|e| e.to_string())?;
                 set_once(&mut self.name, name, v())?;
             }
             "container-save" => {
@@ -254,7 +254,7 @@ impl ContainerOptions {
                 self.pid_private = Some(private);
             }
             "container-unshare" => {
-                super::unshare::parse(&v())?;
+                super::unshare::parse(&v()).map_err(|e| e.to_string())?;
                 set_once(&mut self.unshare, name, v())?;
             }
             "container-init" => self.init = true,

@@ -1,15 +1,17 @@
 //! Wire format between a task and its launcher: length-prefixed JSON frames over a Unix stream
 //! socket; the first frame (`Hello`) carries the task's descriptors as SCM_RIGHTS.
 
-use std::io::{IoSlice, IoSliceMut, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::fmt::Display;
+use std::io::{IoSlice, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
-use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use serde::{Deserialize, Serialize};
 
 use super::options::ContainerOptions;
+use crate::sys;
 
 /// Largest frame we accept: argv + env of a task fit comfortably; anything bigger is hostile.
 const MAX_FRAME: usize = 8 << 20;
@@ -82,6 +84,12 @@ pub enum ToTask {
     Error(String),
 }
 
+/// A line for the user's terminal: every message the launcher sends a task says who speaks.
+/// The one place the `egret: ` prefix of the launcher's user-facing lines is added.
+pub fn user_line(msg: impl Display) -> String {
+    format!("egret: {msg}")
+}
+
 /// Encodes a frame: 4-byte big-endian length, then JSON.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtocolError> {
     let body = serde_json::to_vec(msg)?;
@@ -138,28 +146,9 @@ pub fn send_hello(sock: &UnixStream, hello: Hello, fds: &[RawFd]) -> Result<(), 
 /// Receives `Hello` and the descriptors that came with it.
 pub fn recv_hello(sock: &mut UnixStream) -> Result<(Hello, Vec<OwnedFd>), ProtocolError> {
     let mut first = [0u8; 1];
-    let mut cmsg_buf = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let mut fds = Vec::new();
-    {
-        let mut iov = [IoSliceMut::new(&mut first)];
-        let msg = recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg_buf),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )?;
-        if msg.bytes == 0 {
-            return Err(ProtocolError::Closed);
-        }
-        for c in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(raw) = c {
-                for fd in raw {
-                    // SAFETY: the kernel just installed these descriptors in our table for us;
-                    // nobody else owns them.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
-            }
-        }
+    let (read, fds) = sys::fd::recv_with_fds::<MAX_FDS>(sock, &mut first)?;
+    if read == 0 {
+        return Err(ProtocolError::Closed);
     }
     let mut rest = [0u8; 3];
     read_exact_or_closed(sock, &mut rest)?;
@@ -221,6 +210,14 @@ mod tests {
         );
         drop(a);
         assert!(matches!(recv::<ToTask>(&mut b), Err(ProtocolError::Closed)));
+    }
+
+    #[test]
+    fn user_lines_say_egret_once() {
+        assert_eq!(
+            user_line(format_args!("no --container-image")),
+            "egret: no --container-image"
+        );
     }
 
     #[test]

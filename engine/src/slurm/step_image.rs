@@ -8,6 +8,27 @@ use crate::image::metadata::ImageMeta;
 use crate::image::reference::ImageSource;
 
 use super::protocol::StepRequest;
+use super::user_squashfs::UserSquashfsError;
+use crate::image::import::ImportError;
+use crate::image::reference::RefError;
+use crate::image::store::StoreError;
+
+/// Why the step's image cannot be had; each is the user's one line (without `egret: `).
+#[derive(Debug, thiserror::Error)]
+pub enum StepImageError {
+    #[error("--container-image={image}: {source}")]
+    BadReference {
+        image: String,
+        #[source]
+        source: RefError,
+    },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Import(#[from] ImportError),
+    #[error("{0}")]
+    UserSquashfs(#[from] UserSquashfsError),
+}
 
 /// Imports (at most once, under the store's locks) and returns the image file and its metadata.
 pub fn resolve(
@@ -16,9 +37,11 @@ pub fn resolve(
     user: &UserIdentity,
     image: &str,
     progress: &super::task_progress::TaskProgress,
-) -> Result<(PathBuf, ImageMeta), String> {
-    let source =
-        ImageSource::parse(image).map_err(|e| format!("egret: --container-image={image}: {e}"))?;
+) -> Result<(PathBuf, ImageMeta), StepImageError> {
+    let source = ImageSource::parse(image).map_err(|source| StepImageError::BadReference {
+        image: image.to_string(),
+        source,
+    })?;
     match source {
         ImageSource::Registry(r) => {
             let store = crate::image::store::Store::open(
@@ -26,8 +49,7 @@ pub fn resolve(
                 user.uid,
                 user.gid,
                 &cfg.repository_metadata_lock_timings,
-            )
-            .map_err(|e| format!("egret: {e}"))?
+            )?
             // "waiting for another import of ..." must reach the user, not only the log.
             .with_notifier({
                 let p = progress.clone();
@@ -42,8 +64,7 @@ pub fn resolve(
                 progress: std::sync::Arc::new(progress.clone()),
                 ..Default::default()
             };
-            let img = crate::image::import::pull(cfg, &store, &fetcher, &r, &opts)
-                .map_err(|e| format!("egret: {e}"))?;
+            let img = crate::image::import::pull(cfg, &store, &fetcher, &r, &opts)?;
             super::store_bound::apply(cfg, &store, &img.squashfs);
             Ok((img.squashfs, img.meta))
         }
@@ -52,15 +73,14 @@ pub fn resolve(
             let p = if p.is_absolute() {
                 p
             } else {
-                super::server::job_cwd(req).join(p)
+                super::plan::job_cwd(&req.job_env).join(p)
             };
             let store = crate::image::store::Store::open(
                 &cfg.local_repository_base_dir,
                 user.uid,
                 user.gid,
                 &cfg.repository_metadata_lock_timings,
-            )
-            .map_err(|e| format!("egret: {e}"))?;
+            )?;
             let (file, meta) = super::user_squashfs::import(cfg, &store, user, &p)?;
             super::store_bound::apply(cfg, &store, &file);
             Ok((file, meta))

@@ -13,6 +13,29 @@ use std::sync::Mutex;
 
 use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
 
+/// Why `--container-unshare` cannot be served; each is the user's one line (without `egret: `).
+#[derive(Debug, thiserror::Error)]
+pub enum UnshareError {
+    #[error("--container-unshare={value}: '{name}' is not one of net, ipc, uts")]
+    UnknownNamespace { value: String, name: String },
+    #[error("--container-unshare={value}: '{name}' given twice")]
+    GivenTwice { value: String, name: String },
+    #[error("--container-unshare: cannot start unshare: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("--container-unshare: the namespaces could not be set up (see the launcher log)")]
+    NotReady,
+    #[error("the spec has no linux section")]
+    NoLinuxSection,
+    #[error("{0}")]
+    Spec(#[from] oci_spec::OciSpecError),
+    #[error("{}: {source}", path.display())]
+    Shm {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Which namespaces a step gets of its own.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Unshare {
@@ -22,7 +45,7 @@ pub struct Unshare {
 }
 
 /// Parses `net,ipc,uts` (any non-empty subset, each once).
-pub fn parse(value: &str) -> Result<Unshare, String> {
+pub fn parse(value: &str) -> Result<Unshare, UnshareError> {
     let mut u = Unshare::default();
     for name in value.split(',') {
         let slot = match name {
@@ -30,13 +53,17 @@ pub fn parse(value: &str) -> Result<Unshare, String> {
             "ipc" => &mut u.ipc,
             "uts" => &mut u.uts,
             other => {
-                return Err(format!(
-                    "--container-unshare={value}: '{other}' is not one of net, ipc, uts"
-                ))
+                return Err(UnshareError::UnknownNamespace {
+                    value: value.to_string(),
+                    name: other.to_string(),
+                })
             }
         };
         if *slot {
-            return Err(format!("--container-unshare={value}: '{name}' given twice"));
+            return Err(UnshareError::GivenTwice {
+                value: value.to_string(),
+                name: name.to_string(),
+            });
         }
         *slot = true;
     }
@@ -53,7 +80,7 @@ pub struct Holder {
 impl Holder {
     /// Starts the holder. Call it from the thread that lives as long as the launcher (the
     /// holder is killed when that thread ends).
-    pub fn start(u: Unshare) -> Result<Holder, String> {
+    pub fn start(u: Unshare) -> Result<Holder, UnshareError> {
         let mut cmd = Command::new("/usr/bin/unshare");
         for (on, flag) in [(u.net, "--net"), (u.ipc, "--ipc"), (u.uts, "--uts")] {
             if on {
@@ -70,16 +97,14 @@ impl Holder {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         crate::sys::process::die_with_parent_on_exec(&mut cmd);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("egret: --container-unshare: cannot start unshare: {e}"))?;
+        let mut child = cmd.spawn().map_err(UnshareError::Spawn)?;
         let mut line = String::new();
         let stdout = child.stdout.take().expect("piped stdout");
         let _ = BufReader::new(stdout).read_line(&mut line);
         if line.trim() != "ready" {
             let _ = child.kill();
             let _ = child.wait();
-            return Err("egret: --container-unshare: the namespaces could not be set up (see the launcher log)".into());
+            return Err(UnshareError::NotReady);
         }
         Ok(Holder {
             unshare: u,
@@ -94,12 +119,12 @@ impl Holder {
 
     /// Makes a task's spec join the step's namespaces; `shm` is the step's `/dev/shm` (with
     /// `ipc`), a directory of the launcher's bundle.
-    pub fn apply(&self, spec: &mut Spec, shm: &Path) -> Result<(), String> {
+    pub fn apply(&self, spec: &mut Spec, shm: &Path) -> Result<(), UnshareError> {
         let u = self.unshare;
         let linux = spec
             .linux_mut()
             .as_mut()
-            .ok_or("egret: the spec has no linux section")?;
+            .ok_or(UnshareError::NoLinuxSection)?;
         let mut namespaces = linux.namespaces().clone().unwrap_or_default();
         for (on, typ, kind) in [
             (u.net, LinuxNamespaceType::Network, "net"),
@@ -114,8 +139,7 @@ impl Holder {
                 LinuxNamespaceBuilder::default()
                     .typ(typ)
                     .path(self.ns_path(kind))
-                    .build()
-                    .map_err(|e| format!("egret: {e}"))?,
+                    .build()?,
             );
         }
         linux.set_namespaces(Some(namespaces));
@@ -146,11 +170,14 @@ impl Drop for Holder {
 
 /// Creates the step's `/dev/shm` directory in the bundle (world-writable and sticky, as
 /// /dev/shm is; on the bundle's in-memory filesystem).
-pub fn make_shm(bundle_dir: &Path) -> Result<PathBuf, String> {
+pub fn make_shm(bundle_dir: &Path) -> Result<PathBuf, UnshareError> {
     let dir = bundle_dir.join("shm");
     std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)))
-        .map_err(|e| format!("egret: {}: {e}", dir.display()))?;
+        .map_err(|source| UnshareError::Shm {
+            path: dir.clone(),
+            source,
+        })?;
     Ok(dir)
 }
 
@@ -168,10 +195,14 @@ mod tests {
                 uts: true
             }
         );
-        assert!(parse("pid")
-            .unwrap_err()
-            .contains("'pid' is not one of net, ipc, uts"));
-        assert!(parse("net,net").unwrap_err().contains("given twice"));
+        assert_eq!(
+            parse("pid").unwrap_err().to_string(),
+            "--container-unshare=pid: 'pid' is not one of net, ipc, uts"
+        );
+        assert_eq!(
+            parse("net,net").unwrap_err().to_string(),
+            "--container-unshare=net,net: 'net' given twice"
+        );
         assert!(parse("").is_err());
     }
 }

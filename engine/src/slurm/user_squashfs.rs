@@ -8,6 +8,7 @@
 //! per version of the file.
 
 use std::fs::File;
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,11 +17,66 @@ use std::process::{Command, Stdio};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, UserSquashfsPolicy};
-use crate::container::user::UserIdentity;
+use crate::container::user::{UserError, UserIdentity};
 use crate::image::flatten::{flatten, FlattenEvent, LayerInput};
 use crate::image::metadata::ImageMeta;
-use crate::image::squash::Mksquashfs;
-use crate::image::store::{LockMode, Store};
+use crate::image::squash::{Mksquashfs, SquashError};
+use crate::image::store::{LockMode, Store, StoreError};
+
+/// Why a user's squashfs file cannot be run; each is the user's one line (without `egret: `).
+#[derive(Debug, thiserror::Error)]
+pub enum UserSquashfsError {
+    #[error("--container-image={}: this site does not run squashfs files; use a registry image", path.display())]
+    Denied { path: PathBuf },
+    #[error("--container-image={}: {source}", path.display())]
+    SwitchUser {
+        path: PathBuf,
+        #[source]
+        source: UserError,
+    },
+    #[error("--container-image={}: cannot read it as {user}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        user: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Stat {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("--container-image={}: not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+    #[error("--container-image={}: {source}", path.display())]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    #[error("--container-image={}: cannot run {}: {source}", path.display(), program.display())]
+    Sqfs2tar {
+        path: PathBuf,
+        program: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("--container-image={}: {source}", path.display())]
+    Wait {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("--container-image={}: not a usable squashfs file: {line}", path.display())]
+    NotSquashfs { path: PathBuf, line: String },
+    #[error("--container-image={}: {source}", path.display())]
+    Squash {
+        path: PathBuf,
+        #[source]
+        source: SquashError,
+    },
+}
 
 /// Returns the stored image for the user's squashfs file at `path`.
 pub fn import(
@@ -28,29 +84,25 @@ pub fn import(
     store: &Store,
     user: &UserIdentity,
     path: &Path,
-) -> Result<(PathBuf, ImageMeta), String> {
+) -> Result<(PathBuf, ImageMeta), UserSquashfsError> {
     let shown = path.display();
+    let at = || path.to_path_buf();
     if cfg.user_squashfs == UserSquashfsPolicy::Deny {
-        return Err(format!(
-            "egret: --container-image={shown}: this site does not run squashfs files; use a registry image"
-        ));
+        return Err(UserSquashfsError::Denied { path: at() });
     }
     let opened = user
         .run_as(|| File::open(path))
-        .map_err(|e| format!("egret: --container-image={shown}: {e}"))?
-        .map_err(|e| {
-            format!(
-                "egret: --container-image={shown}: cannot read it as {}: {e}",
-                user.name
-            )
+        .map_err(|source| UserSquashfsError::SwitchUser { path: at(), source })?
+        .map_err(|source| UserSquashfsError::Unreadable {
+            path: at(),
+            user: user.name.clone(),
+            source,
         })?;
     let st = opened
         .metadata()
-        .map_err(|e| format!("egret: {shown}: {e}"))?;
+        .map_err(|source| UserSquashfsError::Stat { path: at(), source })?;
     if !st.is_file() {
-        return Err(format!(
-            "egret: --container-image={shown}: not a regular file"
-        ));
+        return Err(UserSquashfsError::NotAFile { path: at() });
     }
     let key = format!(
         "user-sqsh\0{}\0{}\0{}\0{}\0{}\0{}",
@@ -62,8 +114,8 @@ pub fn import(
         st.mtime_nsec()
     );
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())));
-    let err = |e: &dyn std::fmt::Display| format!("egret: --container-image={shown}: {e}");
-    if let Some(img) = store.lookup_digest(&digest).map_err(|e| err(&e))? {
+    let store_err = |source| UserSquashfsError::Store { path: at(), source };
+    if let Some(img) = store.lookup_digest(&digest).map_err(store_err)? {
         return Ok((img.squashfs, img.meta));
     }
     let what = format!("the import of {shown}");
@@ -74,11 +126,11 @@ pub fn import(
             &what,
             &cfg.repository_metadata_lock_timings,
         )
-        .map_err(|e| err(&e))?;
-    if let Some(img) = store.lookup_digest(&digest).map_err(|e| err(&e))? {
+        .map_err(store_err)?;
+    if let Some(img) = store.lookup_digest(&digest).map_err(store_err)? {
         return Ok((img.squashfs, img.meta));
     }
-    let work = store.work_dir().map_err(|e| err(&e))?;
+    let work = store.work_dir().map_err(store_err)?;
     let out = work.path().join("image.squashfs");
 
     // sqfs2tar parses the untrusted file: with the user's ids, and only the file we opened.
@@ -90,9 +142,11 @@ pub fn import(
         .stderr(Stdio::piped())
         .uid(user.uid)
         .gid(user.gid);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| err(&format!("cannot run {}: {e}", cfg.sqfs2tar_path.display())))?;
+    let mut child = cmd.spawn().map_err(|source| UserSquashfsError::Sqfs2tar {
+        path: at(),
+        program: cfg.sqfs2tar_path.clone(),
+        source,
+    })?;
     let tar = child.stdout.take().expect("piped stdout");
     let built = Mksquashfs::from_config(cfg).build(&out, |stdin| {
         flatten(
@@ -104,20 +158,25 @@ pub fn import(
             &mut |_ev: FlattenEvent| {},
         )
     });
-    let status = child.wait_with_output().map_err(|e| err(&e))?;
+    let status = child
+        .wait_with_output()
+        .map_err(|source| UserSquashfsError::Wait { path: at(), source })?;
     if !status.status.success() {
         let msg = String::from_utf8_lossy(&status.stderr);
         let line = msg
             .lines()
             .find(|l| !l.trim().is_empty())
             .unwrap_or("unreadable squashfs");
-        return Err(err(&format!("not a usable squashfs file: {line}")));
+        return Err(UserSquashfsError::NotSquashfs {
+            path: at(),
+            line: line.to_string(),
+        });
     }
-    built.map_err(|e| err(&e))?;
+    built.map_err(|source| UserSquashfsError::Squash { path: at(), source })?;
     let meta = ImageMeta::default();
     let img = store
         .install(&lock, &digest, &out, &meta)
-        .map_err(|e| err(&e))?;
+        .map_err(store_err)?;
     drop(lock);
     // The conversion of this path's previous version is garbage now (no index names it).
     if let Some(old) = store.replace_user_file_copy(path, &digest) {

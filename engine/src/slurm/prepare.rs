@@ -1,0 +1,252 @@
+//! From the step's options to what every task's container is built from, once per step: the
+//! checks (trust, MPI hook, mounts, devices, save destination), then the image (imported only
+//! once the options are known good), then the rootfs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::container::mounts::{self, BindMount};
+use crate::container::rootfs::{self, BundleError, ContainerRequest, Rootfs};
+use crate::container::user::{UserError, UserIdentity};
+use crate::image::metadata::ImageMeta;
+
+use super::named::{self, NamedError};
+use super::named_step::NamedStep;
+use super::plan::{self, MountPlan, PlanError};
+use super::protocol::StepRequest;
+use super::save::{self, SaveError};
+use super::step_image::{self, StepImageError};
+use super::task_progress::TaskProgress;
+use super::unshare::Holder;
+
+/// The errors of the other layers this module passes on (their types are theirs to change).
+type Source = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why the step cannot be prepared; each is the user's one line (without `egret: `).
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("{0}")]
+    Untrusted(#[source] Source),
+    #[error("{0}")]
+    MpiHook(#[source] Source),
+    #[error("{0}")]
+    User(#[from] UserError),
+    #[error("{0}")]
+    Plan(#[from] PlanError),
+    #[error("{0}")]
+    Save(#[from] SaveError),
+    #[error("no --container-image")]
+    NoImage,
+    #[error("{0}")]
+    Named(#[from] NamedError),
+    #[error("{0}")]
+    Image(#[from] StepImageError),
+    #[error("{0}")]
+    Rootfs(#[from] BundleError),
+    #[error("{}: {source}", path.display())]
+    JoinBundle {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything prepared once per step that each task's container is built from.
+pub struct PreparedStep {
+    pub cfg: Config,
+    pub req: StepRequest,
+    pub user: UserIdentity,
+    pub meta: ImageMeta,
+    pub rootfs: Rootfs,
+    /// Marks the named container as running while this launcher lives.
+    pub _named_hold: Option<fs::File>,
+    /// `--container-unshare`: the process holding the step's namespaces.
+    pub unshare: Option<Holder>,
+}
+
+/// Imports the image and assembles the rootfs.
+pub fn prepare(
+    cfg: &Config,
+    req: &StepRequest,
+    progress: &TaskProgress,
+    named: Option<NamedStep>,
+) -> Result<PreparedStep, PrepareError> {
+    check_trust(cfg, req)?;
+    let opts = &req.options;
+    if let Some(mpi) = &opts.mpi_hook {
+        check_mpi_hook(cfg, mpi)?;
+    }
+    let user = UserIdentity::from_uid(req.uid, req.gid)?;
+    let mut mount_plan = plan_user_mounts(cfg, req)?;
+    if opts.mount_home == Some(true) {
+        mount_plan.binds.push(BindMount {
+            source: user.home.clone(),
+            destination: user.home.clone(),
+            readonly: false,
+        });
+    }
+    let devices = plan::plan_devices(opts.devices.as_deref())?;
+    if let Some(value) = plan::save_here(opts, req.node_id) {
+        let dest = save::destination(value, &plan::job_cwd(&req.job_env))?;
+        save::check_writable(&dest, &user)?;
+    }
+    // The options are all checked: only now is the image imported (minutes, maybe), so that a
+    // refused mount or device is the step's one line, not the last line after an import.
+    let resolve = |image: &str| {
+        step_image::resolve(cfg, req, &user, image, progress).map_err(PrepareError::from)
+    };
+    let (image_file, meta, persistent) = match &named {
+        Some(n) => {
+            if let named::Plan::Join(running) = &n.plan {
+                return join_prepared(cfg, req, user, n, running);
+            }
+            let (f, m, dir) =
+                named::open_or_create(&n.dir, req.job_id, &n.name, opts.image.as_deref(), resolve)?;
+            (f, m, Some(dir))
+        }
+        None => {
+            let image = opts.image.as_deref().ok_or(PrepareError::NoImage)?;
+            let (f, m) = resolve(image)?;
+            (f, m, None)
+        }
+    };
+    let site_cfg = Config {
+        site_mounts: mount_plan.site_mounts,
+        ..cfg.clone()
+    };
+    let creq = ContainerRequest {
+        image_file,
+        meta: meta.clone(),
+        user: user.clone(),
+        mounts: mount_plan.binds,
+        mount_extras: mount_plan.extras,
+        devices,
+        readonly: opts.writable == Some(false),
+        init: opts.init,
+        extra_binds: batch_script_bind(req),
+        persistent,
+    };
+    let mut rootfs = rootfs::prepare_rootfs(&site_cfg, &cfg.oci_bundle_dir, &creq)?;
+    add_tmpfs_mounts(cfg, &mut rootfs, mount_plan.tmpfs)?;
+    let named_hold = match named {
+        Some(n) => Some(record_running(n, &rootfs)?),
+        None => None,
+    };
+    Ok(PreparedStep {
+        cfg: cfg.clone(),
+        req: req.clone(),
+        user,
+        meta,
+        rootfs,
+        _named_hold: named_hold,
+        unshare: None,
+    })
+}
+
+/// Nothing runs as root from files someone other than root could have changed.
+fn check_trust(cfg: &Config, req: &StepRequest) -> Result<(), PrepareError> {
+    let me: Vec<PathBuf> = std::env::current_exe().into_iter().collect();
+    crate::config::security::enforce(cfg, &req.config, &me)
+        .map_err(|e| PrepareError::Untrusted(e.into()))
+}
+
+/// `--mpi-hook[=TYPE]` that no hook in `hooksDir` serves is refused (once per node, before any
+/// container starts) instead of running without the host's MPI.
+fn check_mpi_hook(cfg: &Config, requested: &str) -> Result<(), PrepareError> {
+    let hooks = match cfg.hooks_dir.as_deref() {
+        Some(dir) if dir.exists() => {
+            crate::hooks::load_dir(dir).map_err(|e| PrepareError::MpiHook(e.into()))?
+        }
+        _ => Vec::new(),
+    };
+    crate::hooks::check_mpi_request(&hooks, requested, cfg.default_mpi_type.as_deref())
+        .map_err(|e| PrepareError::MpiHook(e.into()))
+}
+
+/// `--container-mounts`, parsed (relative sources from the job's directory) and checked.
+fn plan_user_mounts(cfg: &Config, req: &StepRequest) -> Result<MountPlan, PrepareError> {
+    let site_mounts = cfg.site_mounts.clone();
+    let Some(spec) = &req.options.mounts else {
+        return Ok(MountPlan {
+            site_mounts,
+            ..MountPlan::default()
+        });
+    };
+    let entries = mounts::pyxis::parse(spec, &plan::job_cwd(&req.job_env))
+        .map_err(|e| PlanError::Mounts(e.into()))?;
+    Ok(plan::plan_mounts(entries, &cfg.user_mounts, site_mounts)?)
+}
+
+/// The batch script (batch step only), read-only at its own path.
+fn batch_script_bind(req: &StepRequest) -> Vec<BindMount> {
+    req.batch_script
+        .iter()
+        .map(|script| BindMount {
+            source: script.clone(),
+            destination: script.clone(),
+            readonly: true,
+        })
+        .collect()
+}
+
+/// tmpfs entries: made by runc in each container, at the destination resolved inside the
+/// rootfs (and checked again there against the site's deny lists).
+fn add_tmpfs_mounts(
+    cfg: &Config,
+    rootfs: &mut Rootfs,
+    tmpfs: Vec<(PathBuf, Vec<String>)>,
+) -> Result<(), PrepareError> {
+    let mounts_err = |e: mounts::MountError| PlanError::Mounts(e.into());
+    for (destination, options) in tmpfs {
+        let rel = mounts::resolve_in_root(&rootfs.rootfs, &destination).map_err(mounts_err)?;
+        let resolved = Path::new("/").join(rel);
+        mounts::check_destination(&resolved, &cfg.user_mounts).map_err(mounts_err)?;
+        rootfs
+            .spec_mounts
+            .push(rootfs::tmpfs_spec_mount(&resolved, &options));
+    }
+    Ok(())
+}
+
+/// Records this launcher as running the named container (whose plan lock is then released).
+fn record_running(n: NamedStep, rootfs: &Rootfs) -> Result<fs::File, PrepareError> {
+    let record = named::Running {
+        mount_ns: None,
+        pids: Vec::new(),
+        attach: rootfs.attach_info(),
+    };
+    let held = named::hold(&n.dir, record)?;
+    drop(n.plan_lock);
+    Ok(held)
+}
+
+/// A step joining a running named container: its tasks run on the rootfs the other step
+/// assembled, with their bundles in a directory of their own on its bundle filesystem.
+fn join_prepared(
+    cfg: &Config,
+    req: &StepRequest,
+    user: UserIdentity,
+    n: &NamedStep,
+    running: &named::Running,
+) -> Result<PreparedStep, PrepareError> {
+    let (_, meta) = named::origin(&n.dir, &n.name)?;
+    let bundle_dir = cfg.oci_bundle_dir.join(format!(
+        "join-{}.{}.{}",
+        req.job_id, req.step_id, req.node_id
+    ));
+    fs::create_dir_all(&bundle_dir).map_err(|source| PrepareError::JoinBundle {
+        path: bundle_dir.clone(),
+        source,
+    })?;
+    let held = named::hold(&n.dir, running.clone())?;
+    Ok(PreparedStep {
+        cfg: cfg.clone(),
+        req: req.clone(),
+        user,
+        meta,
+        rootfs: Rootfs::attached(&running.attach, bundle_dir),
+        _named_hold: Some(held),
+        unshare: None,
+    })
+}

@@ -114,7 +114,7 @@ pub fn check_install(cfg: &Config, config_path: &Path, extra: &[PathBuf]) -> Vec
     }
     if let Some(dir) = &cfg.hooks_dir {
         paths.push(dir.clone());
-        if let Ok(hooks) = crate::hooks::load_dir(dir) {
+        if let Ok(hooks) = crate::hooks::schema::load_dir(dir) {
             paths.extend(hooks.into_iter().map(|h| h.hook.path().clone()));
         }
     }

@@ -21,9 +21,3 @@ pub mod listing;
 pub mod mpi;
 pub mod schema;
 pub mod select;
-
-// moved: to listing, mpi, schema and select
-pub use listing::{format_list, format_mpi_list};
-pub use mpi::{check_mpi_request, mpi_hooks};
-pub use schema::load_dir;
-pub use select::add_automatic_annotations;

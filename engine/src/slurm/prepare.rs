@@ -9,7 +9,11 @@ use crate::config::Config;
 use crate::container::mounts::{self, BindMount};
 use crate::container::rootfs::{self, BundleError, ContainerRequest, Rootfs};
 use crate::container::user::{UserError, UserIdentity};
+use crate::hooks::mpi::MpiRequestError;
+use crate::hooks::schema::HooksError;
 use crate::image::metadata::ImageMeta;
+
+use crate::sys::in_root;
 
 use super::named::{self, NamedError};
 use super::named_step::NamedStep;
@@ -20,16 +24,16 @@ use super::step_image::{self, StepImageError};
 use super::task_progress::TaskProgress;
 use super::unshare::Holder;
 
-/// The errors of the other layers this module passes on (their types are theirs to change).
-type Source = Box<dyn std::error::Error + Send + Sync>;
-
 /// Why the step cannot be prepared; each is the user's one line (without `egret: `).
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
+    /// `config::security::enforce`: every violation, already one line.
     #[error("{0}")]
-    Untrusted(#[source] Source),
+    Untrusted(String),
     #[error("{0}")]
-    MpiHook(#[source] Source),
+    HooksDir(#[from] HooksError),
+    #[error("{0}")]
+    MpiHook(#[from] MpiRequestError),
     #[error("{0}")]
     User(#[from] UserError),
     #[error("{0}")]
@@ -147,21 +151,21 @@ pub fn prepare(
 /// Nothing runs as root from files someone other than root could have changed.
 fn check_trust(cfg: &Config, req: &StepRequest) -> Result<(), PrepareError> {
     let me: Vec<PathBuf> = std::env::current_exe().into_iter().collect();
-    crate::config::security::enforce(cfg, &req.config, &me)
-        .map_err(|e| PrepareError::Untrusted(e.into()))
+    crate::config::security::enforce(cfg, &req.config, &me).map_err(PrepareError::Untrusted)
 }
 
 /// `--mpi-hook[=TYPE]` that no hook in `hooksDir` serves is refused (once per node, before any
 /// container starts) instead of running without the host's MPI.
 fn check_mpi_hook(cfg: &Config, requested: &str) -> Result<(), PrepareError> {
     let hooks = match cfg.hooks_dir.as_deref() {
-        Some(dir) if dir.exists() => {
-            crate::hooks::load_dir(dir).map_err(|e| PrepareError::MpiHook(e.into()))?
-        }
+        Some(dir) if dir.exists() => crate::hooks::schema::load_dir(dir)?,
         _ => Vec::new(),
     };
-    crate::hooks::check_mpi_request(&hooks, requested, cfg.default_mpi_type.as_deref())
-        .map_err(|e| PrepareError::MpiHook(e.into()))
+    Ok(crate::hooks::mpi::check_mpi_request(
+        &hooks,
+        requested,
+        cfg.default_mpi_type.as_deref(),
+    )?)
 }
 
 /// `--container-mounts`, parsed (relative sources from the job's directory) and checked.
@@ -173,8 +177,8 @@ fn plan_user_mounts(cfg: &Config, req: &StepRequest) -> Result<MountPlan, Prepar
             ..MountPlan::default()
         });
     };
-    let entries = mounts::pyxis::parse(spec, &plan::job_cwd(&req.job_env))
-        .map_err(|e| PlanError::Mounts(e.into()))?;
+    let entries =
+        mounts::pyxis::parse(spec, &plan::job_cwd(&req.job_env)).map_err(PlanError::Mounts)?;
     Ok(plan::plan_mounts(entries, &cfg.user_mounts, site_mounts)?)
 }
 
@@ -197,11 +201,11 @@ fn add_tmpfs_mounts(
     rootfs: &mut Rootfs,
     tmpfs: Vec<(PathBuf, Vec<String>)>,
 ) -> Result<(), PrepareError> {
-    let mounts_err = |e: mounts::MountError| PlanError::Mounts(e.into());
     for (destination, options) in tmpfs {
-        let rel = mounts::resolve_in_root(&rootfs.rootfs, &destination).map_err(mounts_err)?;
+        let rel =
+            in_root::resolve_in_root(&rootfs.rootfs, &destination).map_err(PlanError::InRoot)?;
         let resolved = Path::new("/").join(rel);
-        mounts::check_destination(&resolved, &cfg.user_mounts).map_err(mounts_err)?;
+        mounts::check_destination(&resolved, &cfg.user_mounts).map_err(PlanError::Mounts)?;
         rootfs
             .spec_mounts
             .push(rootfs::tmpfs_spec_mount(&resolved, &options));

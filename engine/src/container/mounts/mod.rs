@@ -16,9 +16,6 @@ pub use policy::check_destination;
 pub use pyxis::parse_pyxis_mounts;
 pub use sarus::parse_sarus_mount;
 
-// moved: to crate::sys::in_root (engine/src/slurm/server.rs still calls it here)
-pub use crate::sys::in_root::resolve_in_root;
-
 /// A user's mount or device request that is malformed or that the site's rules refuse.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{SiteMount, UserMountRules};
 use crate::container::mounts::pyxis::{MountExtras, PyxisMount};
-use crate::container::mounts::{self, BindMount, DeviceRequest};
+use crate::container::mounts::{self, BindMount, DeviceRequest, MountError};
 use crate::container::spec::{EntrypointChoice, EnvRequest, ProcessRequest, SpecOptions};
+use crate::sys::in_root::InRootError;
 
 use super::options::ContainerOptions;
 use super::protocol::Hello;
@@ -17,21 +18,20 @@ use super::task_env;
 #[cfg(test)]
 mod tests;
 
-/// The errors of the other layers this module passes on (their types are theirs to change).
-type Source = Box<dyn std::error::Error + Send + Sync>;
-
 /// Why the options cannot become a plan; each is the user's one line (without `egret: `).
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("--container-mounts: {0}")]
-    Mounts(#[source] Source),
+    Mounts(#[source] MountError),
+    #[error("--container-mounts: {0}")]
+    InRoot(#[source] InRootError),
     #[error("--container-mounts: umount:{}: the site mounts nothing there", destination.display())]
     NothingToUmount { destination: PathBuf },
     #[error("--container-device={spec}: {source}")]
     Device {
         spec: String,
         #[source]
-        source: Source,
+        source: MountError,
     },
 }
 
@@ -80,8 +80,7 @@ pub fn plan_mounts(
     rules: &UserMountRules,
     site_mounts: Vec<SiteMount>,
 ) -> Result<MountPlan, PlanError> {
-    let check =
-        |d: &Path| mounts::check_destination(d, rules).map_err(|e| PlanError::Mounts(e.into()));
+    let check = |d: &Path| mounts::check_destination(d, rules).map_err(PlanError::Mounts);
     let mut plan = MountPlan {
         site_mounts,
         ..MountPlan::default()
@@ -123,7 +122,7 @@ pub fn plan_devices(spec: Option<&str>) -> Result<Vec<DeviceRequest>, PlanError>
         .map(|d| {
             mounts::parse_device(d).map_err(|e| PlanError::Device {
                 spec: d.to_string(),
-                source: e.into(),
+                source: e,
             })
         })
         .collect()
@@ -214,7 +213,7 @@ pub fn annotations(
         annotations.insert("com.hooks.ssh.enabled".into(), "true".into());
         annotations.insert("com.hooks.slurm-global-sync.enabled".into(), "true".into());
     }
-    crate::hooks::add_automatic_annotations(&mut annotations, task_vars);
+    crate::hooks::select::add_automatic_annotations(&mut annotations, task_vars);
     annotations.insert("com.egret.job".into(), format!("{job}.{step}"));
     annotations
 }

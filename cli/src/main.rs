@@ -1,14 +1,15 @@
-//! `egret`: a Sarus-compatible command line over the engine. Thin: parsing and printing only.
+//! `egret`: a Sarus-compatible command line over the engine. Thin: parsing, dispatch to
+//! [`commands`], and the one place an error is printed (after `egret: `).
 
-mod image_cmds;
-mod ps_cmds;
-mod run_cmds;
-mod sqsh_cmds;
-mod ssh_cmds;
+mod commands;
+mod context;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use commands::{check, containers, hooks, run, squashfs_file, ssh_keygen, store, CommandError};
+use context::Context;
 
 #[derive(Parser)]
 #[command(
@@ -33,27 +34,27 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Import an image from a registry into the store.
-    Pull(image_cmds::PullArgs),
+    Pull(store::pull::PullArgs),
     /// Import a docker-archive or OCI archive tar into the store under NAME.
-    Load(image_cmds::LoadArgs),
+    Load(store::load::LoadArgs),
     /// List stored images.
-    Images(image_cmds::ImagesArgs),
+    Images(store::images::ImagesArgs),
     /// Write an image from a registry to a portable squashfs file (any user; no store).
-    Import(sqsh_cmds::ImportArgs),
+    Import(squashfs_file::ImportArgs),
     /// Write a stored image to a squashfs file.
-    Export(sqsh_cmds::ExportArgs),
+    Export(squashfs_file::ExportArgs),
     /// Remove a stored image.
-    Rmi(image_cmds::RmiArgs),
+    Rmi(store::rmi::RmiArgs),
     /// Run a command in a container (root).
-    Run(run_cmds::RunArgs),
+    Run(run::RunArgs),
     /// List the running containers started with `egret run` (root).
     Ps,
     /// Stop a running container by name: SIGTERM, then SIGKILL after 10 s (root).
-    Kill(ps_cmds::KillArgs),
+    Kill(containers::KillArgs),
     /// List the configured OCI hooks.
-    Hooks(run_cmds::HooksArgs),
+    Hooks(hooks::HooksArgs),
     /// Make your SSH keys for `--container-ssh` (once; --overwrite replaces them).
-    SshKeygen(ssh_cmds::SshKeygenArgs),
+    SshKeygen(ssh_keygen::SshKeygenArgs),
     /// Check that everything egret trusts as root is root-owned and not writable by others.
     Check,
     /// Print the version.
@@ -62,30 +63,37 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let ctx = image_cmds::Context::new(cli.config.as_deref(), cli.verbose, cli.debug);
-    let result = match cli.cmd {
-        Cmd::Pull(a) => ctx.and_then(|c| image_cmds::pull(&c, a)),
-        Cmd::Load(a) => ctx.and_then(|c| image_cmds::load(&c, a)),
-        Cmd::Images(a) => ctx.and_then(|c| image_cmds::images(&c, a)),
-        Cmd::Rmi(a) => ctx.and_then(|c| image_cmds::rmi(&c, a)),
-        Cmd::Import(a) => ctx.and_then(|c| sqsh_cmds::import(&c, a)),
-        Cmd::Export(a) => ctx.and_then(|c| sqsh_cmds::export(&c, a)),
-        Cmd::Run(a) => ctx.and_then(|c| run_cmds::run(&c, a)),
-        Cmd::Hooks(a) => ctx.and_then(|c| run_cmds::hooks(&c, a)),
-        Cmd::Check => ctx.and_then(|c| run_cmds::check(&c)),
-        Cmd::Ps => ctx.and_then(|c| ps_cmds::ps(&c)),
-        Cmd::Kill(a) => ctx.and_then(|c| ps_cmds::kill(&c, a)),
-        Cmd::SshKeygen(a) => ctx.and_then(|c| ssh_cmds::ssh_keygen(&c, a)),
-        Cmd::Version => {
-            println!("egret {}", env!("CARGO_PKG_VERSION"));
-            Ok(ExitCode::SUCCESS)
-        }
-    };
-    match result {
+    match dispatch(cli) {
         Ok(code) => code,
-        Err(msg) => {
-            eprintln!("egret: {msg}");
+        Err(e) => {
+            eprintln!("egret: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs the command. `version` needs no config (loading one prints nothing, so skipping it
+/// changes nothing the user sees).
+fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
+    if let Cmd::Version = cli.cmd {
+        println!("egret {}", env!("CARGO_PKG_VERSION"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let c = &Context::new(cli.config.as_deref(), cli.verbose, cli.debug)?;
+    use CommandError as E;
+    match cli.cmd {
+        Cmd::Pull(a) => store::pull::pull(c, a).map_err(E::Pull),
+        Cmd::Load(a) => store::load::load(c, a).map_err(E::Load),
+        Cmd::Images(a) => store::images::images(c, a).map_err(E::Images),
+        Cmd::Rmi(a) => store::rmi::rmi(c, a).map_err(E::Rmi),
+        Cmd::Import(a) => squashfs_file::import(c, a).map_err(E::Import),
+        Cmd::Export(a) => squashfs_file::export(c, a).map_err(E::Export),
+        Cmd::Run(a) => Ok(run::run(c, a)?),
+        Cmd::Hooks(a) => Ok(hooks::hooks(c, a)?),
+        Cmd::Check => Ok(check::check(c)),
+        Cmd::Ps => containers::ps(c).map_err(E::Ps),
+        Cmd::Kill(a) => containers::kill(c, a).map_err(E::Kill),
+        Cmd::SshKeygen(a) => Ok(ssh_keygen::ssh_keygen(c, a)?),
+        Cmd::Version => Ok(ExitCode::SUCCESS), // answered above
     }
 }

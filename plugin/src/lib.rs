@@ -1,17 +1,24 @@
 //! `spank_egret.so`: the SPANK plugin that runs Slurm tasks in containers.
 //!
 //! Thin by design: option parsing and every decision live in `egret_engine`; this crate maps
-//! Slurm's callbacks onto it. Every entry point catches panics (a panic crossing `extern "C"`
-//! would abort slurmstepd) and the plugin never starts a thread.
+//! Slurm's callbacks onto it, one module per Slurm context: [`options`] (`slurm_spank_init` and
+//! the option callback, everywhere), [`local`] (srun, sbatch, salloc), [`remote`] (slurmstepd)
+//! and [`job_epilog`]. Every entry point catches panics (a panic crossing `extern "C"` would
+//! abort slurmstepd) and logs an error once, after `egret: `, through Slurm; the plugin never
+//! starts a thread. This file holds only the entry points.
 
 // The FFI layer: the only module of the plugin allowed `unsafe` (with the entry points below).
 #[allow(unsafe_code)]
 mod ffi;
+mod job_epilog;
 mod local;
+mod options;
+mod plugin_args;
 mod remote;
 mod state;
 
 use std::ffi::{c_char, c_int};
+use std::fmt::Display;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ffi::{RawSpank, Spank};
@@ -33,12 +40,13 @@ pub static spank_plugin_version: u32 = 1;
 
 const SPANK_ERR: c_int = -1;
 
-/// Runs a callback body, turning errors and panics into Slurm's -1.
-fn guard(name: &str, f: impl FnOnce() -> Result<(), String>) -> c_int {
+/// Runs a callback body, turning errors and panics into Slurm's -1. The one place the plugin's
+/// errors are logged.
+fn guard<E: Display>(name: &str, f: impl FnOnce() -> Result<(), E>) -> c_int {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(())) => 0,
-        Ok(Err(msg)) => {
-            ffi::log_error(&msg);
+        Ok(Err(e)) => {
+            ffi::log_error(&format!("egret: {e}"));
             SPANK_ERR
         }
         Err(_) => {
@@ -64,12 +72,12 @@ macro_rules! callback {
     };
 }
 
-callback!(slurm_spank_init, state::init);
+callback!(slurm_spank_init, options::init);
 callback!(slurm_spank_init_post_opt, local::init_post_opt);
 callback!(slurm_spank_user_init, remote::user_init);
 callback!(slurm_spank_task_init, remote::task_init);
 callback!(slurm_spank_exit, remote::exit);
-callback!(slurm_spank_job_epilog, remote::job_epilog);
+callback!(slurm_spank_job_epilog, job_epilog::job_epilog);
 
 /// The one callback Slurm calls for every option egret registered (`val` = index in the table).
 #[allow(unsafe_code)] // a C ABI entry point: Slurm's raw option string comes in here
@@ -77,6 +85,6 @@ unsafe extern "C" fn option_cb(val: c_int, optarg: *const c_char, remote: c_int)
     guard("option", || {
         // SAFETY: Slurm passes NULL or a valid string.
         let value = unsafe { ffi::optarg(optarg) };
-        state::set_option(val, value.as_deref(), remote != 0)
+        options::set_option(val, value.as_deref(), remote != 0)
     })
 }

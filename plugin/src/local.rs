@@ -5,8 +5,15 @@ use egret_engine::slurm::multiprog;
 use crate::ffi::{self, Spank};
 use crate::state;
 
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// The options (and `PYXIS_CONTAINER_*`/`EGRET_CONTAINER_*`) do not go together.
+    #[error("{0}")]
+    InvalidOptions(String),
+}
+
 /// `slurm_spank_init_post_opt`: checks that need every option at once.
-pub fn init_post_opt(_sp: Spank, _args: &[String]) -> Result<(), String> {
+pub fn init_post_opt(_sp: Spank, _args: &[String]) -> Result<(), LocalError> {
     if ffi::context() == ffi::Context::S_CTX_LOCAL && srun_multi_prog() {
         // slurmstepd chooses a multi-prog task's command only when it execs it, after egret has
         // taken the task over: tell the tasks to read the file themselves.
@@ -22,7 +29,7 @@ pub fn init_post_opt(_sp: Spank, _args: &[String]) -> Result<(), String> {
                 s.options.apply_env(|k| std::env::var(k).ok())?;
                 s.options.finish()
             })
-            .map_err(|e| format!("egret: {e}"))
+            .map_err(LocalError::InvalidOptions)
         }
         _ => Ok(()),
     }

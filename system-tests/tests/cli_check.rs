@@ -151,3 +151,46 @@ fn a_misconfigured_install_names_each_violation() {
     );
     fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_sarus_json_with_keys_egret_does_not_use_loads_with_one_warning_per_key() {
+    common::require_root();
+    // The keys of Sarus 1.6's sample sarus.json that egret has no use for.
+    let sarus_only = [
+        ("umociPath", serde_json::json!("/opt/sarus/bin/umoci")),
+        ("rootfsFolder", serde_json::json!("rootfs")),
+        ("enablePMIxv3Support", serde_json::json!(false)),
+        (
+            "containersPolicy",
+            serde_json::json!({"path": "/opt/sarus/etc/policy.json", "enforce": false}),
+        ),
+    ];
+    let sb = common::sandbox::Sandbox::with(|_, cfg| {
+        for (key, value) in &sarus_only {
+            cfg[*key] = value.clone();
+        }
+    });
+    let (out, err) = sb.ok(&["images"]);
+    assert!(
+        out.starts_with("REPOSITORY"),
+        "the listing still runs: {out}"
+    );
+    for (key, _) in &sarus_only {
+        let line = format!(
+            "egret: warning: config {}: key '{key}' is a Sarus setting egret does not use; ignored",
+            sb.config.display()
+        );
+        assert_eq!(err.matches(&line).count(), 1, "{line:?} once in:\n{err}");
+    }
+    assert_eq!(err.lines().count(), sarus_only.len(), "{err}");
+
+    // A key neither egret nor Sarus knows is still refused, naming it.
+    let sb = common::sandbox::Sandbox::with(|_, cfg| cfg["bogusKey"] = serde_json::json!(1));
+    let o = sb.egret(&["images"]);
+    assert!(!o.status.success());
+    assert!(
+        common::sandbox::stderr(&o).contains("bogusKey"),
+        "{}",
+        common::describe(&o)
+    );
+}

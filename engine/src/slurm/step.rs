@@ -63,6 +63,9 @@ pub fn serve(req: StepRequest) -> i32 {
         Ok(c) => c,
         Err(e) => return log_failure(&req, &e.to_string()),
     };
+    for warning in cfg.warnings(&req.config) {
+        eprintln!("egret-launcher {}.{}: {warning}", req.job_id, req.step_id);
+    }
     // A named container another step runs is joined: its mount namespace, its rootfs. The
     // decision must come first: a mount namespace can only be entered before threads exist.
     let named_step = match enter_namespace(&cfg, &req) {

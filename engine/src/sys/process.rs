@@ -6,7 +6,7 @@
 //! (`SO_PEERPIDFD`, Linux 6.5), proc(5) (`/proc/self/status`, a pidfd's `fdinfo`).
 
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -261,6 +261,84 @@ pub fn die_with_parent_on_exec(cmd: &mut Command) {
     };
 }
 
+/// Makes `cmd`'s process run fully as root (no supplementary groups, gid and uid 0: real,
+/// effective and saved) with no descriptor above stdio: for a root helper started from a process
+/// whose effective uid is root but whose other ids are a user's (slurmstepd in `user_init`), and
+/// whose own descriptors (sockets to slurmd, logs) must not leak to the helper.
+pub fn run_as_root_on_exec(cmd: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and only makes raw system calls
+    // (setgroups, setresgid, setresuid, close_range), which are async-signal-safe; it allocates
+    // nothing and takes no lock. Raw calls change only the calling thread, the child's only one.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+                || libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
+                || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        })
+    };
+}
+
+/// True while process `pid` exists (`EPERM` counts: a root process seen from a user).
+pub fn is_alive(pid: Pid) -> bool {
+    matches!(
+        nix::sys::signal::kill(pid, None),
+        Ok(()) | Err(nix::errno::Errno::EPERM)
+    )
+}
+
+/// Reaps our child `pid` if it has exited; true when it is gone: reaped now, or already by
+/// someone else waiting for any child (then it is no child of ours, `ECHILD`, and its number must
+/// not be looked at again).
+pub fn reap_if_exited(pid: Pid) -> bool {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => false,
+        Ok(_) => true,
+        Err(e) => e == nix::errno::Errno::ECHILD,
+    }
+}
+
+/// Ends the process with `code` at once, after flushing stdout and stderr, without running
+/// atexit handlers (in a process forked by another program, they are that program's).
+pub fn exit_now(code: i32) -> ! {
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    // SAFETY: _exit never returns and has no memory-safety preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// Closes every descriptor above stdio that is marked close-on-exec, except those in `keep`: for
+/// a process that will never exec, where descriptors inherited for someone else's exec (the
+/// write end of its own stdin pipe, say) would keep pipes open. Descriptors the caller owns (an
+/// `OwnedFd`) must be in `keep`.
+pub fn close_cloexec_fds_except(keep: &[RawFd]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    // Collected first: the directory's own descriptor is closed before any is looked at.
+    let fds: Vec<RawFd> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd <= 2 || keep.contains(&fd) {
+            continue;
+        }
+        // SAFETY: F_GETFD only reads descriptor flags; a stale number (the read_dir descriptor,
+        // already closed) just fails.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags >= 0 && flags & libc::FD_CLOEXEC != 0 {
+            // SAFETY: an exec would close it anyway, and the caller keeps what it owns.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,5 +379,22 @@ mod tests {
     fn set_umask_returns_the_previous_mask() {
         let before = set_umask(ROOT_UMASK);
         assert_eq!(set_umask(before), ROOT_UMASK);
+    }
+
+    #[test]
+    fn a_child_is_alive_until_reaped() {
+        // Reaped by `reap_if_exited`, the function under test.
+        #[allow(clippy::zombie_processes)]
+        let child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        assert!(is_alive(pid));
+        assert!(!reap_if_exited(pid));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !reap_if_exited(pid) {
+            assert!(std::time::Instant::now() < deadline, "never reaped");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(reap_if_exited(pid), "ECHILD once reaped: gone");
     }
 }

@@ -9,6 +9,7 @@ use crate::config::{SiteMount, UserMountRules};
 use crate::container::mounts::pyxis::{MountExtras, PyxisMount};
 use crate::container::mounts::{self, BindMount, DeviceRequest, MountError};
 use crate::container::spec::{EntrypointChoice, EnvRequest, ProcessRequest, SpecOptions};
+use crate::hooks::annotations;
 use crate::sys::in_root::InRootError;
 
 use super::options::ContainerOptions;
@@ -197,24 +198,24 @@ pub fn annotations(
 ) -> BTreeMap<String, String> {
     let mut annotations: BTreeMap<String, String> = opts.annotations.iter().cloned().collect();
     if let Some(mpi) = &opts.mpi_hook {
-        annotations.insert("com.hooks.mpi.enabled".into(), "true".into());
+        annotations.insert(annotations::MPI_ENABLED.into(), "true".into());
         let t = if mpi.is_empty() {
             default_mpi_type.unwrap_or_default().to_string()
         } else {
             mpi.clone()
         };
         if !t.is_empty() {
-            annotations.insert("com.hooks.mpi.type".into(), t);
+            annotations.insert(annotations::MPI_TYPE.into(), t);
         }
-        annotations.insert("com.hooks.glibc.enabled".into(), "true".into());
+        annotations.insert(annotations::GLIBC_ENABLED.into(), "true".into());
     }
     if opts.ssh {
         // The sync hook holds every task until all containers (and their daemons) exist.
-        annotations.insert("com.hooks.ssh.enabled".into(), "true".into());
-        annotations.insert("com.hooks.slurm-global-sync.enabled".into(), "true".into());
+        annotations.insert(annotations::SSH_ENABLED.into(), "true".into());
+        annotations.insert(annotations::SLURM_GLOBAL_SYNC_ENABLED.into(), "true".into());
     }
     crate::hooks::select::add_automatic_annotations(&mut annotations, task_vars);
-    annotations.insert("com.egret.job".into(), format!("{job}.{step}"));
+    annotations.insert(annotations::JOB.into(), format!("{job}.{step}"));
     annotations
 }
 

@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use egret_engine::image::import::{self, PullOptions};
+use egret_engine::image::import::{self, ImportError, PullOptions};
 use egret_engine::image::progress::StderrProgress;
-use egret_engine::image::reference::ImageRef;
+use egret_engine::image::reference::{ImageRef, RefError};
 use egret_engine::image::registry::Skopeo;
-use egret_engine::image::store::Store;
+use egret_engine::image::store::{Store, StoreError};
 
-use crate::image_cmds::{usage, Context};
+use crate::context::Context;
 
 #[derive(clap::Args)]
 pub struct ImportArgs {
@@ -45,38 +45,50 @@ pub struct ExportArgs {
     output: PathBuf,
 }
 
-pub fn import(c: &Context, a: ImportArgs) -> Result<ExitCode, String> {
-    let r = ImageRef::parse(&a.reference).map_err(|e| usage("import", e))?;
+#[derive(Debug, thiserror::Error)]
+pub enum SquashfsFileError {
+    #[error(transparent)]
+    Reference(#[from] RefError),
+    #[error("{}: is a directory; give a file name such as image.sqsh", .0.display())]
+    OutputIsDirectory(PathBuf),
+    #[error("{} exists; remove it or add --force", .0.display())]
+    OutputExists(PathBuf),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The reference, as the store names it.
+    #[error("{0}: no such image of yours (see 'egret images')")]
+    NoSuchImage(String),
+    #[error("{}: {source}", .output.display())]
+    Write { output: PathBuf, source: io::Error },
+}
+
+pub fn import(c: &Context, a: ImportArgs) -> Result<ExitCode, SquashfsFileError> {
+    let r = ImageRef::parse(&a.reference)?;
     let out = a.output.clone().unwrap_or_else(|| default_name(&r));
-    check_destination(&out, a.force).map_err(|e| usage("import", e))?;
+    check_destination(&out, a.force)?;
     let opts = PullOptions {
         progress: Arc::new(StderrProgress::default()),
         ..PullOptions::default()
     };
     let fetcher = Skopeo::new(&c.config);
-    import::pull_to_file(&c.config, &fetcher, &r, &opts, &out).map_err(|e| usage("import", e))?;
+    import::pull_to_file(&c.config, &fetcher, &r, &opts, &out)?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn export(c: &Context, a: ExportArgs) -> Result<ExitCode, String> {
-    let r = ImageRef::parse(&a.reference).map_err(|e| usage("export", e))?;
-    check_destination(&a.output, a.force).map_err(|e| usage("export", e))?;
+pub fn export(c: &Context, a: ExportArgs) -> Result<ExitCode, SquashfsFileError> {
+    let r = ImageRef::parse(&a.reference)?;
+    check_destination(&a.output, a.force)?;
     let timings = &c.config.repository_metadata_lock_timings;
     let store = Store::open_readonly(&c.config.local_repository_base_dir, c.uid, c.gid, timings);
     let image = store
-        .lookup(&r)
-        .map_err(|e| usage("export", e))?
-        .ok_or_else(|| {
-            usage(
-                "export",
-                format!(
-                    "{}: no such image of yours (see 'egret images')",
-                    r.display()
-                ),
-            )
-        })?;
-    copy_new(&image.squashfs, &a.output)
-        .map_err(|e| usage("export", format!("{}: {e}", a.output.display())))?;
+        .lookup(&r)?
+        .ok_or_else(|| SquashfsFileError::NoSuchImage(r.display()))?;
+    copy_new(&image.squashfs, &a.output).map_err(|source| SquashfsFileError::Write {
+        output: a.output.clone(),
+        source,
+    })?;
     eprintln!("egret: wrote {} ({})", a.output.display(), image.digest);
     Ok(ExitCode::SUCCESS)
 }
@@ -87,18 +99,13 @@ fn default_name(r: &ImageRef) -> PathBuf {
     PathBuf::from(format!("{}+{tag}.sqsh", r.repository.replace('/', "+")))
 }
 
-fn check_destination(out: &Path, force: bool) -> Result<(), String> {
+/// Refuses a directory, and an existing file unless `--force`.
+fn check_destination(out: &Path, force: bool) -> Result<(), SquashfsFileError> {
     if out.as_os_str().to_string_lossy().ends_with('/') || out.is_dir() {
-        return Err(format!(
-            "{}: is a directory; give a file name such as image.sqsh",
-            out.display()
-        ));
+        return Err(SquashfsFileError::OutputIsDirectory(out.to_path_buf()));
     }
     if !force && fs::symlink_metadata(out).is_ok() {
-        return Err(format!(
-            "{} exists; remove it or add --force",
-            out.display()
-        ));
+        return Err(SquashfsFileError::OutputExists(out.to_path_buf()));
     }
     Ok(())
 }

@@ -2,21 +2,51 @@
 //! `runcRoot`. Only containers of `egret run` are listed (those of Slurm steps belong to their
 //! step, which srun and scancel manage).
 
+use std::io;
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use egret_engine::config::Config;
 
-use crate::image_cmds::{usage, Context};
+use crate::context::Context;
 
 /// The annotation `egret run` puts the image reference in, for `egret ps`.
-pub const IMAGE_ANNOTATION: &str = "com.egret.image";
+pub const IMAGE_ANNOTATION: &str = egret_engine::hooks::annotations::IMAGE;
 
 #[derive(clap::Args)]
 pub struct KillArgs {
     /// The container's name (`egret run --name`), as `egret ps` shows it.
     #[arg(value_name = "NAME")]
     name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainersError {
+    #[error("needs root (containers are run by root)")]
+    NeedsRoot,
+    #[error("{}: {source}", .runc.display())]
+    RuncSpawn { runc: PathBuf, source: io::Error },
+    /// `runc list` failed: what it said on stderr.
+    #[error("{0}")]
+    RuncList(String),
+    #[error("runc list: {0}")]
+    RuncListOutput(#[source] serde_json::Error),
+    #[error("{0}: no such running container (see 'egret ps')")]
+    NoSuchContainer(String),
+    #[error("{0}: still running after SIGKILL")]
+    StillRunning(String),
+}
+
+/// A name `egret run --name` cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum NameError {
+    #[error(
+        "--name {0}: use up to 64 letters, digits, '.', '_' or '-', not starting with 'egret-'"
+    )]
+    Invalid(String),
+    #[error("--name {0}: a container of that name is running (see 'egret ps')")]
+    Running(String),
 }
 
 /// A container as `runc list --format json` describes it.
@@ -30,11 +60,11 @@ struct Listed {
     annotations: Option<std::collections::BTreeMap<String, String>>,
 }
 
-fn need_root(cmd: &str) -> Result<(), String> {
+fn need_root() -> Result<(), ContainersError> {
     if nix::unistd::geteuid().is_root() {
         Ok(())
     } else {
-        Err(usage(cmd, "needs root (containers are run by root)"))
+        Err(ContainersError::NeedsRoot)
     }
 }
 
@@ -47,23 +77,19 @@ fn valid_name(n: &str) -> bool {
 }
 
 /// The runc id for `egret run --name NAME`: the name itself, if valid and not running.
-pub fn check_new_name(cfg: &Config, name: &str) -> Result<String, String> {
+/// (`egret-` is reserved to the ids of Slurm steps' containers.)
+pub fn check_new_name(cfg: &Config, name: &str) -> Result<String, NameError> {
     if !valid_name(name) || name.starts_with("egret-") {
-        return Err(usage(
-            "run",
-            format!("--name {name}: use up to 64 letters, digits, '.', '_' or '-', not starting with 'egret-'"),
-        ));
+        return Err(NameError::Invalid(name.to_string()));
     }
     if cfg.runc_root.join(name).exists() {
-        return Err(usage(
-            "run",
-            format!("--name {name}: a container of that name is running (see 'egret ps')"),
-        ));
+        return Err(NameError::Running(name.to_string()));
     }
     Ok(name.to_string())
 }
 
-fn list(cfg: &Config) -> Result<Vec<Listed>, String> {
+/// The running containers of `egret run` (those carrying [`IMAGE_ANNOTATION`]).
+fn list(cfg: &Config) -> Result<Vec<Listed>, ContainersError> {
     if !cfg.runc_root.exists() {
         return Ok(Vec::new());
     }
@@ -73,15 +99,20 @@ fn list(cfg: &Config) -> Result<Vec<Listed>, String> {
         .args(["list", "--format", "json"])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("{}: {e}", cfg.runc_path.display()))?;
+        .map_err(|source| ContainersError::RuncSpawn {
+            runc: cfg.runc_path.clone(),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        return Err(ContainersError::RuncList(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     if text.trim() == "null" || text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let all: Vec<Listed> = serde_json::from_str(&text).map_err(|e| format!("runc list: {e}"))?;
+    let all: Vec<Listed> = serde_json::from_str(&text).map_err(ContainersError::RuncListOutput)?;
     Ok(all
         .into_iter()
         .filter(|c| {
@@ -92,9 +123,9 @@ fn list(cfg: &Config) -> Result<Vec<Listed>, String> {
         .collect())
 }
 
-pub fn ps(c: &Context) -> Result<ExitCode, String> {
-    need_root("ps")?;
-    let all = list(&c.config).map_err(|e| usage("ps", e))?;
+pub fn ps(c: &Context) -> Result<ExitCode, ContainersError> {
+    need_root()?;
+    let all = list(&c.config)?;
     println!(
         "{:<36} {:<40} {:>8} {:<8} CREATED",
         "NAME", "IMAGE", "PID", "STATUS"
@@ -115,18 +146,12 @@ pub fn ps(c: &Context) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn kill(c: &Context, a: KillArgs) -> Result<ExitCode, String> {
-    need_root("kill")?;
+/// SIGTERM, then SIGKILL after 10 s; done when runc's state of it is gone.
+pub fn kill(c: &Context, a: KillArgs) -> Result<ExitCode, ContainersError> {
+    need_root()?;
     let cfg = &c.config;
-    if !list(cfg)
-        .map_err(|e| usage("kill", e))?
-        .iter()
-        .any(|k| k.id == a.name)
-    {
-        return Err(usage(
-            "kill",
-            format!("{}: no such running container (see 'egret ps')", a.name),
-        ));
+    if !list(cfg)?.iter().any(|k| k.id == a.name) {
+        return Err(ContainersError::NoSuchContainer(a.name));
     }
     let signal = |sig: &str| {
         Command::new(&cfg.runc_path)
@@ -154,10 +179,7 @@ pub fn kill(c: &Context, a: KillArgs) -> Result<ExitCode, String> {
         }
     }
     if !gone() {
-        return Err(usage(
-            "kill",
-            format!("{}: still running after SIGKILL", a.name),
-        ));
+        return Err(ContainersError::StillRunning(a.name));
     }
     Ok(ExitCode::SUCCESS)
 }

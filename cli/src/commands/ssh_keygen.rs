@@ -4,14 +4,16 @@
 //! with the environment the site gave the hook in its hooks.d JSON (`HOOK_BASE_DIR`,
 //! `DROPBEAR_DIR`), so the keys land exactly where the hook looks for them.
 
+use std::io;
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-use egret_engine::hooks;
+use egret_engine::hooks::{self, schema::HooksError};
 
-use crate::image_cmds::Context;
+use crate::context::Context;
 
-/// The annotation that selects the SSH hook.
-const SSH_ANNOTATION: &str = "com.hooks.ssh.enabled";
+/// The annotation that selects the SSH hook (also in [`SshKeygenError::NoSshHook`]).
+const SSH_ANNOTATION: &str = egret_engine::hooks::annotations::SSH_ENABLED;
 
 #[derive(clap::Args)]
 pub struct SshKeygenArgs {
@@ -20,14 +22,26 @@ pub struct SshKeygenArgs {
     overwrite: bool,
 }
 
-pub fn ssh_keygen(c: &Context, a: SshKeygenArgs) -> Result<ExitCode, String> {
+#[derive(Debug, thiserror::Error)]
+pub enum SshKeygenError {
+    #[error("no hooksDir is configured: the SSH hook is not installed")]
+    NoHooksDir,
+    #[error(transparent)]
+    Hooks(#[from] HooksError),
+    #[error("no SSH hook in {} (a hook selected by com.hooks.ssh.enabled)", .0.display())]
+    NoSshHook(PathBuf),
+    #[error("cannot run {}: {source}", .program.display())]
+    Spawn { program: PathBuf, source: io::Error },
+}
+
+pub fn ssh_keygen(c: &Context, a: SshKeygenArgs) -> Result<ExitCode, SshKeygenError> {
     let dir = c
         .config
         .hooks_dir
         .as_deref()
         .filter(|d| d.exists())
-        .ok_or("no hooksDir is configured: the SSH hook is not installed")?;
-    let hooks = hooks::load_dir(dir).map_err(|e| e.to_string())?;
+        .ok_or(SshKeygenError::NoHooksDir)?;
+    let hooks = hooks::schema::load_dir(dir)?;
     let hook = hooks
         .iter()
         .find(|h| {
@@ -36,12 +50,7 @@ pub fn ssh_keygen(c: &Context, a: SshKeygenArgs) -> Result<ExitCode, String> {
                 .iter()
                 .any(|(_, _, k, _)| k.is_match(SSH_ANNOTATION))
         })
-        .ok_or_else(|| {
-            format!(
-                "no SSH hook in {} (a hook selected by {SSH_ANNOTATION})",
-                dir.display()
-            )
-        })?;
+        .ok_or_else(|| SshKeygenError::NoSshHook(dir.to_path_buf()))?;
     let mut cmd = Command::new(hook.hook.path());
     cmd.arg("keygen");
     if a.overwrite {
@@ -53,9 +62,10 @@ pub fn ssh_keygen(c: &Context, a: SshKeygenArgs) -> Result<ExitCode, String> {
             cmd.env(k, v);
         }
     }
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run {}: {e}", hook.hook.path().display()))?;
+    let status = cmd.status().map_err(|source| SshKeygenError::Spawn {
+        program: hook.hook.path().to_path_buf(),
+        source,
+    })?;
     Ok(if status.success() {
         ExitCode::SUCCESS
     } else {

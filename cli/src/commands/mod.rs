@@ -1,0 +1,55 @@
+//! One module per verb of `egret`, each with its own error enum. [`CommandError`] is what
+//! leaves a command: `main` prints it once, after `egret: `.
+
+pub mod check;
+pub mod containers;
+pub mod hooks;
+pub mod run;
+pub mod squashfs_file;
+pub mod ssh_keygen;
+pub mod store;
+
+use crate::context::ContextError;
+
+/// A command's failure, as the user reads it (without the `egret: ` that `main` adds).
+///
+/// The store, squashfs-file and container verbs show their errors as [`usage_line`]s (the
+/// command, the problem, where to read more); the others' errors are complete sentences.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error("{}", usage_line("pull", .0))]
+    Pull(#[source] store::pull::PullError),
+    #[error("{}", usage_line("load", .0))]
+    Load(#[source] store::load::LoadError),
+    #[error("{}", usage_line("images", .0))]
+    Images(#[source] store::images::ImagesError),
+    #[error("{}", usage_line("rmi", .0))]
+    Rmi(#[source] store::rmi::RmiError),
+    #[error("{}", usage_line("import", .0))]
+    Import(#[source] squashfs_file::SquashfsFileError),
+    #[error("{}", usage_line("export", .0))]
+    Export(#[source] squashfs_file::SquashfsFileError),
+    #[error(transparent)]
+    Run(#[from] run::RunError),
+    #[error(transparent)]
+    Hooks(#[from] egret_engine::hooks::schema::HooksError),
+    #[error("{}", usage_line("ps", .0))]
+    Ps(#[source] containers::ContainersError),
+    #[error("{}", usage_line("kill", .0))]
+    Kill(#[source] containers::ContainersError),
+    #[error(transparent)]
+    SshKeygen(#[from] ssh_keygen::SshKeygenError),
+}
+
+/// `CMD: PROBLEM; see 'egret CMD --help'`, on one line: control characters of the problem
+/// (a registry's multi-line answer, say) become spaces.
+pub fn usage_line(command: &str, problem: impl std::fmt::Display) -> String {
+    let problem: String = problem
+        .to_string()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!("{command}: {problem}; see 'egret {command} --help'")
+}

@@ -1,0 +1,144 @@
+//! `egret run`: Sarus' verb over the engine's bundle, spec, runtime and hooks.d.
+//!
+//! `egret run` parses and checks everything first ([`options`]), looks the image up as the user
+//! ([`image`]), then forks a child (the process is still single-threaded) that enters a private
+//! mount namespace, assembles the container in `OCIBundleDir/<random>` and runs runc in the
+//! foreground ([`child`]). The parent waits, passing signals on, and cleans up: runc state, the
+//! bundle directory. The mounts and the loop device vanish with the child's namespace.
+
+mod child;
+mod image;
+mod options;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use egret_engine::container::rootfs::ContainerRequest;
+use egret_engine::container::runtime::{self, Runc, RuntimeError, SignalForwarder};
+use egret_engine::container::spec::{ProcessRequest, SpecOptions};
+use egret_engine::container::user::{UserError, UserIdentity};
+use egret_engine::sys;
+
+pub use self::image::ImageError;
+pub use self::options::{OptionError, RunArgs};
+use super::containers::{self, NameError};
+use super::usage_line;
+use crate::context::Context;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("'egret run' needs root privileges (install egret setuid root, or use sudo)")]
+    NotRoot,
+    /// The config's security checks (`securityChecks`) failed.
+    #[error("run: {0}")]
+    Security(String),
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error("missing IMAGE, see 'egret run --help'")]
+    MissingImage,
+    #[error("{}", usage_line("run", .0))]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Option(#[from] OptionError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("cannot create bundle directory {}: {source}", .dir.display())]
+    BundleDir { dir: PathBuf, source: io::Error },
+    /// Blocking, forwarding or waiting: the parent's side of the container's signals.
+    #[error(transparent)]
+    Signals(#[from] RuntimeError),
+    #[error("cannot start the container process: {0}")]
+    Fork(#[source] io::Error),
+}
+
+/// Everything `run` decided before touching the system.
+pub struct Plan {
+    req: ContainerRequest,
+    process: ProcessRequest,
+    opts: SpecOptions,
+}
+
+/// Runs the container; the exit code is the container's.
+pub fn run(c: &Context, a: RunArgs) -> Result<ExitCode, RunError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(RunError::NotRoot);
+    }
+    let cfg = &c.config;
+    egret_engine::config::security::enforce(cfg, &c.config_path, &[])
+        .map_err(RunError::Security)?;
+    let user = UserIdentity::current_real()?;
+    let (image, command) = a.args.split_first().ok_or(RunError::MissingImage)?;
+    let id = match &a.name {
+        Some(n) => containers::check_new_name(cfg, n)?,
+        None => runtime::container_id(),
+    };
+    let mut parsed = options::parse(&a, command, &id)?;
+    // What `egret ps` shows.
+    parsed
+        .opts
+        .annotations
+        .insert(containers::IMAGE_ANNOTATION.into(), image.clone());
+    // The hooks log as verbosely as egret was asked to; an explicit --annotation wins.
+    if c.debug || c.verbose {
+        parsed
+            .opts
+            .annotations
+            .entry(egret_engine::hooks::annotations::LOGGING_LEVEL.into())
+            .or_insert_with(|| if c.debug { "debug" } else { "info" }.into());
+    }
+    let (image_file, meta) = image::find_image(cfg, &user, image, a.centralized_repository)?;
+    let plan = Plan {
+        req: ContainerRequest {
+            image_file,
+            meta,
+            user,
+            mounts: parsed.mounts,
+            mount_extras: Vec::new(),
+            devices: parsed.devices,
+            readonly: false,
+            init: a.init,
+            extra_binds: vec![],
+            persistent: None,
+        },
+        process: parsed.process,
+        opts: parsed.opts,
+    };
+
+    let runc = Runc::from_config(cfg);
+    let bundle_dir = cfg.oci_bundle_dir.join(runtime::random_hex());
+    make_bundle_dir(&bundle_dir)?;
+    // Blocked before the fork: a Ctrl-C is passed on to the container rather than killing us.
+    let signals = SignalForwarder::new()?;
+    let parent = nix::unistd::getpid();
+    let forked =
+        sys::process::fork_child(|| child::container(cfg, &plan, &runc, &id, &bundle_dir, parent));
+    let result = forked
+        .map_err(RunError::Fork)
+        .and_then(|child| Ok(signals.wait(child)?));
+    drop(signals);
+    // Whatever happened in the child: no runc state, no bundle directory.
+    runc.delete_force(&id);
+    let _ = std::fs::remove_dir(&bundle_dir);
+    result.map(|code| ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// `dir` (root-only) in its parent (created world-readable if missing).
+fn make_bundle_dir(dir: &Path) -> Result<(), RunError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let err = |source: io::Error| RunError::BundleDir {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = dir.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(err)?;
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(err)
+}

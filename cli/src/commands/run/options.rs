@@ -1,0 +1,160 @@
+//! `egret run`'s options, and what they mean for the container: mounts, devices, the process
+//! and the spec options. Checked before anything touches the system.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use egret_engine::container::env::{EnvError, EnvRequest};
+use egret_engine::container::mounts::{self, BindMount, DeviceRequest, MountError};
+use egret_engine::container::spec::{EntrypointChoice, ProcessRequest, SpecOptions};
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Bind mount a host path (repeatable): type=bind,src=HOST,dst=CONTAINER[,readonly].
+    #[arg(long = "mount", value_name = "SPEC")]
+    mounts: Vec<String>,
+    /// Make a host device available (repeatable): HOST[:CONTAINER][:ACCESS], ACCESS ⊆ rwm.
+    #[arg(long = "device", value_name = "DEVICE")]
+    devices: Vec<String>,
+    /// Working directory inside the container (absolute; created if missing).
+    #[arg(short = 'w', long, value_name = "DIR")]
+    workdir: Option<PathBuf>,
+    /// Set NAME to VALUE, or NAME to its value here (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+    /// Replace the image's ENTRYPOINT (split on whitespace; "" removes it). The image's CMD is
+    /// then not used.
+    #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
+    entrypoint: Option<String>,
+    /// PID namespace: the host's, or a private one.
+    #[arg(long, value_name = "host|private", default_value = "host")]
+    pid: String,
+    /// Run an init process (tini) as the parent of the command.
+    #[arg(long)]
+    pub init: bool,
+    /// Add an OCI annotation (repeatable): KEY=VALUE.
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    annotations: Vec<String>,
+    /// Allocate a pseudo-terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Take the image from the centralized repository.
+    #[arg(long)]
+    pub centralized_repository: bool,
+    /// Name the container (for `egret ps` and `egret kill`); unique among running ones.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The image, then the command and its arguments (options end at the image).
+    #[arg(
+        value_name = "IMAGE [COMMAND [ARG...]]",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
+}
+
+/// An option `egret run` cannot use; each ends with where to read more.
+#[derive(Debug, thiserror::Error)]
+pub enum OptionError {
+    #[error("bad --mount {0}, see 'egret run --help'")]
+    Mount(#[source] MountError),
+    #[error("bad --device {0}, see 'egret run --help'")]
+    Device(#[source] MountError),
+    #[error("bad --env '{}': {source}, see 'egret run --help'", .input.escape_debug())]
+    Env { input: String, source: EnvError },
+    #[error("bad --annotation '{}': expected KEY=VALUE, see 'egret run --help'", .0.escape_debug())]
+    Annotation(String),
+    #[error("bad --workdir '{}': must be an absolute path, see 'egret run --help'", .0.display())]
+    Workdir(PathBuf),
+    #[error("bad --pid '{0}': expected 'host' or 'private', see 'egret run --help'")]
+    Pid(String),
+}
+
+/// What the options ask of the container.
+pub struct Parsed {
+    pub mounts: Vec<BindMount>,
+    pub devices: Vec<DeviceRequest>,
+    pub process: ProcessRequest,
+    pub opts: SpecOptions,
+}
+
+/// Checks every option; `command` runs in the container with runc id `id`.
+pub fn parse(a: &RunArgs, command: &[String], id: &str) -> Result<Parsed, OptionError> {
+    let mounts = a
+        .mounts
+        .iter()
+        .map(|m| mounts::parse_sarus_mount(m).map_err(OptionError::Mount))
+        .collect::<Result<Vec<_>, _>>()?;
+    let devices = a
+        .devices
+        .iter()
+        .map(|d| mounts::parse_device(d).map_err(OptionError::Device))
+        .collect::<Result<Vec<_>, _>>()?;
+    let user_env = a
+        .env
+        .iter()
+        .map(|e| {
+            EnvRequest::parse(e).map_err(|source| OptionError::Env {
+                input: e.clone(),
+                source,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut annotations = BTreeMap::new();
+    for kv in &a.annotations {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                annotations.insert(k.to_string(), v.to_string());
+            }
+            _ => return Err(OptionError::Annotation(kv.clone())),
+        }
+    }
+    if let Some(w) = &a.workdir {
+        if !w.is_absolute() {
+            return Err(OptionError::Workdir(w.clone()));
+        }
+    }
+    let pid_host = match a.pid.as_str() {
+        "host" => true,
+        "private" => false,
+        other => return Err(OptionError::Pid(other.to_string())),
+    };
+    let entrypoint = match a.entrypoint.as_deref() {
+        None => EntrypointChoice::Image,
+        Some(s) if s.trim().is_empty() => EntrypointChoice::Clear,
+        Some(s) => EntrypointChoice::Override(s.split_whitespace().map(String::from).collect()),
+    };
+    let host_env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    // The hooks' automatic annotations see the environment the container will have.
+    let mut hook_env = host_env.clone();
+    hook_env.extend(user_env.iter().filter_map(|r| match r {
+        EnvRequest::Set(k, v) => Some((k.clone(), v.clone())),
+        EnvRequest::FromHost(_) => None,
+    }));
+    egret_engine::hooks::select::add_automatic_annotations(&mut annotations, &hook_env);
+    Ok(Parsed {
+        mounts,
+        devices,
+        process: ProcessRequest {
+            args: command.to_vec(),
+            entrypoint,
+            host_env,
+            user_env,
+            cwd: a.workdir.clone(),
+            terminal: a.tty,
+            umask: None,
+        },
+        opts: SpecOptions {
+            annotations,
+            pid_host,
+            // Relative: below egret's own cgroup (a Slurm job's, under srun), never at the root.
+            cgroups_path: Some(id.to_string()),
+            readonly_root: false,
+            init: a.init,
+            hostname: None,
+        },
+    })
+}

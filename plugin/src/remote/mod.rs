@@ -1,0 +1,62 @@
+//! slurmstepd: start the step's launcher (`user_init`), hand each task to it (`task_init`), and
+//! make sure nothing outlives the step (`exit`).
+
+mod effective_root;
+mod launcher;
+mod step_exit;
+mod task;
+
+use std::convert::Infallible;
+
+pub use self::launcher::LauncherError;
+pub use self::step_exit::exit;
+pub use self::task::task_init;
+use crate::ffi::{self, Spank};
+use crate::state;
+
+/// A failure of the step's setup in slurmstepd, kept for `task_init` to show on the user's
+/// terminal (failing `user_init` instead would drain the node for batch steps).
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// A bad option value or `PYXIS_CONTAINER_*`/`EGRET_CONTAINER_*` variable.
+    #[error("{0}")]
+    Options(String),
+    #[error(transparent)]
+    Launcher(#[from] LauncherError),
+}
+
+fn is_remote() -> bool {
+    ffi::context() == ffi::Context::S_CTX_REMOTE
+}
+
+/// `slurm_spank_user_init`: start the launcher. Errors are kept for `task_init`, which can show
+/// them on the user's terminal; failing here would drain the node for batch steps.
+pub fn user_init(sp: Spank, _args: &[String]) -> Result<(), Infallible> {
+    if !is_remote() {
+        return Ok(());
+    }
+    let job_env = sp.env();
+    let lookup = |k: &str| {
+        job_env
+            .iter()
+            .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=').map(str::to_string))
+    };
+    state::with(|s| {
+        if let Err(e) = s.options.apply_env(lookup) {
+            s.remote_error.get_or_insert(RemoteError::Options(e));
+        }
+        if s.options.entrypoint.is_none() && s.execute_entrypoint {
+            s.options.entrypoint = Some(true);
+        }
+        if s.options.remap_root.is_none() && s.remap_root {
+            s.options.remap_root = Some(true);
+        }
+    });
+    if !state::with(|s| s.options.active() && s.remote_error.is_none()) {
+        return Ok(());
+    }
+    if let Err(e) = launcher::start(sp) {
+        state::with(|s| s.remote_error = Some(e.into()));
+    }
+    Ok(())
+}

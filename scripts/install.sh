@@ -42,7 +42,9 @@ put() {
 }
 
 missing=()
-if [ -f "$REL/egret" ]; then put "$REL/egret" "$BIN_DIR/egret" 0755; else missing+=(egret); fi
+# egret is setuid root, as sarus is: users pull, list, run and remove images in the root-owned
+# store (cli/src/privilege.rs says when it is root and for what).
+if [ -f "$REL/egret" ]; then put "$REL/egret" "$BIN_DIR/egret" 4755; else missing+=(egret); fi
 if [ -f "$REL/egret-launcher" ]; then
     put "$REL/egret-launcher" "$BIN_DIR/egret-launcher" 0755
     put "$REL/egret-launcher" "$LIBEXEC_DIR/egret-launcher" 0755   # the plugin's default path

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use egret_engine::config::{Config, ConfigError};
 
+use crate::privilege::Caller;
+
 /// Why the config could not be chosen or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -12,6 +14,9 @@ pub enum ContextError {
     ConfigNotRoot(PathBuf),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// `securityChecks` found something a user could change in what root would trust.
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 /// The loaded config and the caller's identity, shared by every command.
@@ -24,14 +29,21 @@ pub struct Context {
     /// The real uid/gid: whose index `images`, `pull`, `load` and `rmi` work on.
     pub uid: u32,
     pub gid: u32,
+    /// Who started egret (identity and environment) and whether it is a user's setuid run.
+    pub caller: Caller,
 }
 
 impl Context {
     /// Loads `path` (root only), else `$EGRET_CONFIG` (root only), else the default config file
     /// if it exists, else the built-in defaults.
-    pub fn new(path: Option<&Path>, verbose: bool, debug: bool) -> Result<Context, ContextError> {
-        let uid = nix::unistd::getuid();
-        let gid = nix::unistd::getgid().as_raw();
+    pub fn new(
+        path: Option<&Path>,
+        verbose: bool,
+        debug: bool,
+        caller: Caller,
+    ) -> Result<Context, ContextError> {
+        let uid = nix::unistd::Uid::from_raw(caller.identity.uid);
+        let gid = caller.identity.gid;
         // The config decides what runs as root: only root may point at another one.
         let env_path = std::env::var_os("EGRET_CONFIG").map(PathBuf::from);
         let chosen = match (path, env_path) {
@@ -60,6 +72,15 @@ impl Context {
             debug,
             uid: uid.as_raw(),
             gid,
+            caller,
         })
+    }
+
+    /// The security checks of `securityChecks` over the config, everything it names and this
+    /// binary itself (which runs as root for users).
+    pub fn check_installation(&self) -> Result<(), ContextError> {
+        let me: Vec<PathBuf> = std::env::current_exe().into_iter().collect();
+        egret_engine::config::security::enforce(&self.config, &self.config_path, &me)
+            .map_err(ContextError::Untrusted)
     }
 }

@@ -3,6 +3,7 @@
 
 mod commands;
 mod context;
+mod privilege;
 
 use std::process::ExitCode;
 
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use commands::{check, containers, hooks, run, squashfs_file, ssh_keygen, store, CommandError};
 use context::Context;
+use privilege::Caller;
 
 #[derive(Parser)]
 #[command(
@@ -62,8 +64,16 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Before anything else (setuid: the effective uid becomes the caller's at once).
+    let caller = match Caller::at_start() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("egret: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cli = Cli::parse();
-    match dispatch(cli) {
+    match dispatch(cli, caller) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("egret: {e}");
@@ -72,14 +82,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// The verbs that use root: the store, mounts and runc's state. The others never have it.
+fn uses_privilege(cmd: &Cmd) -> bool {
+    matches!(
+        cmd,
+        Cmd::Pull(_)
+            | Cmd::Load(_)
+            | Cmd::Images(_)
+            | Cmd::Rmi(_)
+            | Cmd::Run(_)
+            | Cmd::Ps
+            | Cmd::Kill(_)
+    )
+}
+
 /// Runs the command. `version` needs no config (loading one prints nothing, so skipping it
 /// changes nothing the user sees).
-fn dispatch(cli: Cli) -> Result<ExitCode, CommandError> {
+fn dispatch(cli: Cli, caller: Caller) -> Result<ExitCode, CommandError> {
+    let privileged = uses_privilege(&cli.cmd);
+    if !privileged {
+        caller.drop_root()?;
+    }
     if let Cmd::Version = cli.cmd {
         println!("egret {}", env!("CARGO_PKG_VERSION"));
         return Ok(ExitCode::SUCCESS);
     }
-    let c = &Context::new(cli.config.as_deref(), cli.verbose, cli.debug)?;
+    let c = &Context::new(cli.config.as_deref(), cli.verbose, cli.debug, caller)?;
+    if privileged && c.caller.is_setuid() {
+        // A user's setuid egret is root only over an installation root alone can change.
+        c.check_installation()?;
+        c.caller.become_root()?;
+    }
     use CommandError as E;
     match cli.cmd {
         Cmd::Pull(a) => store::pull::pull(c, a).map_err(E::Pull),

@@ -105,27 +105,36 @@ fn a_credential_helper_in_the_users_auth_file_runs_as_the_user_never_as_root() {
             std::os::unix::fs::chown(p, Some(user.0), Some(user.1)).unwrap();
         }
         let auth_env = auth_file.to_str().unwrap();
-        // Once through REGISTRY_AUTH_FILE, once through ~/.docker/config.json.
-        for env in [vec![("REGISTRY_AUTH_FILE", auth_env)], vec![]] {
+        let reference = common::registry_image(IMAGE);
+        // Once through REGISTRY_AUTH_FILE, once through ~/.docker/config.json; through a Slurm
+        // step and through the setuid `egret pull`.
+        let commands: [&[&str]; 2] = [
+            &["srun", &image, "grep", "^ID=", "/etc/os-release"],
+            &[common::EGRET_BIN, "pull", &reference],
+        ];
+        for (env, command) in [vec![("REGISTRY_AUTH_FILE", auth_env)], vec![]]
+            .into_iter()
+            .flat_map(|env| commands.map(|c| (env.clone(), c)))
+        {
             let _ = fs::remove_file(&log);
-            let o = as_user_in(
-                &dir,
-                &env,
-                &["srun", &image, "grep", "^ID=", "/etc/os-release"],
+            let o = as_user_in(&dir, &env, command);
+            assert!(
+                o.status.success(),
+                "{auth} {env:?} {command:?}\n{}",
+                describe(&o)
             );
-            assert!(o.status.success(), "{auth} {env:?}\n{}", describe(&o));
             let ran = fs::read_to_string(&log).unwrap_or_default();
             assert!(
                 !ran.is_empty(),
-                "the user's helper was not consulted at all ({auth} {env:?}): the trap is not \
-                 armed\n{}",
+                "the user's helper was not consulted at all ({auth} {env:?} {command:?}): the \
+                 trap is not armed\n{}",
                 describe(&o)
             );
             for line in ran.lines() {
                 assert_eq!(
                     line.trim(),
                     TEST_USER.uid.to_string(),
-                    "the user's credential helper ran as uid {line} ({auth} {env:?})"
+                    "the user's credential helper ran as uid {line} ({auth} {env:?} {command:?})"
                 );
             }
         }

@@ -146,6 +146,12 @@ impl RootSleep {
                 .spawn()
                 .expect("spawn sleep");
             if child.id() as i32 == pid {
+                // spawn returns once the child has its new memory, a moment before the kernel
+                // renames it: wait for the name, or the checks below see the test's own name.
+                let named = Instant::now() + Duration::from_secs(2);
+                while comm(pid as u32) != "sleep" && Instant::now() < named {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 return Some(RootSleep(child));
             }
             let _ = child.kill();

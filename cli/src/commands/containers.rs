@@ -13,6 +13,8 @@ use crate::context::Context;
 
 /// The annotation `egret run` puts the image reference in, for `egret ps`.
 pub const IMAGE_ANNOTATION: &str = egret_engine::hooks::annotations::IMAGE;
+/// The annotation `egret run` puts the caller's uid in.
+pub const OWNER_ANNOTATION: &str = egret_engine::hooks::annotations::OWNER;
 
 #[derive(clap::Args)]
 pub struct KillArgs {
@@ -123,9 +125,27 @@ fn list(cfg: &Config) -> Result<Vec<Listed>, ContainersError> {
         .collect())
 }
 
+/// The containers this caller may see and stop: root's are all; a user's, those run for them.
+fn visible(c: &Context) -> Result<Vec<Listed>, ContainersError> {
+    let all = list(&c.config)?;
+    if !c.caller.is_setuid() {
+        return Ok(all);
+    }
+    let me = c.uid.to_string();
+    Ok(all
+        .into_iter()
+        .filter(|k| {
+            k.annotations
+                .as_ref()
+                .and_then(|a| a.get(OWNER_ANNOTATION))
+                .is_some_and(|owner| *owner == me)
+        })
+        .collect())
+}
+
 pub fn ps(c: &Context) -> Result<ExitCode, ContainersError> {
     need_root()?;
-    let all = list(&c.config)?;
+    let all = visible(c)?;
     println!(
         "{:<36} {:<40} {:>8} {:<8} CREATED",
         "NAME", "IMAGE", "PID", "STATUS"
@@ -150,7 +170,7 @@ pub fn ps(c: &Context) -> Result<ExitCode, ContainersError> {
 pub fn kill(c: &Context, a: KillArgs) -> Result<ExitCode, ContainersError> {
     need_root()?;
     let cfg = &c.config;
-    if !list(cfg)?.iter().any(|k| k.id == a.name) {
+    if !visible(c)?.iter().any(|k| k.id == a.name) {
         return Err(ContainersError::NoSuchContainer(a.name));
     }
     let signal = |sig: &str| {

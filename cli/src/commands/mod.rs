@@ -19,6 +19,8 @@ use crate::context::ContextError;
 pub enum CommandError {
     #[error(transparent)]
     Context(#[from] ContextError),
+    #[error(transparent)]
+    Privilege(#[from] crate::privilege::PrivilegeError),
     #[error("{}", usage_line("pull", .0))]
     Pull(#[source] store::pull::PullError),
     #[error("{}", usage_line("load", .0))]

@@ -26,3 +26,6 @@ pub const LOGGING_LEVEL: &str = "com.hooks.logging.level";
 pub const IMAGE: &str = "com.egret.image";
 /// The Slurm job a container belongs to.
 pub const JOB: &str = "com.egret.job";
+/// The uid of the user an `egret run` container was started for (set by egret last, over any
+/// value of the user's): who may see it in `egret ps` and stop it with `egret kill`.
+pub const OWNER: &str = "com.egret.owner";

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use egret_engine::container::rootfs::ContainerRequest;
 use egret_engine::container::runtime::{self, Runc, RuntimeError, SignalForwarder};
 use egret_engine::container::spec::{ProcessRequest, SpecOptions};
-use egret_engine::container::user::{UserError, UserIdentity};
+use egret_engine::container::user::UserError;
 use egret_engine::sys;
 
 pub use self::image::ImageError;
@@ -67,18 +67,23 @@ pub fn run(c: &Context, a: RunArgs) -> Result<ExitCode, RunError> {
     let cfg = &c.config;
     egret_engine::config::security::enforce(cfg, &c.config_path, &[])
         .map_err(RunError::Security)?;
-    let user = UserIdentity::current_real()?;
+    let user = c.caller.identity.clone();
     let (image, command) = a.args.split_first().ok_or(RunError::MissingImage)?;
     let id = match &a.name {
         Some(n) => containers::check_new_name(cfg, n)?,
         None => runtime::container_id(),
     };
-    let mut parsed = options::parse(&a, command, &id)?;
+    let mut parsed = options::parse(&a, command, &id, &c.caller)?;
     // What `egret ps` shows.
     parsed
         .opts
         .annotations
         .insert(containers::IMAGE_ANNOTATION.into(), image.clone());
+    // Whose container it is, for `egret ps` and `egret kill` (over any value the user gave).
+    parsed
+        .opts
+        .annotations
+        .insert(containers::OWNER_ANNOTATION.into(), c.uid.to_string());
     // The hooks log as verbosely as egret was asked to; an explicit --annotation wins.
     if c.debug || c.verbose {
         parsed

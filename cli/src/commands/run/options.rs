@@ -1,6 +1,7 @@
 //! `egret run`'s options, and what they mean for the container: mounts, devices, the process
 //! and the spec options. Checked before anything touches the system.
 
+use crate::privilege::Caller;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -80,7 +81,12 @@ pub struct Parsed {
 }
 
 /// Checks every option; `command` runs in the container with runc id `id`.
-pub fn parse(a: &RunArgs, command: &[String], id: &str) -> Result<Parsed, OptionError> {
+pub fn parse(
+    a: &RunArgs,
+    command: &[String],
+    id: &str,
+    caller: &Caller,
+) -> Result<Parsed, OptionError> {
     let mounts = a
         .mounts
         .iter()
@@ -125,8 +131,11 @@ pub fn parse(a: &RunArgs, command: &[String], id: &str) -> Result<Parsed, Option
         Some(s) if s.trim().is_empty() => EntrypointChoice::Clear,
         Some(s) => EntrypointChoice::Override(s.split_whitespace().map(String::from).collect()),
     };
-    let host_env: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+    // The caller's environment as they started egret (a setuid egret runs with a clean one).
+    let host_env: Vec<(String, String)> = caller
+        .env
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v.to_str()?.to_string())))
         .collect();
     // The hooks' automatic annotations see the environment the container will have.
     let mut hook_env = host_env.clone();
@@ -145,7 +154,8 @@ pub fn parse(a: &RunArgs, command: &[String], id: &str) -> Result<Parsed, Option
             user_env,
             cwd: a.workdir.clone(),
             terminal: a.tty,
-            umask: None,
+            // Files the container makes get the caller's umask, as their own processes' do.
+            umask: Some(caller.umask),
         },
         opts: SpecOptions {
             annotations,

@@ -8,10 +8,9 @@ use std::sync::Arc;
 use egret_engine::image::import::{self, ImportError, PullOptions};
 use egret_engine::image::progress::StderrProgress;
 use egret_engine::image::reference::{ImageRef, RefError, DOCKER_HUB, LOAD_SERVER};
-use egret_engine::image::registry::Skopeo;
 use egret_engine::slurm::store_bound;
 
-use super::{need_root, open_store, StoreAccessError};
+use super::{fetcher, need_root, open_store, temp_dir, StoreAccessError};
 use crate::context::Context;
 
 #[derive(clap::Args)]
@@ -60,11 +59,11 @@ pub fn load(c: &Context, a: LoadArgs) -> Result<ExitCode, LoadError> {
     }
     let store = open_store(c, a.centralized_repository)?;
     let opts = PullOptions {
-        temp_dir: a.temp_dir,
+        temp_dir: temp_dir(c, a.temp_dir)?,
         progress: Arc::new(StderrProgress::default()),
         ..PullOptions::default()
     };
-    let fetcher = Skopeo::new(&c.config);
+    let fetcher = fetcher(c);
     let loaded = import::load(&c.config, &store, &fetcher, &archive, &name, &opts)?;
     if !a.centralized_repository {
         store_bound::apply(&c.config, &store, &loaded.image.squashfs);

@@ -6,8 +6,9 @@ pub mod load;
 pub mod pull;
 pub mod rmi;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use egret_engine::image::registry::{FetchUser, Skopeo};
 use egret_engine::image::store::{Store, StoreError};
 
 use crate::context::Context;
@@ -19,6 +20,12 @@ pub enum StoreAccessError {
     NeedsRoot,
     #[error("--centralized-repository: the config sets no centralizedRepositoryDir")]
     NoCentralizedRepository,
+    /// Sarus's rule: users read the site's repository; administrators fill it.
+    #[error("--centralized-repository: the centralized repository is read-only for users; an administrator (root) adds and removes its images")]
+    CentralizedReadOnly,
+    /// Root downloads only where root chose (a user's directory could be redirected).
+    #[error("--temp-dir {}: only root may choose where imports run; leave it out (the config's tempDir is used)", .0.display())]
+    TempDirNotRoot(PathBuf),
     #[error(transparent)]
     Open(#[from] StoreError),
 }
@@ -31,8 +38,11 @@ pub fn need_root() -> Result<(), StoreAccessError> {
     Err(StoreAccessError::NeedsRoot)
 }
 
-/// Opens the caller's store (or the centralized one) for writing.
+/// Opens the caller's store (or, for root, the centralized one) for writing.
 pub fn open_store(c: &Context, centralized: bool) -> Result<Store, StoreAccessError> {
+    if centralized && c.caller.is_setuid() {
+        return Err(StoreAccessError::CentralizedReadOnly);
+    }
     let timings = &c.config.repository_metadata_lock_timings;
     if c.verbose || c.debug {
         let root = match centralized {
@@ -60,4 +70,25 @@ pub fn centralized_dir(c: &Context) -> Result<&Path, StoreAccessError> {
         .centralized_repository_dir
         .as_deref()
         .ok_or(StoreAccessError::NoCentralizedRepository)
+}
+
+/// skopeo for this caller: a user's setuid egret runs it as the user, with their credentials and
+/// the variables of their environment skopeo may use (root never talks to a registry for them).
+pub fn fetcher(c: &Context) -> Skopeo {
+    let skopeo = Skopeo::new(&c.config);
+    match c.caller.is_setuid() {
+        true => skopeo.as_user(FetchUser::new(&c.caller.identity, &c.caller.env_strings())),
+        false => skopeo,
+    }
+}
+
+/// `--temp-dir`, which only root may give.
+pub fn temp_dir(
+    c: &Context,
+    requested: Option<PathBuf>,
+) -> Result<Option<PathBuf>, StoreAccessError> {
+    match requested {
+        Some(dir) if c.caller.is_setuid() => Err(StoreAccessError::TempDirNotRoot(dir)),
+        other => Ok(other),
+    }
 }

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use egret_engine::image::import::{self, ImportError, PullOptions};
 use egret_engine::image::progress::StderrProgress;
 use egret_engine::image::reference::{ImageRef, RefError};
-use egret_engine::image::registry::Skopeo;
 use egret_engine::slurm::store_bound;
 
 use super::credentials::{self, CredentialsError};
-use super::{need_root, open_store, StoreAccessError};
+use super::{fetcher, need_root, open_store, temp_dir, StoreAccessError};
 use crate::context::Context;
 
 #[derive(clap::Args)]
@@ -55,11 +54,11 @@ pub fn pull(c: &Context, a: PullArgs) -> Result<ExitCode, PullError> {
     let store = open_store(c, a.centralized_repository)?;
     let opts = PullOptions {
         auth,
-        temp_dir: a.temp_dir,
+        temp_dir: temp_dir(c, a.temp_dir)?,
         progress: Arc::new(StderrProgress::default()),
         ..PullOptions::default()
     };
-    let fetcher = Skopeo::new(&c.config);
+    let fetcher = fetcher(c);
     let pulled = import::pull_image(&c.config, &store, &fetcher, &r, &opts)?;
     if !a.centralized_repository {
         store_bound::apply(&c.config, &store, &pulled.image.squashfs);

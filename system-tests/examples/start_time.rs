@@ -1,8 +1,9 @@
-//! Measurement, not a check (hence ignored): one complete container start of busybox `true`
+//! A measurement, not a test: one complete container start of busybox `true`
 //! (private namespace, tmpfs, loop device, overlay, /etc files, config.json, `runc run`, delete,
 //! teardown) against a bare `runc run` of an already assembled bundle.
 //!
-//! `cargo test -p egret-engine --test run_timing -- --ignored --nocapture`
+//! As root after `make up`: `cargo run --release -p egret-system-tests --example start_time`
+//! (`make bench` measures the same through the installed CLI).
 
 use egret_test_support::engine_run as run_support;
 
@@ -28,9 +29,7 @@ fn summary(mut v: Vec<Duration>) -> String {
     )
 }
 
-#[test]
-#[ignore = "measurement; run explicitly"]
-fn start_time_of_true() {
+fn main() {
     let w = World::new(|_| {});
     let req = w.request();
     let p = process(&["true"]);

@@ -1,0 +1,270 @@
+//! The installed setuid `egret` as an ordinary user works from the command line: pull, images,
+//! run, ps, kill and rmi in the user's own index of the shared store, as Sarus's CLI does; root
+//! is used only for those verbs, and nothing the user sets (environment, `--config`,
+//! `--temp-dir`) reaches what runs as root.
+//!
+//! Run with `make test` or `cargo test --release --test cli_user` as root, after `make up`.
+
+use egret_test_support as common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::TEST_USER;
+
+/// `egret ARGS` as the test user, in `/`, with `env` added to runuser's environment.
+fn egret_as_user(env: &[(&str, &str)], args: &[&str]) -> Output {
+    common::require_installed_build();
+    let mut cmd = Command::new("runuser");
+    cmd.args([
+        "-u",
+        TEST_USER.name,
+        "--",
+        "timeout",
+        "120",
+        common::EGRET_BIN,
+    ])
+    .args(args)
+    .current_dir("/");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    common::run(&mut cmd)
+}
+
+fn ok_as_user(args: &[&str]) -> String {
+    let o = egret_as_user(&[], args);
+    common::assert_success(
+        &o,
+        &format!("egret {} as {}", args.join(" "), TEST_USER.name),
+    )
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A tag only this test uses, so its index entry is its own: the user's index starts without it.
+fn listed(images: &str, repository: &str) -> bool {
+    images
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(repository))
+}
+
+#[test]
+fn the_installed_egret_is_setuid_root_and_root_owned() {
+    common::require_root();
+    let m = fs::metadata(common::EGRET_BIN).unwrap();
+    assert_eq!(m.uid(), 0, "{} must be root's", common::EGRET_BIN);
+    assert_eq!(
+        m.permissions().mode() & 0o7777,
+        0o4755,
+        "{} must be installed setuid root, writable by root alone",
+        common::EGRET_BIN
+    );
+}
+
+#[test]
+fn a_user_pulls_lists_runs_and_removes_an_image_in_their_own_index() {
+    common::require_root();
+    let reference = common::registry_image("busybox");
+    let repository = format!("{}/egret/busybox", common::REGISTRY);
+    // Start from an index without it (a repeated run of the test, or another test's pull).
+    let _ = egret_as_user(&[], &["rmi", &reference]);
+
+    let o = egret_as_user(&[], &["pull", &reference]);
+    common::assert_success(&o, "pull as the user");
+    let images = ok_as_user(&["images"]);
+    assert!(listed(&images, &repository), "{images}");
+
+    // The container runs as the caller, with the caller's groups and nothing of root's.
+    let out = ok_as_user(&["run", &reference, "id"]);
+    assert!(
+        out.contains(&format!("uid={}", TEST_USER.uid)) && !out.contains("(root)"),
+        "{out}"
+    );
+    assert!(
+        !out.split("groups=").nth(1).unwrap_or("").contains("0("),
+        "no extra group 0 in the container: {out}"
+    );
+
+    // ps shows the user's container, kill stops it; both as the user.
+    let name = format!("user-test-{}", std::process::id());
+    let mut running = Command::new("runuser")
+        .args([
+            "-u",
+            TEST_USER.name,
+            "--",
+            common::EGRET_BIN,
+            "run",
+            "--name",
+        ])
+        .args([&name, &reference, "sleep", "60"])
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        common::wait_for(Duration::from_secs(30), || ok_as_user(&["ps"])
+            .contains(&name)),
+        "the user's container is not in their egret ps"
+    );
+    // Root's view has it too; another user's would not (the owner annotation is the caller's).
+    let root_ps = common::assert_success(&common::egret().arg("ps").output().unwrap(), "ps");
+    assert!(root_ps.contains(&name), "{root_ps}");
+    ok_as_user(&["kill", &name]);
+    let status = running.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the killed container's run reports it: {status:?}"
+    );
+    assert!(!ok_as_user(&["ps"]).contains(&name));
+
+    ok_as_user(&["rmi", &reference]);
+    let images = ok_as_user(&["images"]);
+    assert!(!listed(&images, &repository), "{images}");
+}
+
+#[test]
+fn a_users_containers_are_theirs_alone_to_see_and_stop() {
+    common::require_root();
+    let reference = common::registry_image("busybox");
+    common::stored_for_root("busybox");
+    let name = format!("root-test-{}", std::process::id());
+    let mut running = common::egret()
+        .args(["run", "--name", &name, &reference, "sleep", "60"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        common::wait_for(Duration::from_secs(30), || {
+            let o = common::egret().arg("ps").output().unwrap();
+            String::from_utf8_lossy(&o.stdout).contains(&name)
+        }),
+        "root's container did not start"
+    );
+    let ps = ok_as_user(&["ps"]);
+    assert!(!ps.contains(&name), "a user sees root's container: {ps}");
+    let o = egret_as_user(&[], &["kill", &name]);
+    assert!(!o.status.success(), "a user stopped root's container");
+    assert!(
+        stderr(&o).contains("no such running container"),
+        "{}",
+        common::describe(&o)
+    );
+    let o = common::egret().args(["kill", &name]).output().unwrap();
+    common::assert_success(&o, "root kills its container");
+    let _ = running.wait();
+}
+
+#[test]
+fn nothing_the_user_sets_reaches_what_runs_as_root() {
+    common::require_root();
+    let dir = common::scratch_dir(Some(TEST_USER));
+    let marker = dir.join("ran");
+    // Programs root starts, shadowed in the user's PATH: none may run.
+    let shadowed = [
+        "skopeo",
+        "mksquashfs",
+        "unsquashfs",
+        "sqfs2tar",
+        "runc",
+        "mount",
+        "umount",
+        "losetup",
+    ];
+    for name in shadowed {
+        let p = dir.join(name);
+        fs::write(
+            &p,
+            format!("#!/bin/sh\necho {name} $(id -u) >> {}\n", marker.display()),
+        )
+        .unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // A config the user wrote, through the environment root honours for itself.
+    let evil = dir.join("egret.json");
+    fs::write(
+        &evil,
+        r#"{"securityChecks": false, "runcPath": "/bin/false"}"#,
+    )
+    .unwrap();
+    let path = format!("{}:/usr/bin:/bin", dir.display());
+    let env = [
+        ("PATH", path.as_str()),
+        ("EGRET_CONFIG", evil.to_str().unwrap()),
+        ("TMPDIR", dir.to_str().unwrap()),
+    ];
+    let reference = common::registry_image("busybox");
+    let o = egret_as_user(&env, &["pull", &reference]);
+    common::assert_success(&o, "pull with a hostile environment");
+    let o = egret_as_user(&env, &["run", &reference, "/bin/echo", "inside"]);
+    common::assert_success(&o, "run with a hostile environment");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("inside"));
+    let ran = fs::read_to_string(&marker).unwrap_or_default();
+    assert!(ran.is_empty(), "root ran the user's programs: {ran}");
+    assert_eq!(
+        fs::read_dir(&dir).unwrap().count(),
+        shadowed.len() + 1,
+        "nothing was written into the user's TMPDIR"
+    );
+
+    // What the user may not choose is refused in one line, before anything runs.
+    let o = egret_as_user(&[], &["--config", evil.to_str().unwrap(), "images"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("only root may choose the config file"),
+        "{}",
+        stderr(&o)
+    );
+    let o = egret_as_user(
+        &[],
+        &["pull", "--temp-dir", dir.to_str().unwrap(), &reference],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("only root may choose where imports run"),
+        "{}",
+        stderr(&o)
+    );
+    let o = egret_as_user(&[], &["pull", "--centralized-repository", &reference]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("read-only for users")
+            || stderr(&o).contains("centralizedRepositoryDir"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn verbs_without_privilege_run_as_the_user() {
+    common::require_root();
+    // ssh-keygen writes into the user's home: as the user, never as root.
+    let home = Path::new(TEST_USER.home);
+    let keys = home.join(".oci-hooks");
+    let _ = fs::remove_dir_all(&keys);
+    let o = egret_as_user(&[], &["ssh-keygen"]);
+    common::assert_success(&o, "ssh-keygen as the user");
+    let mut owners = Vec::new();
+    let mut stack = vec![keys.clone()];
+    while let Some(p) = stack.pop() {
+        let m = fs::symlink_metadata(&p).unwrap();
+        owners.push((p.clone(), m.uid()));
+        if m.is_dir() {
+            stack.extend(fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    let _ = fs::remove_dir_all(&keys);
+    assert!(owners.len() > 2, "{owners:?}");
+    for (p, uid) in owners {
+        assert_eq!(uid, TEST_USER.uid, "{} is not the user's", p.display());
+    }
+    let version = ok_as_user(&["version"]);
+    assert!(version.starts_with("egret "), "{version}");
+    let hooks = ok_as_user(&["hooks"]);
+    assert!(hooks.contains("NAME") || hooks.contains("mpi"), "{hooks}");
+}

@@ -101,6 +101,7 @@ pub enum OptionError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::reference::RefReason;
 
     fn text(e: OptionError) -> String {
         e.to_string()
@@ -158,10 +159,10 @@ mod tests {
                     value: "A".into(),
                     source: RefError {
                         reference: "A".into(),
-                        reason: "why".into(),
+                        reason: RefReason::MissingName,
                     },
                 },
-                "--container-image=A: invalid image reference 'A': why",
+                "--container-image=A: invalid image reference 'A': missing image name",
             ),
             (
                 OptionError::BadMounts(MountError::Parse {

@@ -15,8 +15,8 @@ pub enum ContextError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// `securityChecks` found something a user could change in what root would trust.
-    #[error("{0}")]
-    Untrusted(String),
+    #[error(transparent)]
+    Untrusted(#[from] egret_engine::config::security::SecurityError),
 }
 
 /// The loaded config and the caller's identity, shared by every command.
@@ -80,7 +80,10 @@ impl Context {
     /// binary itself (which runs as root for users).
     pub fn check_installation(&self) -> Result<(), ContextError> {
         let me: Vec<PathBuf> = std::env::current_exe().into_iter().collect();
-        egret_engine::config::security::enforce(&self.config, &self.config_path, &me)
-            .map_err(ContextError::Untrusted)
+        Ok(egret_engine::config::security::enforce(
+            &self.config,
+            &self.config_path,
+            &me,
+        )?)
     }
 }

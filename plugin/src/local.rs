@@ -1,6 +1,7 @@
 //! srun, sbatch and salloc: everything is checked here, before the job is queued.
 
 use egret_engine::slurm::multiprog;
+use egret_engine::slurm::options::OptionError;
 
 use crate::ffi::{self, Spank};
 use crate::state;
@@ -8,8 +9,8 @@ use crate::state;
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
     /// The options (and `PYXIS_CONTAINER_*`/`EGRET_CONTAINER_*`) do not go together.
-    #[error("{0}")]
-    InvalidOptions(String),
+    #[error(transparent)]
+    InvalidOptions(#[from] OptionError),
 }
 
 /// `slurm_spank_init_post_opt`: checks that need every option at once.

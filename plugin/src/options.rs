@@ -1,7 +1,7 @@
 //! `slurm_spank_init` (the plugin arguments, and the registration of egret's options with
 //! Slurm) and the option callback. Options exist in srun, sbatch/salloc and slurmstepd.
 
-use egret_engine::slurm::options::{Arg, OPTIONS};
+use egret_engine::slurm::options::{Arg, OptionError, OPTIONS};
 
 use crate::ffi::{self, Spank};
 use crate::plugin_args::{PluginArgs, PluginArgsError};
@@ -15,8 +15,8 @@ pub enum OptionsError {
     #[error("cannot register --{name} (error {rc}; is pyxis also loaded?)")]
     Register { name: &'static str, rc: i32 },
     /// A value the user gave srun, sbatch or salloc (the engine's option table says why).
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] OptionError),
 }
 
 /// `slurm_spank_init`: read the plugin arguments and register the options (in every context

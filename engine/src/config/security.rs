@@ -22,6 +22,24 @@ impl std::fmt::Display for Violation {
     }
 }
 
+/// Why egret refuses to run as root: the install is not safe from users.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecurityError {
+    /// Every violation, sorted by path (never empty). The message names the first only, to
+    /// stay one line; `egret check` lists them all.
+    #[error("{}", first_of(.violations))]
+    Untrusted { violations: Vec<Violation> },
+}
+
+/// The first violation, and how many more there are.
+fn first_of(violations: &[Violation]) -> String {
+    match violations {
+        [] => String::new(),
+        [only] => only.to_string(),
+        [first, rest @ ..] => format!("{first} (and {} more; run 'egret check')", rest.len()),
+    }
+}
+
 /// Checks the directory `dir` and each of its parents, not what is below it.
 fn check_dir_and_parents(dir: &Path, out: &mut Vec<Violation>) {
     if fs::metadata(dir).is_err() {
@@ -127,20 +145,17 @@ pub fn check_install(cfg: &Config, config_path: &Path, extra: &[PathBuf]) -> Vec
     out
 }
 
-/// `Ok` when checks are off or pass; otherwise one line naming the first violation (and how
-/// many more there are, for `egret check`).
-pub fn enforce(cfg: &Config, config_path: &Path, extra: &[PathBuf]) -> Result<(), String> {
+/// `Ok` when checks are off or pass; otherwise every violation, shown as one line naming the
+/// first (and how many more there are, for `egret check`).
+pub fn enforce(cfg: &Config, config_path: &Path, extra: &[PathBuf]) -> Result<(), SecurityError> {
     if !cfg.security_checks {
         return Ok(());
     }
-    let v = check_install(cfg, config_path, extra);
-    match v.first() {
-        None => Ok(()),
-        Some(first) if v.len() == 1 => Err(format!("{first}")),
-        Some(first) => Err(format!(
-            "{first} (and {} more; run 'egret check')",
-            v.len() - 1
-        )),
+    let violations = check_install(cfg, config_path, extra);
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(SecurityError::Untrusted { violations })
     }
 }
 
@@ -185,6 +200,29 @@ mod tests {
             ..Config::default()
         };
         assert!(enforce(&cfg, Path::new("/nonexistent"), &[]).is_ok());
+    }
+
+    #[test]
+    fn untrusted_names_the_first_violation_and_counts_the_rest() {
+        let v = |p: &str| Violation {
+            path: PathBuf::from(p),
+            rule: "must be owned by root (owner uid is 1000)".into(),
+        };
+        let one = SecurityError::Untrusted {
+            violations: vec![v("/a")],
+        };
+        assert_eq!(
+            one.to_string(),
+            "security check: /a: must be owned by root (owner uid is 1000)"
+        );
+        let three = SecurityError::Untrusted {
+            violations: vec![v("/a"), v("/b"), v("/c")],
+        };
+        assert_eq!(
+            three.to_string(),
+            "security check: /a: must be owned by root (owner uid is 1000) \
+             (and 2 more; run 'egret check')"
+        );
     }
 }
 

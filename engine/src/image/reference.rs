@@ -23,7 +23,77 @@ const MAX_TAG_LEN: usize = 128;
 pub struct RefError {
     /// The input, with control characters escaped so the message stays on one line.
     pub reference: String,
-    pub reason: String,
+    #[source]
+    pub reason: RefReason,
+}
+
+/// What is wrong with an image reference (the text after `invalid image reference '...': `).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RefReason {
+    #[error("empty reference")]
+    Empty,
+    #[error("longer than {MAX_REF_LEN} characters")]
+    TooLong,
+    #[error("contains whitespace or a control character ({found:?})")]
+    Whitespace { found: char },
+    #[error("'..' is not allowed")]
+    DotDot,
+    #[error("transport '{transport}://' is not supported (only docker://)")]
+    Transport { transport: String },
+    /// enroot's `USER@REGISTRY#IMAGE`: credentials belong in the auth file.
+    #[error(
+        "a user name before the registry (USER@REGISTRY#...) is not supported; \
+         put credentials in the registry auth file"
+    )]
+    UserBeforeRegistry,
+    #[error("more than one '#'")]
+    MoreThanOneHash,
+    #[error("missing image name")]
+    MissingName,
+    /// The full form (registry, `library/`, `:latest` added) must stay within the bound too.
+    #[error("longer than {MAX_REF_LEN} characters with its registry and tag")]
+    FullFormTooLong,
+    #[error("file path contains a control character")]
+    FileControlCharacter,
+    #[error("empty registry name")]
+    EmptyRegistry,
+    #[error("registry '{registry}' has an empty host name component")]
+    RegistryEmptyLabel { registry: String },
+    #[error("registry '{registry}' is not a valid host name")]
+    RegistryBadHost { registry: String },
+    #[error("registry '{registry}' has an invalid port")]
+    RegistryBadPort { registry: String },
+    #[error("repository name longer than {MAX_REPOSITORY_LEN} characters")]
+    RepositoryTooLong,
+    #[error("empty path component in repository name")]
+    RepositoryEmptyComponent,
+    #[error("repository name component '{component}' must be lowercase")]
+    ComponentUppercase { component: String },
+    #[error("repository name component '{component}' may only contain a-z, 0-9, '.', '_' and '-'")]
+    ComponentBadCharacter { component: String },
+    #[error("repository name component '{component}' must start and end with a letter or digit")]
+    ComponentBadEnds { component: String },
+    #[error("empty tag after ':'")]
+    EmptyTag,
+    #[error("tag longer than {MAX_TAG_LEN} characters")]
+    TagTooLong,
+    #[error("tag '{tag}' may only contain A-Z, a-z, 0-9, '_', '.' and '-' (not first)")]
+    BadTag { tag: String },
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+}
+
+/// Why a digest is refused: only `sha256:<64 lowercase hex digits>` is accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DigestError {
+    #[error("digest '{digest}' must look like sha256:<64 hex digits>")]
+    NoAlgorithm { digest: String },
+    #[error("digest algorithm '{algorithm}' is not supported (only sha256)")]
+    Algorithm { algorithm: String },
+    #[error("sha256 digest must have 64 hex digits, got {digits}")]
+    Length { digits: usize },
+    #[error("sha256 digest must be lowercase hexadecimal")]
+    NotLowercaseHex,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -40,42 +110,36 @@ pub struct ImageRef {
 
 impl ImageRef {
     pub fn parse(input: &str) -> Result<ImageRef, RefError> {
-        let fail = |reason: String| RefError {
+        let fail = |reason: RefReason| RefError {
             reference: input.escape_debug().to_string(),
             reason,
         };
         if input.is_empty() {
-            return Err(fail("empty reference".into()));
+            return Err(fail(RefReason::Empty));
         }
         if input.len() > MAX_REF_LEN {
-            return Err(fail(format!("longer than {MAX_REF_LEN} characters")));
+            return Err(fail(RefReason::TooLong));
         }
         if let Some(c) = input.chars().find(|c| c.is_control() || c.is_whitespace()) {
-            return Err(fail(format!(
-                "contains whitespace or a control character ({c:?})"
-            )));
+            return Err(fail(RefReason::Whitespace { found: c }));
         }
         if input.contains("..") {
-            return Err(fail("'..' is not allowed".into()));
+            return Err(fail(RefReason::DotDot));
         }
         let s = input.strip_prefix("docker://").unwrap_or(input);
         if let Some((transport, _)) = s.split_once("://") {
-            return Err(fail(format!(
-                "transport '{transport}://' is not supported (only docker://)"
-            )));
+            return Err(fail(RefReason::Transport {
+                transport: transport.to_string(),
+            }));
         }
         let (registry, rest) = match s.split_once('#') {
             Some((reg, rest)) => {
                 // enroot: [USER@]REGISTRY#IMAGE. Credentials belong in the auth file, not here.
                 if reg.contains('@') {
-                    return Err(fail(
-                        "a user name before the registry (USER@REGISTRY#...) is not supported; \
-                         put credentials in the registry auth file"
-                            .into(),
-                    ));
+                    return Err(fail(RefReason::UserBeforeRegistry));
                 }
                 if rest.contains('#') {
-                    return Err(fail("more than one '#'".into()));
+                    return Err(fail(RefReason::MoreThanOneHash));
                 }
                 check_registry(reg).map_err(fail)?;
                 (Some(reg), rest)
@@ -84,7 +148,7 @@ impl ImageRef {
         };
         let (name, digest) = match rest.rsplit_once('@') {
             Some((name, d)) => {
-                check_digest(d).map_err(fail)?;
+                check_digest(d).map_err(|e| fail(e.into()))?;
                 (name, Some(d.to_string()))
             }
             None => (rest, None),
@@ -100,7 +164,7 @@ impl ImageRef {
             None => (name, None),
         };
         if name.is_empty() {
-            return Err(fail("missing image name".into()));
+            return Err(fail(RefReason::MissingName));
         }
         let (registry, repository) = match registry {
             Some(r) => (r.to_string(), name.to_string()),
@@ -135,9 +199,7 @@ impl ImageRef {
         // The bound holds for the full form too (registry, `library/`, `:latest` added), so
         // what egret prints and stores always parses back.
         if r.display().len() > MAX_REF_LEN {
-            return Err(fail(format!(
-                "longer than {MAX_REF_LEN} characters with its registry and tag"
-            )));
+            return Err(fail(RefReason::FullFormTooLong));
         }
         Ok(r)
     }
@@ -219,16 +281,19 @@ fn is_registry_component(first: &str) -> bool {
     first.contains('.') || first.contains(':') || first == "localhost" || first == LOAD_SERVER
 }
 
-fn check_registry(reg: &str) -> Result<(), String> {
+fn check_registry(reg: &str) -> Result<(), RefReason> {
     if reg.is_empty() {
-        return Err("empty registry name".into());
+        return Err(RefReason::EmptyRegistry);
     }
+    let registry = || reg.to_string();
     let (host, port) = match reg.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),
         None => (reg, None),
     };
     if host.is_empty() || host.split('.').any(|label| label.is_empty()) {
-        return Err(format!("registry '{reg}' has an empty host name component"));
+        return Err(RefReason::RegistryEmptyLabel {
+            registry: registry(),
+        });
     }
     let label_ok = |l: &str| {
         l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -236,93 +301,93 @@ fn check_registry(reg: &str) -> Result<(), String> {
             && !l.ends_with('-')
     };
     if !host.split('.').all(label_ok) {
-        return Err(format!("registry '{reg}' is not a valid host name"));
+        return Err(RefReason::RegistryBadHost {
+            registry: registry(),
+        });
     }
     if let Some(p) = port {
         if p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) || p.parse::<u16>().is_err() {
-            return Err(format!("registry '{reg}' has an invalid port"));
+            return Err(RefReason::RegistryBadPort {
+                registry: registry(),
+            });
         }
     }
     Ok(())
 }
 
-fn check_repository(repo: &str) -> Result<(), String> {
+fn check_repository(repo: &str) -> Result<(), RefReason> {
     if repo.len() > MAX_REPOSITORY_LEN {
-        return Err(format!(
-            "repository name longer than {MAX_REPOSITORY_LEN} characters"
-        ));
+        return Err(RefReason::RepositoryTooLong);
     }
     for comp in repo.split('/') {
         if comp.is_empty() {
-            return Err("empty path component in repository name".into());
+            return Err(RefReason::RepositoryEmptyComponent);
         }
+        let component = || comp.to_string();
         if comp.chars().any(|c| c.is_ascii_uppercase()) {
-            return Err(format!(
-                "repository name component '{comp}' must be lowercase"
-            ));
+            return Err(RefReason::ComponentUppercase {
+                component: component(),
+            });
         }
         let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
         if !comp
             .chars()
             .all(|c| alnum(c) || matches!(c, '.' | '_' | '-'))
         {
-            return Err(format!(
-                "repository name component '{comp}' may only contain a-z, 0-9, '.', '_' and '-'"
-            ));
+            return Err(RefReason::ComponentBadCharacter {
+                component: component(),
+            });
         }
         let first = comp.chars().next().expect("non-empty");
         let last = comp.chars().next_back().expect("non-empty");
         if !alnum(first) || !alnum(last) {
-            return Err(format!(
-                "repository name component '{comp}' must start and end with a letter or digit"
-            ));
+            return Err(RefReason::ComponentBadEnds {
+                component: component(),
+            });
         }
     }
     Ok(())
 }
 
-fn check_tag(tag: &str) -> Result<(), String> {
+fn check_tag(tag: &str) -> Result<(), RefReason> {
     if tag.is_empty() {
-        return Err("empty tag after ':'".into());
+        return Err(RefReason::EmptyTag);
     }
     if tag.len() > MAX_TAG_LEN {
-        return Err(format!("tag longer than {MAX_TAG_LEN} characters"));
+        return Err(RefReason::TagTooLong);
     }
     let mut chars = tag.chars();
     let first = chars.next().expect("non-empty");
     if !(first.is_ascii_alphanumeric() || first == '_')
         || !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
     {
-        return Err(format!(
-            "tag '{tag}' may only contain A-Z, a-z, 0-9, '_', '.' and '-' (not first)"
-        ));
+        return Err(RefReason::BadTag {
+            tag: tag.to_string(),
+        });
     }
     Ok(())
 }
 
 /// Only sha256 is accepted: it is what registries use and what the store is keyed by.
-pub fn check_digest(d: &str) -> Result<(), String> {
+pub fn check_digest(d: &str) -> Result<(), DigestError> {
     let Some((algo, hex)) = d.split_once(':') else {
-        return Err(format!(
-            "digest '{d}' must look like sha256:<64 hex digits>"
-        ));
+        return Err(DigestError::NoAlgorithm {
+            digest: d.to_string(),
+        });
     };
     if algo != "sha256" {
-        return Err(format!(
-            "digest algorithm '{algo}' is not supported (only sha256)"
-        ));
+        return Err(DigestError::Algorithm {
+            algorithm: algo.to_string(),
+        });
     }
     if hex.len() != 64 {
-        return Err(format!(
-            "sha256 digest must have 64 hex digits, got {}",
-            hex.len()
-        ));
+        return Err(DigestError::Length { digits: hex.len() });
     }
     if !hex
         .chars()
         .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
     {
-        return Err("sha256 digest must be lowercase hexadecimal".into());
+        return Err(DigestError::NotLowercaseHex);
     }
     Ok(())
 }
@@ -346,7 +411,7 @@ impl ImageSource {
             if s.chars().any(|c| c.is_control()) {
                 return Err(RefError {
                     reference: s.escape_debug().to_string(),
-                    reason: "file path contains a control character".into(),
+                    reason: RefReason::FileControlCharacter,
                 });
             }
             Ok(ImageSource::SquashfsFile(PathBuf::from(s)))
@@ -364,6 +429,106 @@ mod tests {
 
     fn p(s: &str) -> ImageRef {
         ImageRef::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    // Users read these after `invalid image reference '...': `: each text is pinned.
+    #[test]
+    fn every_reason_has_its_exact_text() {
+        let s = String::from;
+        let cases = [
+            (RefReason::Empty, s("empty reference")),
+            (RefReason::TooLong, s("longer than 1024 characters")),
+            (
+                RefReason::Whitespace { found: '\n' },
+                s("contains whitespace or a control character ('\\n')"),
+            ),
+            (RefReason::DotDot, s("'..' is not allowed")),
+            (
+                RefReason::Transport {
+                    transport: s("oci"),
+                },
+                s("transport 'oci://' is not supported (only docker://)"),
+            ),
+            (
+                RefReason::UserBeforeRegistry,
+                s("a user name before the registry (USER@REGISTRY#...) is not supported; put credentials in the registry auth file"),
+            ),
+            (RefReason::MoreThanOneHash, s("more than one '#'")),
+            (RefReason::MissingName, s("missing image name")),
+            (
+                RefReason::FullFormTooLong,
+                s("longer than 1024 characters with its registry and tag"),
+            ),
+            (
+                RefReason::FileControlCharacter,
+                s("file path contains a control character"),
+            ),
+            (RefReason::EmptyRegistry, s("empty registry name")),
+            (
+                RefReason::RegistryEmptyLabel { registry: s("a..b") },
+                s("registry 'a..b' has an empty host name component"),
+            ),
+            (
+                RefReason::RegistryBadHost { registry: s("a_b") },
+                s("registry 'a_b' is not a valid host name"),
+            ),
+            (
+                RefReason::RegistryBadPort { registry: s("h:x") },
+                s("registry 'h:x' has an invalid port"),
+            ),
+            (
+                RefReason::RepositoryTooLong,
+                s("repository name longer than 255 characters"),
+            ),
+            (
+                RefReason::RepositoryEmptyComponent,
+                s("empty path component in repository name"),
+            ),
+            (
+                RefReason::ComponentUppercase { component: s("Ab") },
+                s("repository name component 'Ab' must be lowercase"),
+            ),
+            (
+                RefReason::ComponentBadCharacter { component: s("a!") },
+                s("repository name component 'a!' may only contain a-z, 0-9, '.', '_' and '-'"),
+            ),
+            (
+                RefReason::ComponentBadEnds { component: s("-a") },
+                s("repository name component '-a' must start and end with a letter or digit"),
+            ),
+            (RefReason::EmptyTag, s("empty tag after ':'")),
+            (RefReason::TagTooLong, s("tag longer than 128 characters")),
+            (
+                RefReason::BadTag { tag: s("-x") },
+                s("tag '-x' may only contain A-Z, a-z, 0-9, '_', '.' and '-' (not first)"),
+            ),
+            (
+                RefReason::Digest(DigestError::NoAlgorithm { digest: s("abc") }),
+                s("digest 'abc' must look like sha256:<64 hex digits>"),
+            ),
+            (
+                DigestError::Algorithm {
+                    algorithm: s("md5"),
+                }
+                .into(),
+                s("digest algorithm 'md5' is not supported (only sha256)"),
+            ),
+            (
+                DigestError::Length { digits: 3 }.into(),
+                s("sha256 digest must have 64 hex digits, got 3"),
+            ),
+            (
+                DigestError::NotLowercaseHex.into(),
+                s("sha256 digest must be lowercase hexadecimal"),
+            ),
+        ];
+        for (reason, want) in cases {
+            assert_eq!(reason.to_string(), want);
+        }
+        assert_eq!(
+            ImageRef::parse("al pine").unwrap_err().to_string(),
+            "invalid image reference 'al pine': contains whitespace or a control character (' ')"
+        );
     }
 
     fn err(s: &str) -> String {

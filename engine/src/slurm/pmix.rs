@@ -42,13 +42,55 @@ impl Drop for StagedMount {
 #[derive(Debug, thiserror::Error)]
 pub enum PmixError {
     #[error("PMIX_SERVER_TMPDIR={}: {reason}", path.display())]
-    Untrusted { path: PathBuf, reason: String },
+    Untrusted {
+        path: PathBuf,
+        #[source]
+        reason: UntrustedReason,
+    },
     #[error("PMIX_SERVER_TMPDIR={}: cannot stage it: {source}", path.display())]
     Stage {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why the directory `PMIX_SERVER_TMPDIR` names is not the step's own, in root's spool.
+#[derive(Debug, thiserror::Error)]
+pub enum UntrustedReason {
+    #[error("not an absolute, normalized path")]
+    NotNormalized,
+    #[error("not this step's PMIx directory ({expected})")]
+    NotThisStep { expected: String },
+    /// The parent cannot be opened without following a link (or at all).
+    #[error("{}: {source}", parent.display())]
+    OpenParent {
+        parent: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", parent.display())]
+    StatParent {
+        parent: PathBuf,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    #[error("{} is not a directory only root can change (Slurm's spool directory)", parent.display())]
+    ParentNotRoots { parent: PathBuf },
+    #[error("{name}: {source}")]
+    Open {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{name}: {source}")]
+    Stat {
+        name: String,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    #[error("not owned by the job's user (uid {uid})")]
+    NotOwned { uid: u32 },
 }
 
 /// The mounts for the task's environment `env`, staged under `task_bundle`. Without
@@ -67,14 +109,14 @@ pub fn mounts(
         });
     };
     let dir = PathBuf::from(value.trim_end_matches('/'));
-    let untrusted = |reason: &str| PmixError::Untrusted {
+    let untrusted = |reason| PmixError::Untrusted {
         path: dir.clone(),
-        reason: reason.to_string(),
+        reason,
     };
     let expected = format!("pmix.{job}.{step}");
-    check_shape(&dir, &expected).map_err(|r| untrusted(&r))?;
+    check_shape(&dir, &expected).map_err(untrusted)?;
     let parent = dir.parent().unwrap_or(Path::new("/"));
-    let fd = open_step_dir(parent, &expected, uid).map_err(|r| untrusted(&r))?;
+    let fd = open_step_dir(parent, &expected, uid).map_err(untrusted)?;
 
     let staging = task_bundle.join("pmix");
     let stage_err = |source| PmixError::Stage {
@@ -112,27 +154,35 @@ pub fn mounts(
 }
 
 /// An absolute, normalized path whose last component is this step's `pmix.JOB.STEP`.
-fn check_shape(dir: &Path, expected: &str) -> Result<(), String> {
+fn check_shape(dir: &Path, expected: &str) -> Result<(), UntrustedReason> {
     if !dir.is_absolute() || crate::container::mounts::normalize(dir) != dir {
-        return Err("not an absolute, normalized path".into());
+        return Err(UntrustedReason::NotNormalized);
     }
     if dir.file_name().and_then(|n| n.to_str()) != Some(expected) {
-        return Err(format!("not this step's PMIx directory ({expected})"));
+        return Err(UntrustedReason::NotThisStep {
+            expected: expected.to_string(),
+        });
     }
     Ok(())
 }
 
 /// Opens `parent` (no symbolic link anywhere on the path; root's, writable by root alone) and
 /// then `name` in it (a directory owned by `uid`), with no second resolution between the two.
-fn open_step_dir(parent: &Path, name: &str, uid: u32) -> Result<OwnedFd, String> {
-    let pfd = sys::fs::open_no_symlinks(parent, OFlag::O_PATH | OFlag::O_DIRECTORY)
-        .map_err(|e| format!("{}: {e}", parent.display()))?;
-    let pst = fstat(pfd.as_raw_fd()).map_err(|e| format!("{}: {e}", parent.display()))?;
+fn open_step_dir(parent: &Path, name: &str, uid: u32) -> Result<OwnedFd, UntrustedReason> {
+    let pfd = sys::fs::open_no_symlinks(parent, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(
+        |source| UntrustedReason::OpenParent {
+            parent: parent.to_path_buf(),
+            source,
+        },
+    )?;
+    let pst = fstat(pfd.as_raw_fd()).map_err(|source| UntrustedReason::StatParent {
+        parent: parent.to_path_buf(),
+        source,
+    })?;
     if pst.st_uid != 0 || pst.st_mode & 0o022 != 0 {
-        return Err(format!(
-            "{} is not a directory only root can change (Slurm's spool directory)",
-            parent.display()
-        ));
+        return Err(UntrustedReason::ParentNotRoots {
+            parent: parent.to_path_buf(),
+        });
     }
     let fd = sys::fs::openat(
         &pfd,
@@ -140,10 +190,16 @@ fn open_step_dir(parent: &Path, name: &str, uid: u32) -> Result<OwnedFd, String>
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| format!("{name}: {e}"))?;
-    let st = fstat(fd.as_raw_fd()).map_err(|e| format!("{name}: {e}"))?;
+    .map_err(|source| UntrustedReason::Open {
+        name: name.to_string(),
+        source,
+    })?;
+    let st = fstat(fd.as_raw_fd()).map_err(|source| UntrustedReason::Stat {
+        name: name.to_string(),
+        source,
+    })?;
     if st.st_uid != uid {
-        return Err(format!("not owned by the job's user (uid {uid})"));
+        return Err(UntrustedReason::NotOwned { uid });
     }
     Ok(fd)
 }
@@ -155,6 +211,73 @@ mod tests {
 
     fn owner(path: &Path) -> u32 {
         fs::metadata(path).unwrap().uid()
+    }
+
+    // The task prints these after `PMIX_SERVER_TMPDIR=DIR: `: each text is pinned.
+    #[test]
+    fn every_reason_has_its_exact_text() {
+        let spool = PathBuf::from("/var/spool/slurmd");
+        let io = || std::io::Error::from_raw_os_error(13);
+        let cases = [
+            (
+                UntrustedReason::NotNormalized,
+                "not an absolute, normalized path".to_string(),
+            ),
+            (
+                UntrustedReason::NotThisStep {
+                    expected: "pmix.7.0".into(),
+                },
+                "not this step's PMIx directory (pmix.7.0)".into(),
+            ),
+            (
+                UntrustedReason::OpenParent {
+                    parent: spool.clone(),
+                    source: io(),
+                },
+                format!("/var/spool/slurmd: {}", io()),
+            ),
+            (
+                UntrustedReason::StatParent {
+                    parent: spool.clone(),
+                    source: nix::errno::Errno::EACCES,
+                },
+                format!("/var/spool/slurmd: {}", nix::errno::Errno::EACCES),
+            ),
+            (
+                UntrustedReason::ParentNotRoots { parent: spool },
+                "/var/spool/slurmd is not a directory only root can change (Slurm's spool directory)"
+                    .into(),
+            ),
+            (
+                UntrustedReason::Open {
+                    name: "pmix.7.0".into(),
+                    source: io(),
+                },
+                format!("pmix.7.0: {}", io()),
+            ),
+            (
+                UntrustedReason::Stat {
+                    name: "pmix.7.0".into(),
+                    source: nix::errno::Errno::EACCES,
+                },
+                format!("pmix.7.0: {}", nix::errno::Errno::EACCES),
+            ),
+            (
+                UntrustedReason::NotOwned { uid: 4242 },
+                "not owned by the job's user (uid 4242)".into(),
+            ),
+        ];
+        for (reason, want) in cases {
+            assert_eq!(reason.to_string(), want);
+        }
+        let e = PmixError::Untrusted {
+            path: PathBuf::from("/tmp/x"),
+            reason: UntrustedReason::NotNormalized,
+        };
+        assert_eq!(
+            e.to_string(),
+            "PMIX_SERVER_TMPDIR=/tmp/x: not an absolute, normalized path"
+        );
     }
 
     #[test]
@@ -185,13 +308,21 @@ mod tests {
             assert!(open_step_dir(&spool, "pmix.1.0", 0).is_ok());
             assert!(open_step_dir(&spool, "pmix.1.0", 4242)
                 .unwrap_err()
+                .to_string()
                 .contains("not owned"));
             fs::set_permissions(&spool, fs::Permissions::from_mode(0o777)).unwrap();
             assert!(open_step_dir(&spool, "pmix.1.0", 0)
                 .unwrap_err()
+                .to_string()
                 .contains("only root"));
         }
         let link = t.path().join("link");
+        std::os::unix::fs::symlink(&spool, &link).unwrap();
+        let e = open_step_dir(&link, "pmix.1.0", me)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&format!("{}: ", link.display())), "{e}");
+        fs::remove_file(&link).unwrap();
         std::os::unix::fs::symlink(&spool, &link).unwrap();
         assert!(
             open_step_dir(&link, "pmix.1.0", me).is_err(),

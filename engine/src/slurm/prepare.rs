@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::config::security::SecurityError;
 use crate::config::Config;
 use crate::container::mounts::{self, BindMount};
 use crate::container::rootfs::{self, BundleError, ContainerRequest, Rootfs};
@@ -27,9 +28,8 @@ use super::unshare::Holder;
 /// Why the step cannot be prepared; each is the user's one line (without `egret: `).
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
-    /// `config::security::enforce`: every violation, already one line.
     #[error("{0}")]
-    Untrusted(String),
+    Untrusted(#[from] SecurityError),
     #[error("{0}")]
     HooksDir(#[from] HooksError),
     #[error("{0}")]
@@ -151,7 +151,7 @@ pub fn prepare(
 /// Nothing runs as root from files someone other than root could have changed.
 fn check_trust(cfg: &Config, req: &StepRequest) -> Result<(), PrepareError> {
     let me: Vec<PathBuf> = std::env::current_exe().into_iter().collect();
-    crate::config::security::enforce(cfg, &req.config, &me).map_err(PrepareError::Untrusted)
+    Ok(crate::config::security::enforce(cfg, &req.config, &me)?)
 }
 
 /// `--mpi-hook[=TYPE]` that no hook in `hooksDir` serves is refused (once per node, before any

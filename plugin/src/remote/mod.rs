@@ -8,6 +8,8 @@ mod task;
 
 use std::convert::Infallible;
 
+use egret_engine::slurm::options::OptionError;
+
 pub use self::launcher::LauncherError;
 pub use self::step_exit::exit;
 pub use self::task::task_init;
@@ -19,8 +21,8 @@ use crate::state;
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     /// A bad option value or `PYXIS_CONTAINER_*`/`EGRET_CONTAINER_*` variable.
-    #[error("{0}")]
-    Options(String),
+    #[error(transparent)]
+    Options(#[from] OptionError),
     #[error(transparent)]
     Launcher(#[from] LauncherError),
 }

@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
 use egret_engine::slurm::client::{self, ClientError};
+use egret_engine::slurm::multiprog::MultiProgError;
 use egret_engine::slurm::{multiprog, protocol};
 use egret_engine::sys::process;
 use nix::unistd::Pid;
@@ -23,8 +24,8 @@ enum TaskError {
     LauncherNotStarted,
     #[error("--multi-prog {path}: {source}")]
     MultiProgFile { path: String, source: io::Error },
-    #[error("{0}")]
-    MultiProg(String),
+    #[error(transparent)]
+    MultiProg(#[from] MultiProgError),
     #[error("{0}")]
     Client(#[from] ClientError),
 }
@@ -102,7 +103,7 @@ fn run(sp: Spank, local_id: i32) -> Result<i32, TaskError> {
             std::fs::read_to_string(&last)
                 .map_err(|source| TaskError::MultiProgFile { path: last, source })?
         };
-        argv = multiprog::argv_for(&text, global_id).map_err(TaskError::MultiProg)?;
+        argv = multiprog::argv_for(&text, global_id)?;
     }
     let hello = protocol::Hello {
         local_id: local_id.max(0) as u32,

@@ -14,6 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use egret_engine::config::security::SecurityError;
 use egret_engine::container::rootfs::ContainerRequest;
 use egret_engine::container::runtime::{self, Runc, RuntimeError, SignalForwarder};
 use egret_engine::container::spec::{ProcessRequest, SpecOptions};
@@ -32,7 +33,7 @@ pub enum RunError {
     NotRoot,
     /// The config's security checks (`securityChecks`) failed.
     #[error("run: {0}")]
-    Security(String),
+    Security(#[from] SecurityError),
     #[error(transparent)]
     User(#[from] UserError),
     #[error("missing IMAGE, see 'egret run --help'")]
@@ -65,8 +66,7 @@ pub fn run(c: &Context, a: RunArgs) -> Result<ExitCode, RunError> {
         return Err(RunError::NotRoot);
     }
     let cfg = &c.config;
-    egret_engine::config::security::enforce(cfg, &c.config_path, &[])
-        .map_err(RunError::Security)?;
+    egret_engine::config::security::enforce(cfg, &c.config_path, &[])?;
     let user = c.caller.identity.clone();
     let (image, command) = a.args.split_first().ok_or(RunError::MissingImage)?;
     let id = match &a.name {

@@ -205,9 +205,9 @@ impl LayoutFiles {
 
     fn blob_name(&self, digest: &str) -> Result<PathBuf, OciError> {
         // Digests come from files we parse: validate before they become a path.
-        check_digest(digest).map_err(|reason| OciError::Layout {
+        check_digest(digest).map_err(|e| OciError::Layout {
             path: self.dir.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
         let (algo, hex) = digest.split_once(':').expect("checked");
         Ok(match self.blobs {

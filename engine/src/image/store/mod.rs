@@ -32,7 +32,7 @@ pub use lock::{clean_stale, Lock, LockMode, WorkDir};
 
 use crate::config::LockTimings;
 use crate::image::metadata::ImageMeta;
-use crate::image::reference::{check_digest, ImageRef};
+use crate::image::reference::{check_digest, DigestError, ImageRef};
 use index::{set_perms, sync_dir, Index};
 use lock::{acquire, Wait};
 
@@ -62,7 +62,11 @@ pub enum StoreError {
     #[error("image '{reference}' is not in the store")]
     NotFound { reference: String },
     #[error("invalid digest '{digest}': {reason}")]
-    BadDigest { digest: String, reason: String },
+    BadDigest {
+        digest: String,
+        #[source]
+        reason: DigestError,
+    },
 }
 
 /// An image as the store holds it.

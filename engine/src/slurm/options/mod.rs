@@ -6,6 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
+mod error;
+
+pub use self::error::OptionError;
+
 /// How an option takes its value (SPANK `has_arg`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arg {
@@ -115,7 +119,7 @@ pub struct ContainerOptions {
 }
 
 /// Longest value we accept for any option: a path or a list of them, not a payload.
-const MAX_VALUE: usize = 4096;
+pub(crate) const MAX_VALUE: usize = 4096;
 
 impl ContainerOptions {
     /// True when this step runs in a container.
@@ -129,14 +133,12 @@ impl ContainerOptions {
     /// (`--container-writable` and `--container-readonly`), are an error. List options
     /// (`--container-mounts`, `--container-env`, `--container-device`,
     /// `--container-annotation`) accumulate.
-    pub fn set(&mut self, index: usize, value: Option<&str>) -> Result<(), String> {
-        let spec = OPTIONS
-            .get(index)
-            .ok_or_else(|| format!("unknown option #{index}"))?;
+    pub fn set(&mut self, index: usize, value: Option<&str>) -> Result<(), OptionError> {
+        let spec = OPTIONS.get(index).ok_or(OptionError::Unknown { index })?;
         let name = spec.name;
         let value = match (spec.arg, value) {
-            (Arg::Required, None) => return Err(format!("--{name} needs a value")),
-            (Arg::Required, Some("")) => return Err(format!("--{name}: empty value")),
+            (Arg::Required, None) => return Err(OptionError::NeedsValue { option: name }),
+            (Arg::Required, Some("")) => return Err(OptionError::Empty { option: name }),
             (_, Some(v)) => Some(check_value(name, v)?),
             (_, None) => None,
         };
@@ -144,29 +146,26 @@ impl ContainerOptions {
         match name {
             "container-image" => {
                 crate::image::reference::ImageSource::parse(&v())
-                    .map_err(|e| format!("--container-image={}: {e}", v()))?;
+                    .map_err(|source| OptionError::BadImage { value: v(), source })?;
                 set_once(&mut self.image, name, v())?;
             }
             "container-mounts" => {
                 crate::container::mounts::pyxis::parse(&v(), std::path::Path::new("/"))
-                    .map_err(|e| format!("--container-mounts: {e}"))?;
+                    .map_err(OptionError::BadMounts)?;
                 append_list(&mut self.mounts, &v());
             }
             "container-workdir" => {
                 if !v().starts_with('/') {
-                    return Err(format!(
-                        "--container-workdir={}: must be an absolute path",
-                        v()
-                    ));
+                    return Err(OptionError::RelativeWorkdir { value: v() });
                 }
                 set_once(&mut self.workdir, name, v())?;
             }
             "container-env" => {
                 for n in v().split(',') {
                     if !valid_env_name(n) {
-                        return Err(format!(
-                            "--container-env: '{n}' is not a valid variable name"
-                        ));
+                        return Err(OptionError::BadEnvName {
+                            name: n.to_string(),
+                        });
                     }
                     if !self.env_names.iter().any(|e| e == n) {
                         self.env_names.push(n.to_string());
@@ -184,15 +183,12 @@ impl ContainerOptions {
             "container-remap-root" => set_flag(&mut self.remap_root, true, PAIR_REMAP)?,
             "no-container-remap-root" => set_flag(&mut self.remap_root, false, PAIR_REMAP)?,
             "container-name" => {
-                super::named::parse_name(&v()).map_err(|e| e.to_string())?;
+                super::named::parse_name(&v())?;
                 set_once(&mut self.name, name, v())?;
             }
             "container-save" => {
                 if v().ends_with('/') {
-                    return Err(format!(
-                        "--container-save={}: names a directory; give a file name such as image.sqsh",
-                        v()
-                    ));
+                    return Err(OptionError::SaveIsDirectory { value: v() });
                 }
                 set_once(&mut self.save, name, v())?;
             }
@@ -202,30 +198,40 @@ impl ContainerOptions {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
                 {
-                    return Err(format!("--mpi-hook={t}: not a valid MPI type name"));
+                    return Err(OptionError::BadMpiType { value: t });
                 }
                 set_once(&mut self.mpi_hook, name, t)?;
             }
             "container-device" => {
                 for d in v().split(',') {
-                    crate::container::mounts::parse_device(d)
-                        .map_err(|e| format!("--container-device={d}: {e}"))?;
+                    crate::container::mounts::parse_device(d).map_err(|source| {
+                        OptionError::BadDevice {
+                            value: d.to_string(),
+                            source,
+                        }
+                    })?;
                 }
                 append_list(&mut self.devices, &v());
             }
             "container-annotation" => {
                 for kv in v().split(',') {
-                    let (k, val) = kv.split_once('=').ok_or_else(|| {
-                        format!("--container-annotation={kv}: expected KEY=VALUE")
-                    })?;
+                    let (k, val) =
+                        kv.split_once('=')
+                            .ok_or_else(|| OptionError::AnnotationNotKeyValue {
+                                value: kv.to_string(),
+                            })?;
                     if k.is_empty() {
-                        return Err(format!("--container-annotation={kv}: empty key"));
+                        return Err(OptionError::AnnotationEmptyKey {
+                            value: kv.to_string(),
+                        });
                     }
                     match self.annotations.iter().find(|(ok, _)| ok == k) {
                         Some((_, old)) if old != val => {
-                            return Err(format!(
-                                "--container-annotation: {k} given twice with different values ('{old}' and '{val}')"
-                            ))
+                            return Err(OptionError::AnnotationRepeated {
+                                key: k.to_string(),
+                                old: old.clone(),
+                                new: val.to_string(),
+                            })
                         }
                         Some(_) => {}
                         None => self.annotations.push((k.to_string(), val.to_string())),
@@ -237,35 +243,32 @@ impl ContainerOptions {
                     "host" => false,
                     "private" => true,
                     other => {
-                        return Err(format!(
-                            "--container-pid={other}: expected 'host' or 'private'"
-                        ))
+                        return Err(OptionError::BadPid {
+                            value: other.to_string(),
+                        })
                     }
                 };
                 if self.pid_private.is_some_and(|p| p != private) {
-                    return Err(
-                        "--container-pid given twice with different values ('host' and 'private')"
-                            .into(),
-                    );
+                    return Err(OptionError::PidRepeated);
                 }
                 if self.ssh && !private {
-                    return Err(SSH_HOST_PID.into());
+                    return Err(OptionError::SshNeedsPrivatePid);
                 }
                 self.pid_private = Some(private);
             }
             "container-unshare" => {
-                super::unshare::parse(&v()).map_err(|e| e.to_string())?;
+                super::unshare::parse(&v())?;
                 set_once(&mut self.unshare, name, v())?;
             }
             "container-init" => self.init = true,
             "container-ssh" => {
                 // Its daemon must die with the container: a private PID namespace.
                 if self.pid_private == Some(false) {
-                    return Err(SSH_HOST_PID.into());
+                    return Err(OptionError::SshNeedsPrivatePid);
                 }
                 self.ssh = true;
             }
-            _ => return Err(format!("--{name}: not handled")),
+            _ => return Err(OptionError::NotHandled { option: name }),
         }
         Ok(())
     }
@@ -275,7 +278,10 @@ impl ContainerOptions {
     /// `..._MOUNT_HOME`, `--mpi-hook` reads `..._MPI_HOOK`). On/off options take 1/true/yes/y or
     /// 0/false/no/n. `lookup` is the environment of the context: the process's in srun and
     /// sbatch, the job's in slurmstepd.
-    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), OptionError> {
         for (index, spec) in OPTIONS.iter().enumerate() {
             if spec.name.starts_with("no-") {
                 continue;
@@ -293,10 +299,15 @@ impl ContainerOptions {
             if self.is_set(spec.name) {
                 continue;
             }
-            let err = |e: String| format!("{var}={}: {e}", val.escape_debug());
+            let err = |e: OptionError| OptionError::Env {
+                var: var.clone(),
+                value: val.clone(),
+                source: Box::new(e),
+            };
             if spec.arg == Arg::None {
-                let on = parse_bool(&val).ok_or_else(|| {
-                    err("expected 1, true, yes, y, 0, false, no or n".to_string())
+                let on = parse_bool(&val).ok_or_else(|| OptionError::EnvNotBool {
+                    var: var.clone(),
+                    value: val.clone(),
                 })?;
                 let target = match (spec.name, on) {
                     (n, true) => Some(n.to_string()),
@@ -343,7 +354,7 @@ impl ContainerOptions {
     }
 
     /// Checks that only make sense once every option is known.
-    pub fn finish(&self) -> Result<(), String> {
+    pub fn finish(&self) -> Result<(), OptionError> {
         if !self.active() {
             let used = self.mounts.is_some()
                 || self.workdir.is_some()
@@ -354,9 +365,7 @@ impl ContainerOptions {
                 || self.ssh
                 || self.devices.is_some();
             if used {
-                return Err(
-                    "container options need --container-image (or --container-name)".into(),
-                );
+                return Err(OptionError::NeedsImage);
             }
         }
         Ok(())
@@ -367,15 +376,19 @@ const PAIR_ENTRYPOINT: &str = "--container-entrypoint and --no-container-entrypo
 const PAIR_WRITABLE: &str = "--container-writable and --container-readonly";
 const PAIR_HOME: &str = "--container-mount-home and --no-container-mount-home";
 const PAIR_REMAP: &str = "--container-remap-root and --no-container-remap-root";
-const SSH_HOST_PID: &str =
-    "--container-ssh needs a private PID namespace: it cannot be combined with --container-pid=host";
 
 /// A single-valued option: a repeat must carry the same value.
-fn set_once(slot: &mut Option<String>, name: &str, value: String) -> Result<(), String> {
+fn set_once(
+    slot: &mut Option<String>,
+    option: &'static str,
+    value: String,
+) -> Result<(), OptionError> {
     match slot {
-        Some(old) if *old != value => Err(format!(
-            "--{name} given twice with different values ('{old}' and '{value}')"
-        )),
+        Some(old) if *old != value => Err(OptionError::Repeated {
+            option,
+            old: old.clone(),
+            new: value,
+        }),
         _ => {
             *slot = Some(value);
             Ok(())
@@ -384,9 +397,9 @@ fn set_once(slot: &mut Option<String>, name: &str, value: String) -> Result<(), 
 }
 
 /// One of a pair of on/off options: giving both is an error.
-fn set_flag(slot: &mut Option<bool>, on: bool, pair: &str) -> Result<(), String> {
+fn set_flag(slot: &mut Option<bool>, on: bool, pair: &'static str) -> Result<(), OptionError> {
     if slot.is_some_and(|old| old != on) {
-        return Err(format!("both {pair} were given; keep one"));
+        return Err(OptionError::BothGiven { pair });
     }
     *slot = Some(on);
     Ok(())
@@ -415,12 +428,12 @@ pub fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-fn check_value(name: &str, v: &str) -> Result<String, String> {
+fn check_value(option: &'static str, v: &str) -> Result<String, OptionError> {
     if v.len() > MAX_VALUE {
-        return Err(format!("--{name}: value longer than {MAX_VALUE} bytes"));
+        return Err(OptionError::TooLong { option });
     }
     if v.chars().any(|c| c.is_control()) {
-        return Err(format!("--{name}: value contains a control character"));
+        return Err(OptionError::ControlCharacter { option });
     }
     Ok(v.to_string())
 }
@@ -441,7 +454,7 @@ mod tests {
     use super::*;
 
     fn set(o: &mut ContainerOptions, name: &str, v: Option<&str>) -> Result<(), String> {
-        o.set(index_of(name).unwrap(), v)
+        o.set(index_of(name).unwrap(), v).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -500,7 +513,11 @@ mod tests {
     fn options_without_image_are_refused() {
         let mut o = ContainerOptions::default();
         set(&mut o, "container-workdir", Some("/tmp")).unwrap();
-        assert!(o.finish().unwrap_err().contains("--container-image"));
+        assert!(o
+            .finish()
+            .unwrap_err()
+            .to_string()
+            .contains("--container-image"));
     }
 
     #[test]
@@ -546,7 +563,13 @@ mod tests {
         let mut o = ContainerOptions::default();
         set(&mut o, "container-ssh", None).unwrap();
         set(&mut o, "container-pid", Some("private")).unwrap();
-        assert!(o.ssh && o.finish().unwrap_err().contains("--container-image"));
+        assert!(
+            o.ssh
+                && o.finish()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("--container-image")
+        );
         let mut o = ContainerOptions::default();
         o.apply_env(env_of(&[("EGRET_CONTAINER_SSH", "1")]))
             .unwrap();
@@ -618,7 +641,7 @@ mod tests {
             ("PYXIS_CONTAINER_PID", "shared"),
         ] {
             let mut o = ContainerOptions::default();
-            let e = o.apply_env(env_of(&[(k, v)])).unwrap_err();
+            let e = o.apply_env(env_of(&[(k, v)])).unwrap_err().to_string();
             assert!(e.starts_with(k) && !e.contains('\n'), "{k}: {e}");
         }
     }

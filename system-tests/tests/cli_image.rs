@@ -371,7 +371,7 @@ fn load_refuses_what_is_not_an_image_archive_in_one_line() {
 }
 
 #[test]
-fn users_cannot_choose_the_config_or_write_the_store() {
+fn users_cannot_choose_the_config_or_write_the_centralized_repository() {
     let _s = serial();
     let sb = Sandbox::new();
     let cfg = sb.config.to_str().unwrap().to_string();
@@ -381,10 +381,16 @@ fn users_cannot_choose_the_config_or_write_the_store() {
     );
     let line = assert_one_error_line(&o, "egret: --config", "--config as a user");
     assert!(line.contains("only root"), "{line}");
+    // Users read the site's centralized repository; only root fills it (Sarus's rule).
     let o = common::run_as_user(
         common::TEST_USER.name,
-        &[common::EGRET_BIN, "pull", &busybox()],
+        &[
+            common::EGRET_BIN,
+            "pull",
+            "--centralized-repository",
+            &busybox(),
+        ],
     );
-    let line = assert_one_error_line(&o, "egret: pull: ", "pull as a user");
-    assert!(line.contains("needs root"), "{line}");
+    let line = assert_one_error_line(&o, "egret: pull: ", "pull into the centralized repository");
+    assert!(line.contains("read-only for users"), "{line}");
 }

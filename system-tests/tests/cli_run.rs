@@ -555,18 +555,25 @@ fn hooks_without_a_hooks_dir_list_nothing() {
 }
 
 #[test]
-fn run_needs_root_and_says_so() {
+fn an_egret_not_installed_setuid_says_run_needs_root() {
     let _s = serial();
     common::require_root();
+    // The installed egret is setuid root (cli_user.rs runs it as a user); a copy without the
+    // bit, as a user, cannot run containers and says what to do.
+    let dir = common::scratch_dir(None);
+    let copy = dir.join("egret");
+    std::fs::copy(common::EGRET_BIN, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let o = common::run_as_user(
         common::TEST_USER.name,
         &[
-            common::EGRET_BIN,
+            copy.to_str().unwrap(),
             "run",
             &common::registry_image("busybox"),
             "true",
         ],
     );
     let line = assert_one_error_line(&o, "run as a user");
-    assert!(line.contains("root"), "{line}");
+    assert!(line.contains("install egret setuid root"), "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

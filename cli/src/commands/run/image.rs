@@ -1,11 +1,11 @@
-//! The image `egret run` runs: a stored image, looked up with the user's rights (their index,
-//! their file system permissions), or root's own squashfs file.
+//! The image `egret run` runs: a stored image, looked up in the caller's own index, or root's
+//! own squashfs file.
 
 use std::io;
 use std::path::PathBuf;
 
 use egret_engine::config::Config;
-use egret_engine::container::user::{UserError, UserIdentity};
+use egret_engine::container::user::UserIdentity;
 use egret_engine::image::metadata::ImageMeta;
 use egret_engine::image::reference::{ImageSource, RefError};
 use egret_engine::image::store::{Store, StoreError};
@@ -20,9 +20,6 @@ pub enum ImageError {
     SquashfsNotRoot(PathBuf),
     #[error("--centralized-repository: no centralizedRepositoryDir in the configuration")]
     NoCentralizedRepository,
-    /// Looking up as the user: the switch to them failed.
-    #[error(transparent)]
-    AsUser(#[from] UserError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("image {reference} is not available; pull it first with 'egret pull {image}'")]
@@ -57,7 +54,9 @@ pub fn find_image(
     } else {
         Store::open_readonly(&cfg.local_repository_base_dir, user.uid, user.gid, timings)
     };
-    match user.run_as(|| store.lookup(&r))?? {
+    // The store is root's (its files 0600): root reads the caller's own index in it, which
+    // names only what the caller pulled or loaded.
+    match store.lookup(&r)? {
         Some(img) => Ok((img.squashfs, img.meta)),
         None => Err(ImageError::NotAvailable {
             reference: r.display(),

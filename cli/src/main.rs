@@ -4,6 +4,7 @@
 mod commands;
 mod context;
 mod privilege;
+mod usage;
 
 use std::process::ExitCode;
 
@@ -72,7 +73,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     match dispatch(cli, caller) {
         Ok(code) => code,
         Err(e) => {
@@ -80,6 +84,44 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line, or what Sarus prints instead: its general help for `egret`, `egret help`
+/// and `egret --help`, its texts for options and arguments it cannot take.
+fn parse() -> Result<Cli, ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let verb = usage::verb(&args);
+    let general = match verb {
+        // Only global options (or none): anything else is clap's to answer or refuse.
+        None => args
+            .iter()
+            .all(|a| ["--help", "-h", "--verbose", "--debug"].contains(&a.as_str())),
+        Some("help") => args.iter().skip_while(|a| *a != "help").nth(1).is_none(),
+        Some(_) => false,
+    };
+    if general {
+        print!("{}", usage::general_help());
+        return Err(ExitCode::SUCCESS);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match usage::parse_error(&e, &args) {
+            Some(text) => {
+                eprintln!("{text}");
+                return Err(ExitCode::FAILURE);
+            }
+            None => e.exit(),
+        },
+    };
+    // `run` takes everything from the image on as the command: an option before it that is
+    // not one of run's reaches here as the "image".
+    if let Cmd::Run(a) = &cli.cmd {
+        if let Some(first) = a.args.first().filter(|f| f.starts_with('-')) {
+            eprintln!("unrecognised option '{first}'\nSee 'egret help run'");
+            return Err(ExitCode::FAILURE);
+        }
+    }
+    Ok(cli)
 }
 
 /// The verbs that use root: the store, mounts and runc's state. The others never have it.

@@ -90,12 +90,23 @@ fn pull_stores_the_image_and_images_lists_it_with_its_digest() {
     let sb = Sandbox::new();
     let before = common::leak_snapshot();
     let (out, err) = sb.ok(&["pull", &busybox()]);
-    assert!(out.is_empty(), "pull prints progress on stderr only: {out}");
+    // Sarus's header on stdout (scripts read it); the progress on stderr.
+    let digest = common::registry_digest("busybox", "latest");
+    let header: Vec<&str> = out.lines().collect();
+    assert_eq!(header.len(), 5, "{out}");
+    assert_eq!(header[0], format!("# image            : {}", busybox()));
+    for (line, key) in header[1..4].iter().zip([
+        "# cache directory  : \"",
+        "# temp directory   : \"",
+        "# images directory : \"",
+    ]) {
+        assert!(line.starts_with(key), "{line:?} is not {key:?}");
+    }
+    assert_eq!(header[4], format!("# image digest     : {digest}"));
     assert!(
         err.contains("egret: downloading") && err.contains("egret: stored"),
         "{err}"
     );
-    let digest = common::registry_digest("busybox", "latest");
     assert!(err.contains(&digest), "the stored digest is shown: {err}");
     let stem = digest.replacen(':', "-", 1);
     assert_eq!(
@@ -109,21 +120,35 @@ fn pull_stores_the_image_and_images_lists_it_with_its_digest() {
         header.iter().any(|h| h.trim() == "REPOSITORY") && !images.contains("DIGEST"),
         "{images}"
     );
-    assert!(listed(&images, "egret/busybox", "latest"), "{images}");
+    assert!(
+        listed(&images, "127.0.0.1:5000/egret/busybox", "latest"),
+        "{images}"
+    );
     assert!(images.contains(common::REGISTRY), "SERVER column: {images}");
     let with_digests = sb.images(&["--digests"]);
     assert!(with_digests.lines().next().unwrap().contains("DIGEST"));
     let row = with_digests
         .lines()
-        .find(|l| l.starts_with("egret/busybox "))
+        .find(|l| l.starts_with("127.0.0.1:5000/egret/busybox "))
         .unwrap_or_else(|| panic!("no busybox row: {with_digests}"));
     assert!(row.contains(&digest), "{with_digests}");
 
     // A second pull resolves the tag again, finds the digest stored and downloads nothing.
-    let (_, err) = sb.ok(&["pull", &busybox()]);
+    let (out, err) = sb.ok(&["pull", &busybox()]);
     assert!(
         err.contains("is up to date") && !err.contains("downloading"),
         "{err}"
+    );
+    assert_eq!(
+        out.lines().last(),
+        Some(
+            format!(
+                "Image for {} is already available and up to date",
+                busybox()
+            )
+            .as_str()
+        ),
+        "{out}"
     );
     assert_eq!(sb.image_files().len(), 2);
     sb.assert_no_leftovers();
@@ -145,8 +170,14 @@ fn enroot_and_digest_references_reach_the_same_stored_image() {
     // One image file, two index entries (by tag and by digest).
     assert_eq!(sb.image_files().len(), 2, "{:?}", sb.image_files());
     let images = sb.images(&[]);
-    assert!(listed(&images, "egret/busybox", "latest"), "{images}");
-    assert!(listed(&images, "egret/busybox", "<none>"), "{images}");
+    assert!(
+        listed(&images, "127.0.0.1:5000/egret/busybox", "latest"),
+        "{images}"
+    );
+    assert!(
+        listed(&images, "127.0.0.1:5000/egret/busybox", "<none>"),
+        "{images}"
+    );
 }
 
 #[test]
@@ -210,7 +241,12 @@ fn bad_reference_missing_image_and_unreachable_registry_are_one_line() {
         let o = sb.egret(&["pull", reference]);
         let line = assert_one_error_line(&o, "egret: pull: ", reference);
         assert!(line.contains(needle), "{reference}: {line}");
-        assert!(stdout(&o).is_empty(), "{reference}: {}", stdout(&o));
+        // At most Sarus's header (printed before the registry answers), never a digest.
+        let out = stdout(&o);
+        assert!(
+            out.lines().all(|l| l.starts_with("# ")) && !out.contains("# image digest"),
+            "{reference}: {out}"
+        );
         sb.assert_no_leftovers();
         assert!(
             sb.image_files().is_empty(),
@@ -289,7 +325,10 @@ fn concurrent_pulls_of_a_new_image_download_it_once() {
     let first_text = first_lines.join("\n");
     assert!(status.success(), "first pull failed:\n{first_text}");
     let second_text = common::assert_success(&second, "second pull");
-    assert!(second_text.is_empty());
+    assert!(
+        second_text.starts_with("# image            : "),
+        "{second_text}"
+    );
     let second_err = stderr(&second);
 
     let downloads = [&first_text, &second_err]
@@ -308,7 +347,11 @@ fn concurrent_pulls_of_a_new_image_download_it_once() {
         "the second pull waits, then reuses the image:\n{second_err}"
     );
     assert_eq!(sb.image_files().len(), 2, "{:?}", sb.image_files());
-    assert!(listed(&sb.images(&[]), "egret/multilayer", "latest"));
+    assert!(listed(
+        &sb.images(&[]),
+        "127.0.0.1:5000/egret/multilayer",
+        "latest"
+    ));
     sb.assert_no_leftovers();
 }
 

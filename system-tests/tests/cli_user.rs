@@ -71,7 +71,7 @@ fn the_installed_egret_is_setuid_root_and_root_owned() {
 fn a_user_pulls_lists_runs_and_removes_an_image_in_their_own_index() {
     common::require_root();
     let reference = common::registry_image("busybox");
-    let repository = "egret/busybox";
+    let repository = "127.0.0.1:5000/egret/busybox";
     // Start from an index without it (a repeated run of the test, or another test's pull).
     let _ = egret_as_user(&[], &["rmi", &reference]);
 

@@ -251,8 +251,9 @@ impl ImageRef {
         }
     }
 
-    /// The repository as `docker images` and `sarus images` print it: Docker Hub's `library/`
-    /// dropped, loaded images spelled with their `load/` server so the name can be typed back.
+    /// The repository as `sarus images` (1.7) prints it: Docker Hub's images without their
+    /// server (and `library/`), every other server's with it, loaded images with their `load/`
+    /// server, so the name can be typed back as it is shown.
     pub fn short_repository(&self) -> String {
         short_repository(&self.registry, &self.repository)
     }
@@ -265,8 +266,7 @@ pub fn short_repository(registry: &str, repository: &str) -> String {
             .strip_prefix("library/")
             .unwrap_or(repository)
             .to_string(),
-        LOAD_SERVER => format!("{LOAD_SERVER}/{repository}"),
-        _ => repository.to_string(),
+        _ => format!("{registry}/{repository}"),
     }
 }
 
@@ -683,7 +683,7 @@ mod tests {
         assert_eq!(p("alpine").short_repository(), "alpine");
         assert_eq!(
             p("127.0.0.1:5000/egret/busybox").short_repository(),
-            "egret/busybox"
+            "127.0.0.1:5000/egret/busybox"
         );
     }
 

@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use egret_engine::image::import::{self, ImportError, PullOptions};
+use egret_engine::image::import::{self, ImportError, PullOptions, PullStatus};
 use egret_engine::image::progress::StderrProgress;
 use egret_engine::image::reference::{ImageRef, RefError};
 use egret_engine::slurm::store_bound;
 
 use super::credentials::{self, CredentialsError};
-use super::{fetcher, need_root, open_store, temp_dir, StoreAccessError};
+use super::{centralized_dir, fetcher, need_root, open_store, temp_dir, StoreAccessError};
 use crate::context::Context;
 
 #[derive(clap::Args)]
@@ -59,7 +59,27 @@ pub fn pull(c: &Context, a: PullArgs) -> Result<ExitCode, PullError> {
         ..PullOptions::default()
     };
     let fetcher = fetcher(c);
+    // Sarus's header, on stdout where scripts read it (progress goes to stderr).
+    let images_dir = match a.centralized_repository {
+        true => centralized_dir(c)?.to_path_buf(),
+        false => c.config.local_repository_base_dir.clone(),
+    };
+    let temp = opts.temp_dir.as_ref().unwrap_or(&c.config.temp_dir);
+    println!("# image            : {}", r.display());
+    println!("# cache directory  : {:?}", temp.display().to_string());
+    println!("# temp directory   : {:?}", temp.display().to_string());
+    println!(
+        "# images directory : {:?}",
+        images_dir.join("images").display().to_string()
+    );
     let pulled = import::pull_image(&c.config, &store, &fetcher, &r, &opts)?;
+    println!("# image digest     : {}", pulled.image.digest);
+    if pulled.status == PullStatus::UpToDate {
+        println!(
+            "Image for {} is already available and up to date",
+            r.display()
+        );
+    }
     if !a.centralized_repository {
         store_bound::apply(&c.config, &store, &pulled.image.squashfs);
     }

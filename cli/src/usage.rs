@@ -1,0 +1,237 @@
+//! What `egret` prints when it is asked for help or cannot parse its command line: Sarus's
+//! texts, spelled `egret`, since scripts written for `sarus` read them. (Errors of a verb that
+//! parsed are egret's own one line, `egret: …`.)
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+
+/// The verbs and what each does, in the order `egret help` lists them.
+const COMMANDS: &[(&str, &str)] = &[
+    ("help", "Print help message about a command"),
+    (
+        "check",
+        "Check that everything egret trusts as root is root-owned",
+    ),
+    ("export", "Write a stored image to a squashfs file"),
+    ("hooks", "List configured hooks"),
+    ("images", "List images"),
+    (
+        "import",
+        "Write an image from a registry to a squashfs file",
+    ),
+    ("kill", "Stop a running container"),
+    (
+        "load",
+        "Load the contents of a tarball to create a filesystem image",
+    ),
+    ("ps", "List running containers"),
+    ("pull", "Pull an image from a registry"),
+    ("rmi", "Remove an image"),
+    ("run", "Run a command in a new container"),
+    (
+        "ssh-keygen",
+        "Generate the SSH keys in the local repository",
+    ),
+    ("version", "Show the egret version information"),
+];
+
+/// Verbs that take no option at all (their clap errors become Sarus's "doesn't support").
+const WITHOUT_OPTIONS: &[&str] = &["version", "ps", "check"];
+/// Verbs that take no argument (an extra word is "doesn't support extra argument").
+const WITHOUT_ARGUMENTS: &[&str] = &["version", "ps", "check", "images", "hooks"];
+
+/// `egret`, `egret help`, `egret --help`: the general help, as `sarus --help` prints it.
+pub fn general_help() -> String {
+    let mut s = String::from(
+        "Usage: egret COMMAND\n\n\
+         Run OCI/Docker images as HPC containers (Sarus's command line)\n\n\
+         Options:\n  \
+         --config FILE   Configuration file (root only)\n  \
+         --verbose       Print more information\n  \
+         --debug         Print much more information\n  \
+         --version       Print the version\n  \
+         --help          Print this help\n\n\
+         Commands:\n",
+    );
+    for (name, what) in COMMANDS {
+        s.push_str(&format!("  {name}: {what}\n"));
+    }
+    s.push_str("\nSee 'egret help COMMAND' for the options of a command.\n");
+    s
+}
+
+/// The verb of the command line (`args` without the program name): the first word that is not
+/// a global option or its value.
+pub fn verb(args: &[String]) -> Option<&str> {
+    let mut words = args.iter();
+    while let Some(w) = words.next() {
+        match w.as_str() {
+            "--config" => {
+                words.next();
+            }
+            w if w.starts_with('-') => {}
+            w => return Some(w),
+        }
+    }
+    None
+}
+
+fn context(err: &clap::Error, kind: ContextKind) -> Option<String> {
+    match err.get(kind)? {
+        ContextValue::String(s) => Some(s.clone()),
+        ContextValue::Strings(v) => v.first().cloned(),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Sarus's wording of a command-line error (stderr, exit code 1), or `None` for what is not an
+/// error (help and version requests, which clap prints itself).
+pub fn parse_error(err: &clap::Error, args: &[String]) -> Option<String> {
+    let verb = verb(args);
+    let see = |v: &str| format!("See 'egret help {v}'");
+    let arg = context(err, ContextKind::InvalidArg).unwrap_or_default();
+    // clap names an option with its value placeholder (`--x <X>`); Sarus names it as typed.
+    let option = arg.split_whitespace().next().unwrap_or("").to_string();
+    let text = match (err.kind(), verb) {
+        (ErrorKind::DisplayHelp | ErrorKind::DisplayVersion, _) => return None,
+        (ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand, None) => return None,
+        (ErrorKind::InvalidSubcommand, _) => {
+            let name = context(err, ContextKind::InvalidSubcommand).unwrap_or_default();
+            format!("'{name}' is not an egret command\nSee 'egret help'")
+        }
+        (ErrorKind::UnknownArgument, None) => {
+            format!("Error while parsing the command line: unrecognised option '{option}'")
+        }
+        (ErrorKind::UnknownArgument, Some(v)) if option.starts_with('-') => {
+            match WITHOUT_OPTIONS.contains(&v) {
+                true => format!("Command '{v}' doesn't support options\n{}", see(v)),
+                false => format!("unrecognised option '{option}'\n{}", see(v)),
+            }
+        }
+        (ErrorKind::UnknownArgument, Some("ssh-keygen")) => format!(
+            "Command 'ssh-keygen' doesn't support additional arguments\n{}",
+            see("ssh-keygen")
+        ),
+        (ErrorKind::UnknownArgument, Some(v)) if WITHOUT_ARGUMENTS.contains(&v) => {
+            format!(
+                "Command '{v}' doesn't support extra argument '{option}'\n{}",
+                see(v)
+            )
+        }
+        (
+            ErrorKind::UnknownArgument
+            | ErrorKind::MissingRequiredArgument
+            | ErrorKind::WrongNumberOfValues
+            | ErrorKind::TooManyValues
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand,
+            Some(v),
+        ) => format!("Bad number of arguments for command '{v}'\n{}", see(v)),
+        (_, v) => {
+            // Any other clap error: its own first line, without clap's `error: `.
+            let first = err.to_string();
+            let first = first
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ");
+            match v {
+                Some(v) => format!("{first}\n{}", see(v)),
+                None => format!("{first}\nSee 'egret help'"),
+            }
+        }
+    };
+    Some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser, Debug)]
+    #[command(name = "egret")]
+    struct Cli {
+        #[arg(long, global = true)]
+        config: Option<String>,
+        #[command(subcommand)]
+        cmd: Cmd,
+    }
+
+    #[derive(clap::Subcommand, Debug)]
+    enum Cmd {
+        Images {
+            #[arg(long)]
+            digests: bool,
+        },
+        Load {
+            archive: String,
+            name: String,
+        },
+        Version,
+    }
+
+    fn error_of(line: &[&str]) -> String {
+        let args: Vec<String> = line.iter().map(|s| s.to_string()).collect();
+        let argv = std::iter::once("egret".to_string()).chain(args.iter().cloned());
+        let err = Cli::try_parse_from(argv).unwrap_err();
+        parse_error(&err, &args).unwrap_or_else(|| format!("no error for {line:?}"))
+    }
+
+    #[test]
+    fn errors_use_sarus_texts() {
+        Cli::command().debug_assert();
+        assert_eq!(
+            error_of(&["--invalid-option"]),
+            "Error while parsing the command line: unrecognised option '--invalid-option'"
+        );
+        assert_eq!(
+            error_of(&["invalid-command"]),
+            "'invalid-command' is not an egret command\nSee 'egret help'"
+        );
+        assert_eq!(
+            error_of(&["images", "--invalid-option"]),
+            "unrecognised option '--invalid-option'\nSee 'egret help images'"
+        );
+        assert_eq!(
+            error_of(&["--config", "/x", "load", "archive.tar"]),
+            "Bad number of arguments for command 'load'\nSee 'egret help load'"
+        );
+        assert_eq!(
+            error_of(&["load", "archive.tar", "name", "extra"]),
+            "Bad number of arguments for command 'load'\nSee 'egret help load'"
+        );
+        assert_eq!(
+            error_of(&["version", "--invalid-option"]),
+            "Command 'version' doesn't support options\nSee 'egret help version'"
+        );
+        assert_eq!(
+            error_of(&["images", "extra-argument"]),
+            "Command 'images' doesn't support extra argument 'extra-argument'\nSee 'egret help images'"
+        );
+        assert_eq!(
+            error_of(&["version", "extra-argument"]),
+            "Command 'version' doesn't support extra argument 'extra-argument'\nSee 'egret help version'"
+        );
+    }
+
+    #[test]
+    fn the_general_help_starts_as_sarus_does() {
+        let h = general_help();
+        assert!(h.starts_with("Usage: egret COMMAND\n"), "{h}");
+        for (name, _) in COMMANDS {
+            assert!(h.contains(&format!("  {name}: ")), "{name} in {h}");
+        }
+    }
+
+    #[test]
+    fn the_verb_skips_global_options() {
+        let v = |a: &[&str]| {
+            let a: Vec<String> = a.iter().map(|s| s.to_string()).collect();
+            verb(&a).map(String::from)
+        };
+        assert_eq!(
+            v(&["--verbose", "--config", "run", "pull"]).as_deref(),
+            Some("pull")
+        );
+        assert_eq!(v(&["--debug"]), None);
+    }
+}

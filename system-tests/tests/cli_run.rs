@@ -503,11 +503,11 @@ fn hooks_are_listed_and_run_when_they_apply() {
         "{out}"
     );
     assert!(
-        rows[1].starts_with("10-mpich") && rows[1].ends_with("mpich (default)"),
+        rows[1].starts_with("10-mpich") && rows[1].ends_with(" ^mpich$ (default)"),
         "{out}"
     );
     assert!(
-        rows[2].starts_with("20-openmpi") && rows[2].ends_with("openmpi"),
+        rows[2].starts_with("20-openmpi") && rows[2].ends_with(" ^openmpi$"),
         "{out}"
     );
 

@@ -114,7 +114,7 @@ fn the_mpi_hook_is_listed() {
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert!(
-        rows.contains(&vec!["05-mpi-mpich", "mpich", "(default)"]),
+        rows.contains(&vec!["05-mpi-mpich", "^mpich$", "(default)"]),
         "{out}"
     );
     let out = common::assert_success(&common::run(common::egret().arg("hooks")), "egret hooks");

@@ -27,9 +27,9 @@ pub fn format_mpi_list(hooks: &[MpiHook]) -> String {
         .iter()
         .map(|h| {
             let ty = if h.default {
-                format!("{} (default)", h.mpi_type)
+                format!("{} (default)", h.pattern)
             } else {
-                h.mpi_type.clone()
+                h.pattern.clone()
             };
             [h.name.clone(), ty]
         })
@@ -96,12 +96,13 @@ mod tests {
             vec![MpiHook {
                 name: "05-mpi".into(),
                 mpi_type: "mpich".into(),
+                pattern: "^mpich$".into(),
                 default: true
             }]
         );
         let out = format_mpi_list(&mpi);
         assert!(
-            out.lines().nth(1).unwrap().ends_with("mpich (default)"),
+            out.lines().nth(1).unwrap().ends_with(" ^mpich$ (default)"),
             "{out}"
         );
         assert!(!mpi_hooks(&hooks, Some("openmpi"))[0].default);

@@ -37,6 +37,8 @@ pub struct MpiHook {
     pub name: String,
     /// The `com.hooks.mpi.type` pattern without its anchors; empty when it accepts any type.
     pub mpi_type: String,
+    /// The pattern as the hook file writes it (what `hooks --mpi` shows, as Sarus does).
+    pub pattern: String,
     /// The site's `defaultMPIType` selects this hook.
     pub default: bool,
 }
@@ -57,9 +59,11 @@ pub fn mpi_hooks(hooks: &[HookConfig], default_mpi_type: Option<&str>) -> Vec<Mp
                 .annotations
                 .iter()
                 .find(|(_, _, k, _)| k.is_match(MPI_TYPE));
-            let mpi_type = ty
-                .map(|(_, v, _, _)| v.trim_start_matches('^').trim_end_matches('$').to_string())
-                .unwrap_or_default();
+            let pattern = ty.map(|(_, v, _, _)| v.clone()).unwrap_or_default();
+            let mpi_type = pattern
+                .trim_start_matches('^')
+                .trim_end_matches('$')
+                .to_string();
             let default = match (ty, default_mpi_type) {
                 (Some((_, _, _, v)), Some(d)) => v.is_match(d),
                 _ => false,
@@ -67,6 +71,7 @@ pub fn mpi_hooks(hooks: &[HookConfig], default_mpi_type: Option<&str>) -> Vec<Mp
             MpiHook {
                 name: h.name.clone(),
                 mpi_type,
+                pattern,
                 default,
             }
         })

@@ -268,3 +268,65 @@ fn verbs_without_privilege_run_as_the_user() {
     let hooks = ok_as_user(&["hooks"]);
     assert!(hooks.contains("NAME") || hooks.contains("mpi"), "{hooks}");
 }
+
+/// `/proc/self/cgroup`'s path for controller `ctrl`.
+fn cgroup_of(text: &str, ctrl: &str) -> String {
+    text.lines()
+        .find_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (_, c, path) = (p.next()?, p.next()?, p.next()?);
+            (c == ctrl).then(|| path.to_string())
+        })
+        .unwrap_or_else(|| panic!("no {ctrl} line in {text}"))
+}
+
+#[test]
+fn srun_egret_run_stays_in_the_tasks_cgroup_and_gets_the_pmi_descriptor() {
+    common::require_root();
+    let reference = common::registry_image("busybox");
+    ok_as_user(&["pull", &reference]);
+    // Sarus's way: srun starts egret run as the task; PMI-2 hands it PMI_FD.
+    let host = common::srun_as(TEST_USER.name, &["-n1", "cat", "/proc/self/cgroup"]);
+    let host = common::assert_success(&host, "plain srun");
+    let script = "echo fd=$PMI_FD rank=$PMI_RANK size=$PMI_SIZE; \
+                  readlink /proc/self/fd/$PMI_FD; cat /proc/self/cgroup";
+    let o = common::srun_as(
+        TEST_USER.name,
+        &[
+            "-n1",
+            "--mpi=pmi2",
+            common::EGRET_BIN,
+            "run",
+            &reference,
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    let inner = common::assert_success(&o, "srun egret run");
+    let first = inner.lines().next().unwrap_or("");
+    assert_eq!(first, "fd=3 rank=0 size=1", "{inner}");
+    assert!(
+        inner.lines().nth(1).unwrap_or("").starts_with("socket:"),
+        "PMI_FD names the PMI socket inside: {inner}"
+    );
+    // The two steps are two jobs: compare the paths with the job numbers left out.
+    let unjobbed = |p: String| {
+        p.split('/')
+            .map(|c| match c.strip_prefix("job_") {
+                Some(_) => "job_N",
+                None => c,
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    for ctrl in ["memory", "pids"] {
+        let h = unjobbed(cgroup_of(&host, ctrl));
+        let c = unjobbed(cgroup_of(&inner, ctrl));
+        let parent = h.trim_end_matches('/');
+        assert!(
+            c.starts_with(&format!("{parent}/")) && c.len() > parent.len() + 1,
+            "{ctrl}: container in {c}, a plain task in {h}"
+        );
+    }
+}

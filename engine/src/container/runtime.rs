@@ -2,7 +2,7 @@
 //! passed on (runc hands them to the container), and runc's state is removed on every way out.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -101,16 +101,32 @@ impl Runc {
     /// signal N), forwarding [`FORWARDED_SIGNALS`]. runc's state for `id` is deleted afterwards,
     /// whatever happened.
     pub fn run_foreground(&self, id: &str, bundle: &Path) -> Result<i32, RuntimeError> {
+        self.run_foreground_passing(id, bundle, &[])
+    }
+
+    /// [`Runc::run_foreground`], the container also getting `extra` as its descriptors 3, 4, ...
+    /// (an MPI launcher's `PMI_FD`, say).
+    pub fn run_foreground_passing(
+        &self,
+        id: &str,
+        bundle: &Path,
+        extra: &[OwnedFd],
+    ) -> Result<i32, RuntimeError> {
         let result = (|| {
             // Blocked before the start so none is lost or fatal in between (the child unblocks).
             let signals = SignalForwarder::new()?;
-            let child =
-                self.command(id, bundle, 0)
-                    .spawn()
-                    .map_err(|source| RuntimeError::Spawn {
-                        path: self.path.clone(),
-                        source,
-                    })?;
+            let mut cmd = self.command(id, bundle, extra.len() as u32);
+            if !extra.is_empty() {
+                let layout: Vec<RawFd> = [0, 1, 2]
+                    .into_iter()
+                    .chain(extra.iter().map(|f| f.as_raw_fd()))
+                    .collect();
+                sys::fd::map_fds_on_exec(&mut cmd, &layout);
+            }
+            let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+                path: self.path.clone(),
+                source,
+            })?;
             signals.wait(Pid::from_raw(child.id() as i32))
         })();
         self.delete_force(id);

@@ -36,6 +36,22 @@ pub fn recv_with_fds<const MAX: usize>(
     Ok((msg.bytes, fds))
 }
 
+/// A close-on-exec duplicate of descriptor `n`, which this process inherited (Slurm's
+/// `PMI_FD`, say), or `None` when no descriptor of that number is open.
+pub fn dup_inherited(n: RawFd) -> Option<OwnedFd> {
+    if n < 0 {
+        return None;
+    }
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on any number is sound: it fails with EBADF when nothing
+    // is open there, and otherwise returns a new descriptor.
+    let fd = unsafe { libc::fcntl(n, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fcntl just returned this descriptor to us; nobody else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Highest number of descriptors [`map_fds_on_exec`] lays out.
 const MAP_MAX: usize = 16;
 /// Parking area above any descriptor the shuffle could target.

@@ -65,7 +65,7 @@ fn run_container(
     // Bound by srun --cpu-bind? The container stays on the same CPUs.
     spec::keep_affinity(&mut spec, 0)?;
     spec::write_spec(bundle_dir, &spec)?;
-    let code = runc.run_foreground(id, bundle_dir);
+    let code = runc.run_foreground_passing(id, bundle_dir, &plan.pass_fds);
     // Also done by the parent; here too in case the parent was killed.
     if rootfs.teardown().is_ok() {
         let _ = std::fs::remove_dir(bundle_dir);

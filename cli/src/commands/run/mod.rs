@@ -58,6 +58,8 @@ pub struct Plan {
     req: ContainerRequest,
     process: ProcessRequest,
     opts: SpecOptions,
+    /// The container's descriptors 3, 4, ... (`PMI_FD`'s under `srun egret run`).
+    pass_fds: Vec<std::os::fd::OwnedFd>,
 }
 
 /// Runs the container; the exit code is the container's.
@@ -108,6 +110,7 @@ pub fn run(c: &Context, a: RunArgs) -> Result<ExitCode, RunError> {
         },
         process: parsed.process,
         opts: parsed.opts,
+        pass_fds: parsed.pass_fds,
     };
 
     let runc = Runc::from_config(cfg);

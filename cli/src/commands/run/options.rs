@@ -1,7 +1,10 @@
 //! `egret run`'s options, and what they mean for the container: mounts, devices, the process
 //! and the spec options. Checked before anything touches the system.
 
+use std::os::fd::OwnedFd;
+
 use crate::privilege::Caller;
+use egret_engine::sys;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -78,6 +81,26 @@ pub struct Parsed {
     pub devices: Vec<DeviceRequest>,
     pub process: ProcessRequest,
     pub opts: SpecOptions,
+    /// The descriptors the container gets as 3, 4, ...: those `PMI_FD`/`PMIX_FD` name (an MPI
+    /// launcher's, under `srun egret run`).
+    pub pass_fds: Vec<OwnedFd>,
+}
+
+/// The descriptors that `PMI_FD`/`PMIX_FD` in `env` name and that are open, each duplicated,
+/// with the variables renumbered to where the container finds them (3, 4, ... in this order).
+pub fn pmi_fds(env: &mut [(String, String)]) -> Vec<OwnedFd> {
+    let mut fds = Vec::new();
+    for (_, value) in env
+        .iter_mut()
+        .filter(|(k, _)| k == "PMI_FD" || k == "PMIX_FD")
+    {
+        let Some(fd) = value.parse().ok().and_then(sys::fd::dup_inherited) else {
+            continue;
+        };
+        *value = (3 + fds.len()).to_string();
+        fds.push(fd);
+    }
+    fds
 }
 
 /// Checks every option; `command` runs in the container with runc id `id`.
@@ -132,11 +155,12 @@ pub fn parse(
         Some(s) => EntrypointChoice::Override(s.split_whitespace().map(String::from).collect()),
     };
     // The caller's environment as they started egret (a setuid egret runs with a clean one).
-    let host_env: Vec<(String, String)> = caller
+    let mut host_env: Vec<(String, String)> = caller
         .env
         .iter()
         .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v.to_str()?.to_string())))
         .collect();
+    let pass_fds = pmi_fds(&mut host_env);
     // The hooks' automatic annotations see the environment the container will have.
     let mut hook_env = host_env.clone();
     hook_env.extend(user_env.iter().filter_map(|r| match r {
@@ -166,5 +190,32 @@ pub fn parse(
             init: a.init,
             hostname: None,
         },
+        pass_fds,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn pmi_descriptors_are_renumbered_from_3_in_order() {
+        let a = std::fs::File::open("/dev/null").unwrap();
+        let b = std::fs::File::open("/dev/null").unwrap();
+        let mut env = vec![
+            ("PMIX_FD".to_string(), b.as_raw_fd().to_string()),
+            ("HOME".to_string(), "/h".to_string()),
+            ("PMI_FD".to_string(), a.as_raw_fd().to_string()),
+        ];
+        let fds = pmi_fds(&mut env);
+        assert_eq!(fds.len(), 2);
+        assert_eq!(env[0], ("PMIX_FD".to_string(), "3".to_string()));
+        assert_eq!(env[1], ("HOME".to_string(), "/h".to_string()));
+        assert_eq!(env[2], ("PMI_FD".to_string(), "4".to_string()));
+        // A number that names no open descriptor is left as it is.
+        let mut env = vec![("PMI_FD".to_string(), "987".to_string())];
+        assert!(pmi_fds(&mut env).is_empty());
+        assert_eq!(env[0].1, "987");
+    }
 }

@@ -57,15 +57,48 @@ pub fn check_untamperable(path: &Path, out: &mut Vec<Violation>) {
     if fs::metadata(path).is_err() {
         return;
     }
+    let mut child = path;
     let mut p = path.parent();
     while let Some(dir) = p {
         if dir.as_os_str().is_empty() {
             break;
         }
-        let _ = check_one(dir, out);
+        // The entry below a sticky directory (/tmp, /var/tmp) cannot be renamed or removed by
+        // anyone but its owner and root: when root owns it (the entry itself, not a link's
+        // target), others writing the directory cannot swap it.
+        let child_owner = fs::symlink_metadata(child).map(|m| m.uid()).ok();
+        check_one_as_parent(dir, child_owner, out);
+        child = dir;
         p = dir.parent();
     }
     check_tree(path, out, 0);
+}
+
+/// Whether the write bits of a directory (`mode`) let someone other than root replace the
+/// entry below it, which `child_owner` owns: not when the directory is sticky and root owns
+/// the entry.
+pub fn writers_can_swap(mode: u32, child_owner: Option<u32>) -> bool {
+    let writable = mode & 0o022 != 0;
+    let sticky = mode & 0o1000 != 0;
+    writable && !(sticky && child_owner == Some(0))
+}
+
+/// [`check_one`] for a directory on the way to a trusted path.
+fn check_one_as_parent(dir: &Path, child_owner: Option<u32>, out: &mut Vec<Violation>) {
+    let Ok(md) = fs::metadata(dir) else { return };
+    if md.uid() != 0 {
+        out.push(Violation {
+            path: dir.to_path_buf(),
+            rule: format!("must be owned by root (owner uid is {})", md.uid()),
+        });
+    }
+    let mode = md.mode() & 0o7777;
+    if writers_can_swap(mode, child_owner) {
+        out.push(Violation {
+            path: dir.to_path_buf(),
+            rule: format!("must not be writable by group or others (mode {mode:04o})"),
+        });
+    }
 }
 
 fn check_tree(path: &Path, out: &mut Vec<Violation>, depth: usize) {
@@ -89,7 +122,7 @@ fn check_one(path: &Path, out: &mut Vec<Violation>) -> Result<fs::Metadata, ()> 
         });
     }
     let mode = md.mode() & 0o7777;
-    // The sticky bit does not make /tmp-like dirs safe parents: anyone can create entries.
+    // A trusted file or directory itself: writable by others is tamperable, sticky or not.
     if mode & 0o022 != 0 {
         out.push(Violation {
             path: path.to_path_buf(),
@@ -163,6 +196,19 @@ pub fn enforce(cfg: &Config, config_path: &Path, extra: &[PathBuf]) -> Result<()
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_sticky_parent_protects_only_roots_own_entries() {
+        // /tmp: sticky and world-writable; root's entry below it cannot be swapped.
+        assert!(!writers_can_swap(0o1777, Some(0)));
+        // ... a user's entry (a link or directory they made) can.
+        assert!(writers_can_swap(0o1777, Some(4242)));
+        assert!(writers_can_swap(0o1777, None));
+        // Without the sticky bit anyone who may write the directory can rename in it.
+        assert!(writers_can_swap(0o0777, Some(0)));
+        assert!(writers_can_swap(0o0775, Some(0)));
+        assert!(!writers_can_swap(0o0755, Some(4242)));
+    }
 
     #[test]
     fn writable_file_and_parent_are_named() {

@@ -330,3 +330,19 @@ fn srun_egret_run_stays_in_the_tasks_cgroup_and_gets_the_pmi_descriptor() {
         );
     }
 }
+
+#[test]
+fn a_container_runs_under_umask_000_and_777_alike_and_keeps_it() {
+    common::require_root();
+    let reference = common::registry_image("busybox");
+    ok_as_user(&["pull", &reference]);
+    for mask in ["0000", "0777", "0027"] {
+        let script = format!(
+            "umask {mask}; exec {} run {reference} sh -c umask",
+            common::EGRET_BIN
+        );
+        let o = common::run_as_user(TEST_USER.name, &["sh", "-c", &script]);
+        let out = common::assert_success(&o, &format!("egret run under umask {mask}"));
+        assert_eq!(out.trim(), mask, "the container's umask is the caller's");
+    }
+}

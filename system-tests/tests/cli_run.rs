@@ -279,6 +279,35 @@ fn denied_or_bad_mounts_are_one_line() {
 }
 
 #[test]
+fn mounts_into_dev_work_and_a_mounted_device_node_is_allowed() {
+    let _s = serial();
+    let sb = Sandbox::new();
+    let image = sb.pull("busybox");
+    let host = sb.path("ib");
+    fs::create_dir(&host).unwrap();
+    fs::write(host.join("uverbs0"), "a file under /dev\n").unwrap();
+    let before = common::leak_snapshot();
+    // As in Sarus: a directory mounted below /dev, and a device node mounted there, which
+    // gets its device-cgroup rule (read-write; read-only for a readonly mount).
+    let out = sb.run_ok(&[
+        "--mount",
+        &format!("type=bind,src={},dst=/dev/infiniband", host.display()),
+        "--mount",
+        "type=bind,src=/dev/null,dst=/dev/mynull",
+        "--mount",
+        "type=bind,src=/dev/zero,dst=/dev/myzero,readonly",
+        &image,
+        "sh",
+        "-c",
+        "cat /dev/infiniband/uverbs0; echo x > /dev/mynull && echo wrote; \
+         head -c 1 /dev/myzero | wc -c; echo x > /dev/myzero || echo refused",
+    ]);
+    assert_eq!(out, "a file under /dev\nwrote\n1\nrefused\n", "{out}");
+    sb.assert_no_leftovers();
+    common::assert_no_leaks(&before);
+}
+
+#[test]
 fn exit_codes_and_signals_propagate() {
     let _s = serial();
     let sb = Sandbox::new();

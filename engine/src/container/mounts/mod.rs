@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use crate::config::SiteDevice;
 
 pub use device::parse_device;
-pub use policy::check_destination;
+pub use policy::{check_destination, is_under_dev};
 pub use pyxis::parse_pyxis_mounts;
 pub use sarus::parse_sarus_mount;
 

@@ -6,15 +6,26 @@ use crate::config::UserMountRules;
 use crate::container::mounts::{normalize, MountError};
 
 /// Container paths the runtime mounts itself: a user bind mount there would be hidden or would
-/// replace the container root.
-const RESERVED: &[&str] = &["/proc", "/sys", "/dev"];
+/// replace the container root. (Below `/dev`, runc's own tmpfs, mounts are handed to runc: see
+/// [`is_under_dev`].)
+const RESERVED: &[&str] = &["/proc", "/sys"];
+
+/// A destination inside the container's `/dev` (not `/dev` itself), which runc mounts after
+/// its own `/dev` rather than egret before it.
+pub fn is_under_dev(destination: &Path) -> bool {
+    let dst = normalize(destination);
+    dst.starts_with("/dev") && dst != Path::new("/dev")
+}
 
 /// Checks a user mount destination against the site's deny lists (component-wise: `/etc` denies
 /// `/etc/x` but not `/etcetera`) and the paths the runtime owns. Call it on the requested path
 /// and again on the path it resolves to inside the rootfs.
 pub fn check_destination(destination: &Path, rules: &UserMountRules) -> Result<(), MountError> {
     let dst = normalize(destination);
-    if dst == Path::new("/") || RESERVED.iter().any(|r| dst.starts_with(r)) {
+    if dst == Path::new("/")
+        || dst == Path::new("/dev")
+        || RESERVED.iter().any(|r| dst.starts_with(r))
+    {
         return Err(MountError::Reserved { destination: dst });
     }
     for prefix in &rules.not_allowed_prefixes_of_path {
@@ -62,9 +73,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/etc/x") && e.contains("policy"), "{e}");
-        for reserved in ["/", "/..", "/proc", "/sys/fs", "/dev/shm"] {
+        for reserved in ["/", "/..", "/proc", "/sys/fs", "/dev", "/dev/"] {
             let e = check_destination(Path::new(reserved), &rules).unwrap_err();
             assert!(matches!(e, MountError::Reserved { .. }), "{reserved}: {e}");
         }
+        // Inside the container's /dev, as in Sarus (runc mounts them after its own /dev).
+        for inside in ["/dev/shm", "/dev/fuse", "/dev/infiniband/uverbs0"] {
+            assert!(
+                check_destination(Path::new(inside), &rules).is_ok(),
+                "{inside}"
+            );
+            assert!(is_under_dev(Path::new(inside)), "{inside}");
+        }
+        assert!(!is_under_dev(Path::new("/dev")) && !is_under_dev(Path::new("/devices")));
     }
 }

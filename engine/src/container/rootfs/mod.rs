@@ -452,25 +452,33 @@ fn assemble(
     etc::install(&root, host_etc, &req.user)?;
 
     // Trusted mounts first (the site's, then egret's own), then the user's, which may cover them.
+    // Staging for what runc binds into the container's /dev (devices, mounts below /dev).
+    mkdir(&b.join(DEVICES), false)?;
     for m in &cfg.site_mounts {
         let bm = BindMount {
             source: m.source.clone(),
             destination: m.destination.clone(),
             readonly: m.flags.readonly,
         };
-        bind(sys, rootfs, &bm, None)?;
+        match mounts::is_under_dev(&bm.destination) {
+            true => bind_into_dev(sys, rootfs, &bm, None)?,
+            false => bind(sys, rootfs, &bm, None)?,
+        }
     }
     for bm in &req.extra_binds {
         bind(sys, rootfs, bm, None)?;
     }
     for (i, bm) in req.mounts.iter().enumerate() {
         mounts::check_destination(&bm.destination, &cfg.user_mounts)?;
+        if mounts::is_under_dev(&bm.destination) {
+            bind_into_dev(sys, rootfs, bm, Some(&req.user))?;
+            continue;
+        }
         let extras = req.mount_extras.get(i).copied().unwrap_or_default();
         bind_with(sys, rootfs, bm, Some((&req.user, &cfg.user_mounts)), extras)?;
     }
 
     // Devices: the site's, then the user's; the site's access rights win for the same node.
-    mkdir(&b.join(DEVICES), false)?;
     let site: Vec<DeviceRequest> = cfg
         .site_devices
         .iter()
@@ -642,6 +650,64 @@ fn add_device(
         minor: nix::sys::stat::minor(st.st_rdev) as i64,
         access: d.access.clone(),
     });
+    Ok(())
+}
+
+/// A mount below the container's `/dev`, which runc makes (a tmpfs) after egret's mounts: the
+/// source (opened as `user`, or root for the site's) is bound onto a staging entry of the
+/// bundle, which runc binds at the destination. A device node becomes a device, with its rule
+/// in the device cgroup (read-write, read-only for a `readonly` mount), as `--device` does.
+fn bind_into_dev(
+    sys: &dyn Syscall,
+    rootfs: &mut Rootfs,
+    m: &BindMount,
+    user: Option<&UserIdentity>,
+) -> Result<(), BundleError> {
+    let src = sys.open_as(user, &m.source)?;
+    let st = fstat(src.as_raw_fd()).map_err(|e| BundleError::Source {
+        path: m.source.clone(),
+        source: e.into(),
+    })?;
+    let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    if kind == SFlag::S_IFCHR || kind == SFlag::S_IFBLK {
+        drop(src);
+        let device = DeviceRequest {
+            host: m.source.clone(),
+            container: m.destination.clone(),
+            access: if m.readonly { "r" } else { "rw" }.to_string(),
+        };
+        return add_device(sys, rootfs, &device, user);
+    }
+    // Staged under a name of our own: nothing can swap the source between now and runc's bind.
+    let staged = rootfs
+        .bundle_dir
+        .join(DEVICES)
+        .join(format!("mount-{}", rootfs.spec_mounts.len()));
+    if kind == SFlag::S_IFDIR {
+        mkdir(&staged, false)?;
+    } else {
+        File::create(&staged).map_err(|source| BundleError::CreateDir {
+            path: staged.clone(),
+            source,
+        })?;
+    }
+    mount(
+        sys,
+        &m.source.display().to_string(),
+        Some(&sys::fs::proc_path(&src)),
+        &staged,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    rootfs.mounted.push(staged.clone());
+    let mut options = vec!["rbind", "nosuid", "nodev"];
+    if m.readonly {
+        options.push("ro");
+    }
+    rootfs
+        .spec_mounts
+        .push(bind_spec_mount(&staged, &m.destination, &options));
     Ok(())
 }
 

@@ -416,3 +416,103 @@ fn bad_inputs_are_clear_errors() {
     assert!(e.to_string().contains("','"), "{e}");
     assert!(sys.calls().is_empty());
 }
+
+#[test]
+fn mounts_below_dev_are_staged_for_runc_and_device_nodes_get_their_rule() {
+    let mut f = fixture();
+    let dir_src = f.data.join("ib");
+    std::fs::create_dir_all(&dir_src).unwrap();
+    f.req.mounts = vec![
+        BindMount {
+            source: dir_src.clone(),
+            destination: "/dev/infiniband".into(),
+            readonly: false,
+        },
+        BindMount {
+            source: "/dev/null".into(),
+            destination: "/dev/mynull".into(),
+            readonly: true,
+        },
+    ];
+    let (sys, r) = prepare(&f, &Config::default());
+    let rootfs = r.unwrap();
+    let calls = sys.calls();
+    let staged_dir = f.bundle.join("devices/mount-0");
+    assert_eq!(
+        &calls[6..],
+        &[
+            Call::OpenAs {
+                uid: Some(4242),
+                path: dir_src.clone()
+            },
+            mount_call(
+                Some(&dir_src),
+                &staged_dir,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None
+            ),
+            // The node is opened as the user once to see what it is, then as a device.
+            Call::OpenAs {
+                uid: Some(4242),
+                path: "/dev/null".into()
+            },
+            Call::OpenAs {
+                uid: Some(4242),
+                path: "/dev/null".into()
+            },
+            mount_call(
+                Some(Path::new("/dev/null")),
+                &f.bundle.join("devices/0"),
+                None,
+                MsFlags::MS_BIND,
+                None
+            ),
+        ]
+    );
+    assert!(staged_dir.is_dir(), "a directory source gets a directory");
+    assert!(
+        !f.bundle.join("rootfs/dev/infiniband").exists(),
+        "nothing is mounted by egret under the container's /dev"
+    );
+    let mounts: Vec<(String, String, Vec<String>)> = rootfs
+        .spec_mounts
+        .iter()
+        .map(|m| {
+            (
+                m.destination().display().to_string(),
+                m.source().as_ref().unwrap().display().to_string(),
+                m.options().clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        mounts,
+        vec![
+            (
+                "/dev/infiniband".into(),
+                staged_dir.display().to_string(),
+                vec![
+                    "bind".into(),
+                    "rbind".into(),
+                    "nosuid".into(),
+                    "nodev".into()
+                ]
+            ),
+            (
+                "/dev/mynull".into(),
+                f.bundle.join("devices/0").display().to_string(),
+                vec!["bind".into(), "nosuid".into(), "noexec".into()]
+            ),
+        ]
+    );
+    assert_eq!(
+        rootfs.device_rules,
+        vec![DeviceRule {
+            kind: DeviceKind::Char,
+            major: 1,
+            minor: 3,
+            access: "r".into()
+        }]
+    );
+}

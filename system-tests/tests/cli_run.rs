@@ -557,6 +557,27 @@ fn hooks_are_listed_and_run_when_they_apply() {
     let ran = fs::read_to_string(&log).unwrap();
     assert_eq!(ran.lines().filter(|l| *l == "mpich").count(), 1, "{ran}");
     assert_eq!(ran.lines().filter(|l| *l == "always").count(), 2, "{ran}");
+    // Sarus's flags: --mpi (the site's default type), --mpi=TYPE and --mpi-type=TYPE.
+    for flags in [
+        vec!["--mpi"],
+        vec!["--mpi=mpich"],
+        vec!["--mpi-type", "mpich"],
+    ] {
+        fs::remove_file(&log).unwrap();
+        let mut args = flags.clone();
+        args.extend([image.as_str(), "true"]);
+        sb.run_ok(&args);
+        let ran = fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            ran.lines().filter(|l| *l == "mpich").count(),
+            1,
+            "{flags:?}: {ran}"
+        );
+    }
+    // A type no hook serves is refused before anything runs, naming the option.
+    let o = sb.run(&["--mpi=nosuch", &image, "true"]);
+    let line = assert_one_error_line(&o, "--mpi=nosuch");
+    assert!(line.contains("--mpi=nosuch: no MPI hook serves"), "{line}");
     sb.assert_no_leftovers();
     common::assert_no_leaks(&before);
 

@@ -19,6 +19,7 @@ use egret_engine::container::rootfs::ContainerRequest;
 use egret_engine::container::runtime::{self, Runc, RuntimeError, SignalForwarder};
 use egret_engine::container::spec::{ProcessRequest, SpecOptions};
 use egret_engine::container::user::UserError;
+use egret_engine::hooks::annotations;
 use egret_engine::sys;
 
 pub use self::image::ImageError;
@@ -51,6 +52,11 @@ pub enum RunError {
     Signals(#[from] RuntimeError),
     #[error("cannot start the container process: {0}")]
     Fork(#[source] io::Error),
+    #[error(transparent)]
+    HooksDir(#[from] egret_engine::hooks::schema::HooksError),
+    /// The Slurm option's text, spelled as this command's option.
+    #[error("{}", .0.to_string().replacen("--mpi-hook", "--mpi", 1))]
+    Mpi(#[from] egret_engine::hooks::mpi::MpiRequestError),
 }
 
 /// Everything `run` decided before touching the system.
@@ -86,6 +92,35 @@ pub fn run(c: &Context, a: RunArgs) -> Result<ExitCode, RunError> {
         .opts
         .annotations
         .insert(containers::OWNER_ANNOTATION.into(), c.uid.to_string());
+    // Sarus's hook flags; an explicit --annotation of the same key wins.
+    let annotations = &mut parsed.opts.annotations;
+    if let Some(requested) = a.mpi_request() {
+        let hooks = match cfg.hooks_dir.as_deref() {
+            Some(dir) if dir.exists() => egret_engine::hooks::schema::load_dir(dir)?,
+            _ => Vec::new(),
+        };
+        let default = cfg.default_mpi_type.as_deref();
+        egret_engine::hooks::mpi::check_mpi_request(&hooks, requested, default)?;
+        annotations
+            .entry(annotations::MPI_ENABLED.into())
+            .or_insert_with(|| "true".into());
+        let mpi_type = Some(requested).filter(|t| !t.is_empty()).or(default);
+        if let Some(t) = mpi_type {
+            annotations
+                .entry(annotations::MPI_TYPE.into())
+                .or_insert_with(|| t.to_string());
+        }
+    }
+    for (on, key) in [
+        (a.ssh, annotations::SSH_ENABLED),
+        (a.glibc, annotations::GLIBC_ENABLED),
+    ] {
+        if on {
+            annotations
+                .entry(key.into())
+                .or_insert_with(|| "true".into());
+        }
+    }
     // The hooks log as verbosely as egret was asked to; an explicit --annotation wins.
     if c.debug || c.verbose {
         parsed

@@ -42,6 +42,20 @@ pub struct RunArgs {
     /// Allocate a pseudo-terminal.
     #[arg(short = 't', long)]
     tty: bool,
+    /// Enable the site's MPI hook (Sarus's `--mpi`); `--mpi=TYPE` picks the hook of that MPI
+    /// type, bare `--mpi` the site's defaultMPIType.
+    #[arg(short = 'm', long, value_name = "TYPE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "")]
+    pub mpi: Option<String>,
+    /// Sarus's spelling of `--mpi=TYPE`.
+    #[arg(long = "mpi-type", value_name = "TYPE")]
+    pub mpi_type: Option<String>,
+    /// Enable the SSH hook (keys from `egret ssh-keygen`).
+    #[arg(long)]
+    pub ssh: bool,
+    /// Enable the glibc hook (the host's glibc when the image's is older).
+    #[arg(long)]
+    pub glibc: bool,
     /// Take the image from the centralized repository.
     #[arg(long)]
     pub centralized_repository: bool,
@@ -56,6 +70,14 @@ pub struct RunArgs {
         allow_hyphen_values = true
     )]
     pub args: Vec<String>,
+}
+
+impl RunArgs {
+    /// The MPI type asked for with `--mpi[=TYPE]` or `--mpi-type=TYPE` ("" for the site's
+    /// default), or `None` without MPI.
+    pub fn mpi_request(&self) -> Option<&str> {
+        self.mpi_type.as_deref().or(self.mpi.as_deref())
+    }
 }
 
 /// An option `egret run` cannot use; each ends with where to read more.

@@ -94,7 +94,10 @@ fn pull_stores_the_image_and_images_lists_it_with_its_digest() {
     let digest = common::registry_digest("busybox", "latest");
     let header: Vec<&str> = out.lines().collect();
     assert_eq!(header.len(), 5, "{out}");
-    assert_eq!(header[0], format!("# image            : {}", busybox()));
+    assert_eq!(
+        header[0],
+        format!("# image            : {}:latest", busybox())
+    );
     for (line, key) in header[1..4].iter().zip([
         "# cache directory  : \"",
         "# temp directory   : \"",
@@ -143,7 +146,7 @@ fn pull_stores_the_image_and_images_lists_it_with_its_digest() {
         out.lines().last(),
         Some(
             format!(
-                "Image for {} is already available and up to date",
+                "Image for {}:latest is already available and up to date",
                 busybox()
             )
             .as_str()

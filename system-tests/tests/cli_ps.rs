@@ -81,7 +81,10 @@ fn rmi_by_digest_removes_every_name_of_it() {
     let listing = String::from_utf8_lossy(&o.stdout).into_owned();
     let digest = listing
         .lines()
-        .find(|l| l.starts_with("egret/busybox ") && l.split_whitespace().nth(1) == Some("latest"))
+        .find(|l| {
+            l.starts_with("127.0.0.1:5000/egret/busybox ")
+                && l.split_whitespace().nth(1) == Some("latest")
+        })
         .and_then(|l| l.split_whitespace().nth(2))
         .expect("busybox:latest with its digest")
         .to_string();

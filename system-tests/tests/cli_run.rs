@@ -286,23 +286,38 @@ fn mounts_into_dev_work_and_a_mounted_device_node_is_allowed() {
     let host = sb.path("ib");
     fs::create_dir(&host).unwrap();
     fs::write(host.join("uverbs0"), "a file under /dev\n").unwrap();
+    // Device numbers no driver serves: opening one fails with ENXIO when the device cgroup
+    // lets it through, EPERM when it refuses.
+    let rw = common::driverless_char_device(&sb.dir, 0);
+    let ro = common::driverless_char_device(&sb.dir, 1);
     let before = common::leak_snapshot();
-    // As in Sarus: a directory mounted below /dev, and a device node mounted there, which
-    // gets its device-cgroup rule (read-write; read-only for a readonly mount).
-    let out = sb.run_ok(&[
+    // As in Sarus: a directory mounted below /dev, and device nodes mounted there, which get
+    // their device-cgroup rule (read-write; read-only for a readonly mount).
+    let o = sb.run(&[
         "--mount",
         &format!("type=bind,src={},dst=/dev/infiniband", host.display()),
         "--mount",
-        "type=bind,src=/dev/null,dst=/dev/mynull",
+        &format!("type=bind,src={},dst=/dev/dev_rw", rw.display()),
         "--mount",
-        "type=bind,src=/dev/zero,dst=/dev/myzero,readonly",
+        &format!("type=bind,src={},dst=/dev/dev_r,readonly", ro.display()),
         &image,
         "sh",
         "-c",
-        "cat /dev/infiniband/uverbs0; echo x > /dev/mynull && echo wrote; \
-         head -c 1 /dev/myzero | wc -c; echo x > /dev/myzero || echo refused",
+        "cat /dev/infiniband/uverbs0; echo x > /dev/dev_rw; echo x > /dev/dev_r; cat /dev/dev_r",
     ]);
-    assert_eq!(out, "a file under /dev\nwrote\n1\nrefused\n", "{out}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out, "a file under /dev\n", "{}", common::describe(&o));
+    let errs: Vec<String> = stderr(&o).lines().map(String::from).collect();
+    assert!(
+        errs.len() == 3
+            && errs[0].contains("/dev/dev_rw")
+            && errs[0].contains("No such device or address")
+            && errs[1].contains("/dev/dev_r")
+            && errs[1].contains("Operation not permitted")
+            && errs[2].contains("/dev/dev_r")
+            && errs[2].contains("No such device or address"),
+        "rw allowed, read-only refuses writes: {errs:?}"
+    );
     sb.assert_no_leftovers();
     common::assert_no_leaks(&before);
 }

@@ -346,3 +346,42 @@ fn a_container_runs_under_umask_000_and_777_alike_and_keeps_it() {
         assert_eq!(out.trim(), mask, "the container's umask is the caller's");
     }
 }
+
+#[test]
+fn a_user_loads_an_archive_they_can_read_and_never_one_they_cannot() {
+    common::require_root();
+    let dir = common::scratch_dir(Some(TEST_USER));
+    let archive = dir.join("busybox.tar");
+    let dest = format!("docker-archive:{}:busybox:latest", archive.display());
+    let src = format!("docker://{}", common::registry_image("busybox"));
+    let o =
+        common::run(Command::new("skopeo").args(["copy", "--src-tls-verify=false", &src, &dest]));
+    common::assert_success(&o, "skopeo copy to a docker-archive");
+    let name = format!("userload{}", std::process::id());
+
+    // Root's file, which the user may not read: the setuid egret reads it as the user, so no.
+    fs::set_permissions(&archive, fs::Permissions::from_mode(0o600)).unwrap();
+    let o = egret_as_user(&[], &["load", archive.to_str().unwrap(), &name]);
+    assert!(!o.status.success(), "a user loaded root's unreadable file");
+    let images = ok_as_user(&["images"]);
+    assert!(!images.contains(&name), "{images}");
+
+    // The user's own file loads, under Sarus's load/library/ name, listed with its digest.
+    std::os::unix::fs::chown(&archive, Some(TEST_USER.uid), Some(TEST_USER.gid)).unwrap();
+    ok_as_user(&["load", archive.to_str().unwrap(), &name]);
+    let images = ok_as_user(&["images", "--digests"]);
+    let row = images
+        .lines()
+        .find(|l| l.starts_with(&format!("load/library/{name} ")))
+        .unwrap_or_else(|| panic!("no loaded image in {images}"));
+    assert!(row.contains("sha256:") && row.ends_with("load"), "{row}");
+    let out = ok_as_user(&[
+        "run",
+        &format!("load/library/{name}"),
+        "cat",
+        "/data/hello.txt",
+    ]);
+    assert_eq!(out, "hello from busybox image\n");
+    ok_as_user(&["rmi", &format!("load/library/{name}")]);
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -219,37 +219,13 @@ fn setuid_binaries_in_the_image_are_not_effective() {
 use std::os::unix::process::CommandExt;
 const UID_FOR_CONTROL: u32 = 4242;
 
-/// A character device number no driver serves: opening it fails with ENXIO when the device
-/// cgroup lets it through, EPERM when the cgroup refuses.
-fn driverless_char_device(dir: &Path, minor: u64) -> std::path::PathBuf {
-    let taken = std::fs::read_to_string("/proc/devices").unwrap();
-    let major = (60u64..64)
-        .chain(120..128)
-        .find(|m| {
-            !taken
-                .lines()
-                .any(|l| l.split_whitespace().next() == Some(&m.to_string()))
-        })
-        .expect("a free experimental major number");
-    let node = dir.join(format!("driverless{minor}"));
-    nix::sys::stat::mknod(
-        &node,
-        nix::sys::stat::SFlag::S_IFCHR,
-        nix::sys::stat::Mode::from_bits_truncate(0o666),
-        nix::sys::stat::makedev(major, minor),
-    )
-    .unwrap();
-    std::fs::set_permissions(&node, PermissionsExt::from_mode(0o666)).unwrap(); // past the umask
-    node
-}
-
 #[test]
 fn devices_and_their_access_rules() {
     let w = World::new(|_| {});
     // Two numbers: rules are per device number.
     let (n0, n1) = (
-        driverless_char_device(w.tmp.path(), 0),
-        driverless_char_device(w.tmp.path(), 1),
+        egret_test_support::driverless_char_device(w.tmp.path(), 0),
+        egret_test_support::driverless_char_device(w.tmp.path(), 1),
     );
     let mut req = w.request();
     req.devices = vec![

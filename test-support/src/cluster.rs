@@ -508,3 +508,27 @@ pub fn users_squashfs(dir: &Path, name: &str, text: &str) -> PathBuf {
     fs::set_permissions(&out, fs::Permissions::from_mode(0o600)).unwrap();
     out
 }
+
+/// A character device number no driver serves: opening it fails with ENXIO when the device
+/// cgroup lets it through, EPERM when the cgroup refuses.
+pub fn driverless_char_device(dir: &Path, minor: u64) -> std::path::PathBuf {
+    let taken = std::fs::read_to_string("/proc/devices").unwrap();
+    let major = (60u64..64)
+        .chain(120..128)
+        .find(|m| {
+            !taken
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(&m.to_string()))
+        })
+        .expect("a free experimental major number");
+    let node = dir.join(format!("driverless{minor}"));
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(major, minor),
+    )
+    .unwrap();
+    std::fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap(); // past the umask
+    node
+}

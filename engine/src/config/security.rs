@@ -45,11 +45,8 @@ fn check_dir_and_parents(dir: &Path, out: &mut Vec<Violation>) {
     if fs::metadata(dir).is_err() {
         return;
     }
-    for d in dir.ancestors() {
-        if !d.as_os_str().is_empty() {
-            let _ = check_one(d, out);
-        }
-    }
+    let _ = check_one(dir, out);
+    check_parents(dir, out);
 }
 
 /// Checks `path` (recursively when a directory) and each of its parents.
@@ -57,6 +54,12 @@ pub fn check_untamperable(path: &Path, out: &mut Vec<Violation>) {
     if fs::metadata(path).is_err() {
         return;
     }
+    check_parents(path, out);
+    check_tree(path, out, 0);
+}
+
+/// The directories above `path`, each as a parent of the next one down.
+fn check_parents(path: &Path, out: &mut Vec<Violation>) {
     let mut child = path;
     let mut p = path.parent();
     while let Some(dir) = p {
@@ -71,7 +74,6 @@ pub fn check_untamperable(path: &Path, out: &mut Vec<Violation>) {
         child = dir;
         p = dir.parent();
     }
-    check_tree(path, out, 0);
 }
 
 /// Whether the write bits of a directory (`mode`) let someone other than root replace the

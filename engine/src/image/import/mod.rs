@@ -210,8 +210,22 @@ pub fn load(
     clean_stale(temp_dir, TEMP_PREFIX);
     let download = WorkDir::create(temp_dir, TEMP_PREFIX)?;
     let oci_dir = download.path().join("oci");
+    let owner = fetcher.runs_as();
+    if let Some((uid, gid)) = owner {
+        // A user's skopeo writes the layout: into a directory of theirs inside `download`,
+        // which they may pass through but not list or change; root reads it as untrusted.
+        let io_err = |source| crate::image::store::StoreError::Io {
+            path: oci_dir.clone(),
+            source,
+        };
+        std::fs::create_dir(&oci_dir).map_err(io_err)?;
+        let fd = crate::sys::fs::open_dir(&oci_dir).map_err(io_err)?;
+        std::os::unix::fs::fchown(&fd, Some(uid), Some(gid)).map_err(io_err)?;
+        std::fs::set_permissions(download.path(), std::fs::Permissions::from_mode(0o711))
+            .map_err(io_err)?;
+    }
     fetcher.copy_archive_to_oci_dir(archive, format, &oci_dir)?;
-    let layout = Layout::read(&oci_dir)?;
+    let layout = Layout::read_written_by(&oci_dir, owner.map(|(uid, _)| uid))?;
     let digest = layout.manifest_digest.clone();
     let wait = wait_timings(store, opts);
     let what = format!("another import of {}", name.display());

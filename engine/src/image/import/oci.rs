@@ -306,7 +306,14 @@ impl Layout {
     /// Reads the OCI layout `dir` (root-created): index.json → manifest → config, verifying
     /// each blob's digest.
     pub fn read(dir: &Path) -> Result<Layout, OciError> {
-        let files = LayoutFiles::open(dir, BlobNames::Oci)?;
+        Layout::read_written_by(dir, None)
+    }
+
+    /// [`Layout::read`] of a layout written by `owner` (a user's skopeo) into a directory root
+    /// created for them: only regular files `owner` owns, with one link, are read.
+    pub fn read_written_by(dir: &Path, owner: Option<u32>) -> Result<Layout, OciError> {
+        let mut files = LayoutFiles::open(dir, BlobNames::Oci)?;
+        files.owner = owner;
         let bad = |reason: String| OciError::Layout {
             path: dir.to_path_buf(),
             reason,

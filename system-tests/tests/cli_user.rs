@@ -269,17 +269,6 @@ fn verbs_without_privilege_run_as_the_user() {
     assert!(hooks.contains("NAME") || hooks.contains("mpi"), "{hooks}");
 }
 
-/// `/proc/self/cgroup`'s path for controller `ctrl`.
-fn cgroup_of(text: &str, ctrl: &str) -> String {
-    text.lines()
-        .find_map(|l| {
-            let mut p = l.splitn(3, ':');
-            let (_, c, path) = (p.next()?, p.next()?, p.next()?);
-            (c == ctrl).then(|| path.to_string())
-        })
-        .unwrap_or_else(|| panic!("no {ctrl} line in {text}"))
-}
-
 #[test]
 fn srun_egret_run_stays_in_the_tasks_cgroup_and_gets_the_pmi_descriptor() {
     common::require_root();
@@ -321,8 +310,8 @@ fn srun_egret_run_stays_in_the_tasks_cgroup_and_gets_the_pmi_descriptor() {
             .join("/")
     };
     for ctrl in ["memory", "pids"] {
-        let h = unjobbed(cgroup_of(&host, ctrl));
-        let c = unjobbed(cgroup_of(&inner, ctrl));
+        let h = unjobbed(common::cgroup_path(&host, ctrl));
+        let c = unjobbed(common::cgroup_path(&inner, ctrl));
         let parent = h.trim_end_matches('/');
         assert!(
             c.starts_with(&format!("{parent}/")) && c.len() > parent.len() + 1,

@@ -569,15 +569,7 @@ fn container_cgroup_is_nested_in_the_tasks_cgroup() {
     let host = srun(&["-n1", "cat", "/proc/self/cgroup"]);
     let inner = srun(&["-n1", &busybox(), "cat", "/proc/self/cgroup"]);
     let (host, inner) = (text(&host).0, text(&inner).0);
-    let path = |text: &str, ctrl: &str| {
-        text.lines()
-            .find_map(|l| {
-                let mut p = l.splitn(3, ':');
-                let (_, c, path) = (p.next()?, p.next()?, p.next()?);
-                (c == ctrl).then(|| path.to_string())
-            })
-            .unwrap_or_else(|| panic!("no {ctrl} line in {text}"))
-    };
+    let path = egret_test_support::cgroup_path;
     for ctrl in ["memory", "cpu", "pids"] {
         let (h, c) = (path(&host, ctrl), path(&inner, ctrl));
         let parent = h.trim_end_matches('/');

@@ -532,3 +532,15 @@ pub fn driverless_char_device(dir: &Path, minor: u64) -> std::path::PathBuf {
     std::fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap(); // past the umask
     node
 }
+
+/// The path of `controller` in a `/proc/PID/cgroup` text (cgroup v1 lines `N:CONTROLLERS:PATH`).
+pub fn cgroup_path(proc_cgroup: &str, controller: &str) -> String {
+    proc_cgroup
+        .lines()
+        .find_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (_, c, path) = (p.next()?, p.next()?, p.next()?);
+            (c == controller).then(|| path.to_string())
+        })
+        .unwrap_or_else(|| panic!("no {controller} line in {proc_cgroup}"))
+}

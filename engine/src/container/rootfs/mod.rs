@@ -21,7 +21,7 @@ mod syscall;
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -606,11 +606,7 @@ fn add_device(
     d: &DeviceRequest,
     user: Option<&UserIdentity>,
 ) -> Result<(), BundleError> {
-    let node = sys.open_as(user, &d.host)?;
-    let st = fstat(node.as_raw_fd()).map_err(|e| BundleError::Source {
-        path: d.host.clone(),
-        source: e.into(),
-    })?;
+    let (node, st) = open_source(sys, user, &d.host)?;
     let kind = match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
         SFlag::S_IFCHR => DeviceKind::Char,
         SFlag::S_IFBLK => DeviceKind::Block,
@@ -625,20 +621,15 @@ fn add_device(
         .bundle_dir
         .join(DEVICES)
         .join(rootfs.device_rules.len().to_string());
-    File::create(&staged).map_err(|source| BundleError::CreateDir {
-        path: staged.clone(),
-        source,
-    })?;
-    mount(
+    stage(
         sys,
-        &d.host.display().to_string(),
-        Some(&sys::fs::proc_path(&node)),
+        rootfs,
+        &node,
+        &d.host,
         &staged,
-        None,
+        false,
         MsFlags::MS_BIND,
-        None,
     )?;
-    rootfs.mounted.push(staged.clone());
     rootfs.spec_mounts.push(bind_spec_mount(
         &staged,
         &d.container,
@@ -663,11 +654,7 @@ fn bind_into_dev(
     m: &BindMount,
     user: Option<&UserIdentity>,
 ) -> Result<(), BundleError> {
-    let src = sys.open_as(user, &m.source)?;
-    let st = fstat(src.as_raw_fd()).map_err(|e| BundleError::Source {
-        path: m.source.clone(),
-        source: e.into(),
-    })?;
+    let (src, st) = open_source(sys, user, &m.source)?;
     let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
     if kind == SFlag::S_IFCHR || kind == SFlag::S_IFBLK {
         drop(src);
@@ -683,24 +670,16 @@ fn bind_into_dev(
         .bundle_dir
         .join(DEVICES)
         .join(format!("mount-{}", rootfs.spec_mounts.len()));
-    if kind == SFlag::S_IFDIR {
-        mkdir(&staged, false)?;
-    } else {
-        File::create(&staged).map_err(|source| BundleError::CreateDir {
-            path: staged.clone(),
-            source,
-        })?;
-    }
-    mount(
+    let dir = kind == SFlag::S_IFDIR;
+    stage(
         sys,
-        &m.source.display().to_string(),
-        Some(&sys::fs::proc_path(&src)),
+        rootfs,
+        &src,
+        &m.source,
         &staged,
-        None,
+        dir,
         MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
     )?;
-    rootfs.mounted.push(staged.clone());
     let mut options = vec!["rbind", "nosuid", "nodev"];
     if m.readonly {
         options.push("ro");
@@ -708,6 +687,52 @@ fn bind_into_dev(
     rootfs
         .spec_mounts
         .push(bind_spec_mount(&staged, &m.destination, &options));
+    Ok(())
+}
+
+/// `path`, opened with the rights of `user` (root's for `None`), and what it is.
+fn open_source(
+    sys: &dyn Syscall,
+    user: Option<&UserIdentity>,
+    path: &Path,
+) -> Result<(OwnedFd, nix::sys::stat::FileStat), BundleError> {
+    let fd = sys.open_as(user, path)?;
+    let st = fstat(fd.as_raw_fd()).map_err(|e| BundleError::Source {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    Ok((fd, st))
+}
+
+/// Binds the open `source` (named `name` in errors) onto `staged`, a new directory (`dir`) or
+/// file of the bundle, for runc to bind into the container.
+fn stage(
+    sys: &dyn Syscall,
+    rootfs: &mut Rootfs,
+    source: &OwnedFd,
+    name: &Path,
+    staged: &Path,
+    dir: bool,
+    flags: MsFlags,
+) -> Result<(), BundleError> {
+    if dir {
+        mkdir(staged, false)?;
+    } else {
+        File::create(staged).map_err(|source| BundleError::CreateDir {
+            path: staged.to_path_buf(),
+            source,
+        })?;
+    }
+    mount(
+        sys,
+        &name.display().to_string(),
+        Some(&sys::fs::proc_path(source)),
+        staged,
+        None,
+        flags,
+        None,
+    )?;
+    rootfs.mounted.push(staged.to_path_buf());
     Ok(())
 }
 

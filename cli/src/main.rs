@@ -80,7 +80,10 @@ fn main() -> ExitCode {
     match dispatch(cli, caller) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("egret: {e}");
+            match e.sarus_text() {
+                Some(text) => eprintln!("{text}"),
+                None => eprintln!("egret: {e}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -36,8 +36,22 @@ const COMMANDS: &[(&str, &str)] = &[
 
 /// Verbs that take no option at all (their clap errors become Sarus's "doesn't support").
 const WITHOUT_OPTIONS: &[&str] = &["version", "ps", "check"];
-/// Verbs that take no argument (an extra word is "doesn't support extra argument").
-const WITHOUT_ARGUMENTS: &[&str] = &["version", "ps", "check", "images", "hooks"];
+/// Verbs whose last argument is an image reference.
+const WITH_REFERENCE: &[&str] = &["pull", "rmi", "load", "import", "export"];
+
+/// For `VERB ... REF OPTION`, the reference the option follows (Sarus's "Invalid image ID").
+fn after_a_reference<'a>(args: &'a [String], verb: &str, option: &str) -> Option<&'a str> {
+    if !WITH_REFERENCE.contains(&verb) {
+        return None;
+    }
+    let at = args.iter().position(|a| a == verb)?;
+    let opt = args.iter().skip(at).position(|a| a == option)? + at;
+    args[at + 1..opt]
+        .iter()
+        .rev()
+        .find(|a| !a.starts_with('-'))
+        .map(String::as_str)
+}
 
 /// `egret`, `egret help`, `egret --help`: the general help, as `sarus --help` prints it.
 pub fn general_help() -> String {
@@ -99,23 +113,22 @@ pub fn parse_error(err: &clap::Error, args: &[String]) -> Option<String> {
             format!("'{name}' is not an egret command\nSee 'egret help'")
         }
         (ErrorKind::UnknownArgument, None) => {
-            format!("Error while parsing the command line: unrecognised option '{option}'")
+            format!("unrecognised option '{option}'\nSee 'egret help'")
         }
         (ErrorKind::UnknownArgument, Some(v)) if option.starts_with('-') => {
-            match WITHOUT_OPTIONS.contains(&v) {
-                true => format!("Command '{v}' doesn't support options\n{}", see(v)),
-                false => format!("unrecognised option '{option}'\n{}", see(v)),
+            match (
+                WITHOUT_OPTIONS.contains(&v),
+                after_a_reference(args, v, &option),
+            ) {
+                (true, _) => format!("Command '{v}' doesn't support options\n{}", see(v)),
+                // `egret pull alpine --x`: Sarus reads it as a reference with options.
+                (false, Some(reference)) => format!(
+                    "Invalid image ID [\"{reference}\", \"{option}\"]\n\
+                     The image ID is expected to be a single token without options\n{}",
+                    see(v)
+                ),
+                (false, None) => format!("unrecognised option '{option}'\n{}", see(v)),
             }
-        }
-        (ErrorKind::UnknownArgument, Some("ssh-keygen")) => format!(
-            "Command 'ssh-keygen' doesn't support additional arguments\n{}",
-            see("ssh-keygen")
-        ),
-        (ErrorKind::UnknownArgument, Some(v)) if WITHOUT_ARGUMENTS.contains(&v) => {
-            format!(
-                "Command '{v}' doesn't support extra argument '{option}'\n{}",
-                see(v)
-            )
         }
         (
             ErrorKind::UnknownArgument
@@ -181,7 +194,7 @@ mod tests {
         Cli::command().debug_assert();
         assert_eq!(
             error_of(&["--invalid-option"]),
-            "Error while parsing the command line: unrecognised option '--invalid-option'"
+            "unrecognised option '--invalid-option'\nSee 'egret help'"
         );
         assert_eq!(
             error_of(&["invalid-command"]),
@@ -205,11 +218,17 @@ mod tests {
         );
         assert_eq!(
             error_of(&["images", "extra-argument"]),
-            "Command 'images' doesn't support extra argument 'extra-argument'\nSee 'egret help images'"
+            "Bad number of arguments for command 'images'\nSee 'egret help images'"
+        );
+        assert_eq!(
+            error_of(&["load", "archive.tar", "alpine", "--invalid-option"]),
+            "Invalid image ID [\"alpine\", \"--invalid-option\"]\n\
+             The image ID is expected to be a single token without options\n\
+             See 'egret help load'"
         );
         assert_eq!(
             error_of(&["version", "extra-argument"]),
-            "Command 'version' doesn't support extra argument 'extra-argument'\nSee 'egret help version'"
+            "Bad number of arguments for command 'version'\nSee 'egret help version'"
         );
     }
 

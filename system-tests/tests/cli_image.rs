@@ -233,9 +233,25 @@ fn rmi_keeps_an_image_another_name_still_uses() {
 fn bad_reference_missing_image_and_unreachable_registry_are_one_line() {
     let _s = serial();
     let sb = Sandbox::new();
-    let cases = [
+    // A reference that does not parse: Sarus's two lines, egret's reason on the first.
+    for (reference, needle) in [
         ("Bad/Ref", "must be lowercase"),
         ("127.0.0.1:5000/egret/busybox:bad tag", "whitespace"),
+    ] {
+        let o = sb.egret(&["pull", reference]);
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        let lines: Vec<&str> = err.lines().collect();
+        assert!(
+            lines.len() == 2
+                && lines[0].starts_with(&format!("Invalid image ID '{reference}': "))
+                && lines[0].contains(needle)
+                && lines[1] == "See 'egret help pull'",
+            "{reference}: {err}"
+        );
+        assert!(stdout(&o).is_empty(), "{reference}: {}", stdout(&o));
+    }
+    let cases = [
         ("127.0.0.1:5000/egret/doesnotexist", "not found"),
         ("127.0.0.1:5000/egret/busybox:nosuchtag", "not found"),
         ("127.0.0.1:1/egret/busybox", "unreachable"),

@@ -114,11 +114,31 @@ fn run_errors_name_the_input_and_the_help() {
     let image = common::registry_image("busybox");
     let missing = format!("{}/egret/never-pushed", common::REGISTRY);
     let ctl_env = "A\u{1}B=1".to_string();
-    for (args, needles) in [
+    // Sarus's texts (two lines) for a bad reference and a relative working directory.
+    for (args, first, second) in [
         (
             vec!["UPPER::x", "true"],
-            vec!["'UPPER::x'", "egret run --help"],
+            "Invalid image ID 'UPPER::x': ",
+            "See 'egret help run'",
         ),
+        (
+            vec!["--workdir=rel", image.as_str(), "true"],
+            "The working directory 'rel' is invalid, it needs to be an absolute path.",
+            "See 'egret help run'",
+        ),
+    ] {
+        let mut full = vec!["run"];
+        full.extend(args.iter().copied());
+        let o = common::run(common::egret().args(&full));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success(), "{args:?}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert!(
+            lines.len() == 2 && lines[0].starts_with(first) && lines[1] == second,
+            "{args:?}: {err}"
+        );
+    }
+    for (args, needles) in [
         (
             vec![missing.as_str(), "true"],
             vec!["never-pushed", "egret pull"],
@@ -126,10 +146,6 @@ fn run_errors_name_the_input_and_the_help() {
         (
             vec!["--mount=bad", image.as_str(), "true"],
             vec!["--mount 'bad'", "egret run --help"],
-        ),
-        (
-            vec!["--workdir=rel", image.as_str(), "true"],
-            vec!["--workdir 'rel'", "egret run --help"],
         ),
         (
             vec!["--env==x", image.as_str(), "true"],

@@ -45,6 +45,33 @@ pub enum CommandError {
     SshKeygen(#[from] ssh_keygen::SshKeygenError),
 }
 
+impl CommandError {
+    /// Sarus's text for the errors scripts written for `sarus` recognise (a bad image
+    /// reference, a relative working directory), egret's reason kept on the first line; `None`
+    /// for the others, which are egret's one `egret: ` line.
+    pub fn sarus_text(&self) -> Option<String> {
+        use run::{ImageError, OptionError, RunError};
+        let (verb, reference) = match self {
+            CommandError::Pull(store::pull::PullError::Reference(r)) => ("pull", r),
+            CommandError::Rmi(store::rmi::RmiError::Reference(r)) => ("rmi", r),
+            CommandError::Load(store::load::LoadError::Name(r)) => ("load", r),
+            CommandError::Run(RunError::Image(ImageError::Reference(r))) => ("run", r),
+            CommandError::Run(RunError::Option(OptionError::Workdir(w))) => {
+                return Some(format!(
+                    "The working directory '{}' is invalid, it needs to be an absolute path.\n\
+                     See 'egret help run'",
+                    w.display()
+                ))
+            }
+            _ => return None,
+        };
+        Some(format!(
+            "Invalid image ID '{}': {}\nSee 'egret help {verb}'",
+            reference.reference, reference.reason
+        ))
+    }
+}
+
 /// `CMD: PROBLEM; see 'egret CMD --help'`, on one line: control characters of the problem
 /// (a registry's multi-line answer, say) become spaces.
 pub fn usage_line(command: &str, problem: impl std::fmt::Display) -> String {

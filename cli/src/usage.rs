@@ -35,7 +35,7 @@ const COMMANDS: &[(&str, &str)] = &[
 ];
 
 /// Verbs that take no option at all (their clap errors become Sarus's "doesn't support").
-const WITHOUT_OPTIONS: &[&str] = &["version", "ps", "check"];
+const WITHOUT_OPTIONS: &[&str] = &["version", "ps", "check", "help"];
 /// Verbs whose last argument is an image reference.
 const WITH_REFERENCE: &[&str] = &["pull", "rmi", "load", "import", "export"];
 

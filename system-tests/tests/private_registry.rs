@@ -429,3 +429,72 @@ fn the_auth_file_in_the_users_runtime_directory_logs_the_step_in() {
     );
     fs::remove_dir_all(&runtime).unwrap();
 }
+
+/// `egret pull --username egrettest --password-stdin 127.0.0.1:5001/egret/busybox:v2s2` as the
+/// test user, `stdin` on its standard input.
+fn user_cli_pull(stdin: &str) -> Output {
+    use std::io::Write;
+    common::require_installed_build();
+    let reference = unique_key();
+    let mut child = Command::new("runuser")
+        .args([
+            "-u",
+            TEST_USER.name,
+            "--",
+            "timeout",
+            "120",
+            common::EGRET_BIN,
+        ])
+        .args([
+            "pull",
+            "--username",
+            LOGIN_USER,
+            "--password-stdin",
+            &reference,
+        ])
+        .current_dir("/")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_user_logs_in_on_the_command_line_with_password_stdin() {
+    common::require_root();
+    let _serial = serial();
+    let pass = password();
+    let _forget = Forget::now();
+    let was_stored = image_stored();
+    // A wrong password: refused, nothing stored, nothing in the user's index.
+    let o = user_cli_pull("not-the-password\n");
+    assert!(!o.status.success(), "{}", describe(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unauthorized to pull"),
+        "{}",
+        describe(&o)
+    );
+    assert!(!user_index().contains(&unique_key()));
+    assert_eq!(
+        image_stored(),
+        was_stored,
+        "the refused pull changed the store"
+    );
+    // The right one: the user's setuid egret pulls through the login, into their own index.
+    let o = user_cli_pull(&format!("{pass}\n"));
+    common::assert_success(&o, "egret pull --password-stdin as the user");
+    assert!(
+        user_index().contains(&unique_key()),
+        "{} is not in {}'s index",
+        unique_key(),
+        TEST_USER.name
+    );
+}

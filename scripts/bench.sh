@@ -414,7 +414,7 @@ else
     done
     if [ -f "$SCRATCH/saved.sqsh" ]; then
         record_size saved-big "$(stat -c %s "$SCRATCH/saved.sqsh")"
-        digest=$(egret images --digests 2>/dev/null | awk '$1 == "egret/big" && $2 == "latest" {print $3}' | head -1)
+        digest=$(egret images --digests 2>/dev/null | awk '$1 ~ /(^|\/)egret\/big$/ && $2 == "latest" {print $3}' | head -1)
         src=/var/lib/egret/store/images/${digest/:/-}.squashfs
         [ -f "$src" ] && record_size store-big "$(stat -c %s "$src")"
     fi

@@ -135,6 +135,7 @@ fn uses_privilege(cmd: &Cmd) -> bool {
             | Cmd::Load(_)
             | Cmd::Images(_)
             | Cmd::Rmi(_)
+            | Cmd::Export(_)
             | Cmd::Run(_)
             | Cmd::Ps
             | Cmd::Kill(_)

@@ -5,8 +5,8 @@
 //! then the way `egret-launcher` is: fully root, acting for a user named by the identity taken
 //! here, at the start (every file of theirs opened as them, skopeo run as them with their
 //! environment; see `docs/security.md`). Until a verb asks, it runs with the user's effective
-//! uid; verbs that need nothing of root (help, version, hooks, check, ssh-keygen, import,
-//! export) give root up for good before they do anything.
+//! uid; verbs that need nothing of root (help, version, hooks, check, ssh-keygen, import) give
+//! root up for good before they do anything.
 
 use std::ffi::OsString;
 use std::io;

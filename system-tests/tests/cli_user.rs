@@ -374,3 +374,21 @@ fn a_user_loads_an_archive_they_can_read_and_never_one_they_cannot() {
     ok_as_user(&["rmi", &format!("load/library/{name}")]);
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_user_exports_their_image_to_a_file_of_their_own_and_nowhere_else() {
+    common::require_root();
+    let reference = common::registry_image("busybox");
+    ok_as_user(&["pull", &reference]);
+    let dir = common::scratch_dir(Some(TEST_USER));
+    let out = dir.join("busybox.sqsh");
+    ok_as_user(&["export", &reference, out.to_str().unwrap()]);
+    let m = fs::metadata(&out).unwrap();
+    assert_eq!(m.uid(), TEST_USER.uid, "the exported file is the user's");
+    assert!(m.len() > 0);
+    // Root's directory: the file is written as the user, so it cannot land there.
+    let o = egret_as_user(&[], &["export", &reference, "/root/egret-export-test.sqsh"]);
+    assert!(!o.status.success(), "{}", common::describe(&o));
+    assert!(!Path::new("/root/egret-export-test.sqsh").exists());
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -62,6 +62,9 @@ pub enum SquashfsFileError {
     NoSuchImage(String),
     #[error("{}: {source}", .output.display())]
     Write { output: PathBuf, source: io::Error },
+    /// Writing the output as the caller: the switch to them failed.
+    #[error(transparent)]
+    AsUser(#[from] egret_engine::container::user::UserError),
 }
 
 pub fn import(c: &Context, a: ImportArgs) -> Result<ExitCode, SquashfsFileError> {
@@ -77,18 +80,28 @@ pub fn import(c: &Context, a: ImportArgs) -> Result<ExitCode, SquashfsFileError>
     Ok(ExitCode::SUCCESS)
 }
 
+/// Root reads the caller's image from the store (its files are root's alone); the output is
+/// created and written as the caller (a setuid egret never writes a user's path as root).
 pub fn export(c: &Context, a: ExportArgs) -> Result<ExitCode, SquashfsFileError> {
     let r = ImageRef::parse(&a.reference)?;
-    check_destination(&a.output, a.force)?;
     let timings = &c.config.repository_metadata_lock_timings;
     let store = Store::open_readonly(&c.config.local_repository_base_dir, c.uid, c.gid, timings);
     let image = store
         .lookup(&r)?
         .ok_or_else(|| SquashfsFileError::NoSuchImage(r.display()))?;
-    copy_new(&image.squashfs, &a.output).map_err(|source| SquashfsFileError::Write {
+    let write_err = |source| SquashfsFileError::Write {
         output: a.output.clone(),
         source,
-    })?;
+    };
+    let mut input = fs::File::open(&image.squashfs).map_err(write_err)?;
+    let write = |input: &mut fs::File| -> Result<(), SquashfsFileError> {
+        check_destination(&a.output, a.force)?;
+        copy_new(input, &a.output).map_err(write_err)
+    };
+    match c.caller.is_setuid() {
+        true => c.caller.identity.run_as(|| write(&mut input))??,
+        false => write(&mut input)?,
+    }
     eprintln!("egret: wrote {} ({})", a.output.display(), image.digest);
     Ok(ExitCode::SUCCESS)
 }
@@ -110,18 +123,17 @@ fn check_destination(out: &Path, force: bool) -> Result<(), SquashfsFileError> {
     Ok(())
 }
 
-/// Copies `src` to `dst` through a new file next to it, renamed into place when complete.
-fn copy_new(src: &Path, dst: &Path) -> io::Result<()> {
+/// Copies `input` to `dst` through a new file next to it, renamed into place when complete.
+fn copy_new(input: &mut fs::File, dst: &Path) -> io::Result<()> {
     let dir = dst.parent().filter(|p| !p.as_os_str().is_empty());
     let tmp = tempfile::Builder::new()
         .prefix(".egret-export-")
         .tempfile_in(dir.unwrap_or(Path::new(".")))?;
-    let mut input = fs::File::open(src)?;
     let mut output = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(tmp.path())?;
-    io::copy(&mut input, &mut output)?;
+    io::copy(input, &mut output)?;
     output.set_permissions(fs::Permissions::from_mode(0o644))?;
     output.sync_all()?;
     tmp.persist(dst).map_err(|e| e.error)?;

@@ -392,3 +392,27 @@ fn a_user_exports_their_image_to_a_file_of_their_own_and_nowhere_else() {
     assert!(!Path::new("/root/egret-export-test.sqsh").exists());
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_centralized_repository_is_filled_by_root_and_read_by_users() {
+    common::require_root();
+    let reference = common::registry_image("busybox");
+    let o = common::egret()
+        .args(["pull", "--centralized-repository", &reference])
+        .output()
+        .unwrap();
+    common::assert_success(&o, "root pulls into the centralized repository");
+    let images = ok_as_user(&["images", "--centralized-repository"]);
+    assert!(listed(&images, "127.0.0.1:5000/egret/busybox"), "{images}");
+    let out = ok_as_user(&[
+        "run",
+        "--centralized-repository",
+        &reference,
+        "cat",
+        "/data/hello.txt",
+    ]);
+    assert_eq!(out, "hello from busybox image\n");
+    let o = egret_as_user(&[], &["rmi", "--centralized-repository", &reference]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("read-only for users"), "{}", stderr(&o));
+}

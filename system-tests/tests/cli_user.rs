@@ -416,3 +416,41 @@ fn the_centralized_repository_is_filled_by_root_and_read_by_users() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("read-only for users"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_user_mounts_and_devices_only_what_they_can_open() {
+    common::require_root();
+    let reference = common::registry_image("busybox");
+    ok_as_user(&["pull", &reference]);
+    // /root is root's alone (0700): opened as the user, so refused, in one line.
+    let o = egret_as_user(
+        &[],
+        &[
+            "run",
+            "--mount",
+            "type=bind,src=/root,dst=/mnt",
+            &reference,
+            "ls",
+            "/mnt",
+        ],
+    );
+    assert!(!o.status.success(), "{}", common::describe(&o));
+    let err = stderr(&o);
+    assert!(err.lines().count() == 1 && err.contains("/root"), "{err}");
+    // Their own directory mounts; a device node they may open works with --device.
+    let dir = common::scratch_dir(Some(TEST_USER));
+    fs::write(dir.join("mine.txt"), "mine\n").unwrap();
+    let out = ok_as_user(&[
+        "run",
+        "--mount",
+        &format!("type=bind,src={},dst=/mnt", dir.display()),
+        "--device",
+        "/dev/null:/dev/mynull:rw",
+        &reference,
+        "sh",
+        "-c",
+        "cat /mnt/mine.txt; echo x > /dev/mynull && echo wrote",
+    ]);
+    assert_eq!(out, "mine\nwrote\n");
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -422,21 +422,22 @@ fn a_user_mounts_and_devices_only_what_they_can_open() {
     common::require_root();
     let reference = common::registry_image("busybox");
     ok_as_user(&["pull", &reference]);
-    // /root is root's alone (0700): opened as the user, so refused, in one line.
-    let o = egret_as_user(
-        &[],
-        &[
-            "run",
-            "--mount",
-            "type=bind,src=/root,dst=/mnt",
-            &reference,
-            "ls",
-            "/mnt",
-        ],
-    );
+    // Below a directory only root may enter: the source is resolved as the user, so refused,
+    // in one line. (A directory the user may reach but not read mounts, and stays unreadable
+    // to them inside: the container runs as the user.)
+    let private = common::scratch_dir(None);
+    fs::create_dir(private.join("inner")).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    let src = private.join("inner");
+    let spec = format!("type=bind,src={},dst=/mnt", src.display());
+    let o = egret_as_user(&[], &["run", "--mount", &spec, &reference, "ls", "/mnt"]);
     assert!(!o.status.success(), "{}", common::describe(&o));
     let err = stderr(&o);
-    assert!(err.lines().count() == 1 && err.contains("/root"), "{err}");
+    assert!(
+        err.lines().count() == 1 && err.contains(&src.display().to_string()),
+        "{err}"
+    );
+    let _ = fs::remove_dir_all(&private);
     // Their own directory mounts; a device node they may open works with --device.
     let dir = common::scratch_dir(Some(TEST_USER));
     fs::write(dir.join("mine.txt"), "mine\n").unwrap();

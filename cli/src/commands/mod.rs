@@ -56,6 +56,16 @@ impl CommandError {
             CommandError::Rmi(store::rmi::RmiError::Reference(r)) => ("rmi", r),
             CommandError::Load(store::load::LoadError::Name(r)) => ("load", r),
             CommandError::Run(RunError::Image(ImageError::Reference(r))) => ("run", r),
+            // Sarus's one line for a --mount it cannot parse.
+            CommandError::Run(RunError::Option(OptionError::Mount(
+                egret_engine::container::mounts::MountError::Parse { item, reason },
+            ))) => {
+                let reason = match reason.as_str() {
+                    "missing 'type=bind'" => "'type' must be specified",
+                    other => other,
+                };
+                return Some(format!("Invalid mount request '{item}': {reason}"));
+            }
             CommandError::Run(RunError::Option(OptionError::Workdir(w))) => {
                 return Some(format!(
                     "The working directory '{}' is invalid, it needs to be an absolute path.\n\

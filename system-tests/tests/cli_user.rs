@@ -17,22 +17,14 @@ use common::TEST_USER;
 
 /// `egret ARGS` as the test user, in `/`, with `env` added to runuser's environment.
 fn egret_as_user(env: &[(&str, &str)], args: &[&str]) -> Output {
-    common::require_installed_build();
-    let mut cmd = Command::new("runuser");
-    cmd.args([
-        "-u",
+    let mut argv = vec![common::EGRET_BIN];
+    argv.extend_from_slice(args);
+    common::run(&mut common::user_command(
         TEST_USER.name,
-        "--",
-        "timeout",
-        "120",
-        common::EGRET_BIN,
-    ])
-    .args(args)
-    .current_dir("/");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    common::run(&mut cmd)
+        Path::new("/"),
+        env,
+        &argv,
+    ))
 }
 
 fn ok_as_user(args: &[&str]) -> String {

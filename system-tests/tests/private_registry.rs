@@ -433,38 +433,17 @@ fn the_auth_file_in_the_users_runtime_directory_logs_the_step_in() {
 /// `egret pull --username egrettest --password-stdin 127.0.0.1:5001/egret/busybox:v2s2` as the
 /// test user, `stdin` on its standard input.
 fn user_cli_pull(stdin: &str) -> Output {
-    use std::io::Write;
-    common::require_installed_build();
     let reference = unique_key();
-    let mut child = Command::new("runuser")
-        .args([
-            "-u",
-            TEST_USER.name,
-            "--",
-            "timeout",
-            "120",
-            common::EGRET_BIN,
-        ])
-        .args([
-            "pull",
-            "--username",
-            LOGIN_USER,
-            "--password-stdin",
-            &reference,
-        ])
-        .current_dir("/")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let argv = [
+        common::EGRET_BIN,
+        "pull",
+        "--username",
+        LOGIN_USER,
+        "--password-stdin",
+        &reference,
+    ];
+    let mut cmd = common::user_command(TEST_USER.name, Path::new("/"), &[], &argv);
+    common::run_with_stdin(&mut cmd, stdin.as_bytes())
 }
 
 #[test]

@@ -14,22 +14,7 @@ use common::{describe, TEST_USER};
 
 /// Runs `args` as the test user with `dir` as the working directory and `env` added.
 fn as_user_in(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let timeout = common::SLURM_TIMEOUT_S.to_string();
-    let mut cmd = Command::new("runuser");
-    cmd.args([
-        "-u",
-        TEST_USER.name,
-        "--",
-        "timeout",
-        "--kill-after=10",
-        &timeout,
-    ])
-    .args(args)
-    .current_dir(dir);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    common::run(&mut cmd)
+    common::run(&mut common::user_command(TEST_USER.name, dir, env, args))
 }
 
 /// The image these tests pull as the user. Not `reported`: tests that need an image new to the

@@ -79,20 +79,10 @@ fn two_nodes_each_run_their_tasks() {
 #[test]
 fn stdin_reaches_the_container() {
     common::require_root();
-    let mut child = Command::new("timeout")
-        .args(["60", "srun", &busybox(), "tr", "a-z", "A-Z"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"hello stdin\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = common::run_with_stdin(
+        Command::new("timeout").args(["60", "srun", &busybox(), "tr", "a-z", "A-Z"]),
+        b"hello stdin\n",
+    );
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("HELLO STDIN"),
         "{:?}",

@@ -218,6 +218,42 @@ pub fn srun_as(user: &str, args: &[&str]) -> Output {
     run_as_user(user, &cmd)
 }
 
+/// `runuser -u USER -- timeout --kill-after=10 120 ARGS...` in `dir` with `env` added: a
+/// bounded command of `user`'s, to [`run`] or [`run_with_stdin`].
+pub fn user_command(user: &str, dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
+    assert!(!args.is_empty(), "user_command: empty command");
+    require_installed_build();
+    let timeout = SLURM_TIMEOUT_S.to_string();
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", user, "--", "timeout", "--kill-after=10", &timeout])
+        .args(args)
+        .current_dir(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs a command to completion with `input` on its stdin; returns its output.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input)
+        .unwrap_or_else(|e| panic!("cannot write to the stdin of {cmd:?}: {e}"));
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("cannot wait for {cmd:?}: {e}"))
+}
+
 /// Runs `cmd` as `user` with `runuser -u USER --` (a login-less switch, environment kept).
 pub fn run_as_user(user: &str, cmd: &[&str]) -> Output {
     assert!(!cmd.is_empty(), "run_as_user: empty command");

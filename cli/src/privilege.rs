@@ -73,11 +73,19 @@ impl Caller {
         self.setuid
     }
 
-    /// The caller's environment as `NAME=VALUE` strings (what skopeo's user filter takes).
-    pub fn env_strings(&self) -> Vec<String> {
+    /// The caller's environment as (name, value) pairs (variables that are not UTF-8 left out).
+    pub fn env_pairs(&self) -> Vec<(String, String)> {
         self.env
             .iter()
-            .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v.to_str()?)))
+            .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v.to_str()?.to_string())))
+            .collect()
+    }
+
+    /// The caller's environment as `NAME=VALUE` strings (what skopeo's user filter takes).
+    pub fn env_strings(&self) -> Vec<String> {
+        self.env_pairs()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
             .collect()
     }
 

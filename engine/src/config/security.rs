@@ -45,7 +45,7 @@ fn check_dir_and_parents(dir: &Path, out: &mut Vec<Violation>) {
     if fs::metadata(dir).is_err() {
         return;
     }
-    let _ = check_one(dir, out);
+    let _ = check_one(dir, None, out);
     check_parents(dir, out);
 }
 
@@ -70,7 +70,7 @@ fn check_parents(path: &Path, out: &mut Vec<Violation>) {
         // anyone but its owner and root: when root owns it (the entry itself, not a link's
         // target), others writing the directory cannot swap it.
         let child_owner = fs::symlink_metadata(child).map(|m| m.uid()).ok();
-        check_one_as_parent(dir, child_owner, out);
+        let _ = check_one(dir, child_owner, out);
         child = dir;
         p = dir.parent();
     }
@@ -85,26 +85,10 @@ pub fn writers_can_swap(mode: u32, child_owner: Option<u32>) -> bool {
     writable && !(sticky && child_owner == Some(0))
 }
 
-/// [`check_one`] for a directory on the way to a trusted path.
-fn check_one_as_parent(dir: &Path, child_owner: Option<u32>, out: &mut Vec<Violation>) {
-    let Ok(md) = fs::metadata(dir) else { return };
-    if md.uid() != 0 {
-        out.push(Violation {
-            path: dir.to_path_buf(),
-            rule: format!("must be owned by root (owner uid is {})", md.uid()),
-        });
-    }
-    let mode = md.mode() & 0o7777;
-    if writers_can_swap(mode, child_owner) {
-        out.push(Violation {
-            path: dir.to_path_buf(),
-            rule: format!("must not be writable by group or others (mode {mode:04o})"),
-        });
-    }
-}
-
 fn check_tree(path: &Path, out: &mut Vec<Violation>, depth: usize) {
-    let Ok(md) = check_one(path, out) else { return };
+    let Ok(md) = check_one(path, None, out) else {
+        return;
+    };
     if md.is_dir() && depth < 8 {
         if let Ok(entries) = fs::read_dir(path) {
             for e in entries.flatten() {
@@ -114,8 +98,14 @@ fn check_tree(path: &Path, out: &mut Vec<Violation>, depth: usize) {
     }
 }
 
-/// Follows symlinks, as the file used is the target.
-fn check_one(path: &Path, out: &mut Vec<Violation>) -> Result<fs::Metadata, ()> {
+/// Follows symlinks, as the file used is the target. `below_owner`: for a directory on the way
+/// to a trusted path, the owner of its entry on that path (see [`writers_can_swap`]); `None`
+/// for a trusted path itself, which is tamperable when others may write it, sticky or not.
+fn check_one(
+    path: &Path,
+    below_owner: Option<u32>,
+    out: &mut Vec<Violation>,
+) -> Result<fs::Metadata, ()> {
     let md = fs::metadata(path).map_err(|_| ())?;
     if md.uid() != 0 {
         out.push(Violation {
@@ -124,8 +114,7 @@ fn check_one(path: &Path, out: &mut Vec<Violation>) -> Result<fs::Metadata, ()> 
         });
     }
     let mode = md.mode() & 0o7777;
-    // A trusted file or directory itself: writable by others is tamperable, sticky or not.
-    if mode & 0o022 != 0 {
+    if writers_can_swap(mode, below_owner) {
         out.push(Violation {
             path: path.to_path_buf(),
             rule: format!("must not be writable by group or others (mode {mode:04o})"),

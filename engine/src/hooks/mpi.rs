@@ -9,23 +9,28 @@ use crate::hooks::schema::HookConfig;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MpiRequestError {
     #[error(
-        "--mpi-hook: no MPI type given and no defaultMPIType set ({})",
+        "{option}: no MPI type given and no defaultMPIType set ({})",
         describe_configured(configured)
     )]
-    NoTypeNoDefault { configured: Vec<String> },
+    NoTypeNoDefault {
+        option: &'static str,
+        configured: Vec<String>,
+    },
     #[error(
-        "--mpi-hook: no MPI hook serves the default MPI type '{mpi_type}' ({})",
+        "{option}: no MPI hook serves the default MPI type '{mpi_type}' ({})",
         describe_configured(configured)
     )]
     DefaultTypeNotServed {
+        option: &'static str,
         mpi_type: String,
         configured: Vec<String>,
     },
     #[error(
-        "--mpi-hook={mpi_type}: no MPI hook serves this MPI type ({})",
+        "{option}={mpi_type}: no MPI hook serves this MPI type ({})",
         describe_configured(configured)
     )]
     TypeNotServed {
+        option: &'static str,
         mpi_type: String,
         configured: Vec<String>,
     },
@@ -80,11 +85,13 @@ pub fn mpi_hooks(hooks: &[HookConfig], default_mpi_type: Option<&str>) -> Vec<Mp
 
 /// `--mpi-hook[=TYPE]`: an error when no hook would serve the request (the container would
 /// otherwise run silently without the host's MPI). `requested` is TYPE, empty for the site's
-/// `defaultMPIType`. Only the hooks' `com.hooks.mpi.*` conditions are looked at.
+/// `defaultMPIType`; `option` is how the user asked (`--mpi-hook` under srun, `--mpi` for
+/// `egret run`), for the error. Only the hooks' `com.hooks.mpi.*` conditions are looked at.
 pub fn check_mpi_request(
     hooks: &[HookConfig],
     requested: &str,
     default_mpi_type: Option<&str>,
+    option: &'static str,
 ) -> Result<(), MpiRequestError> {
     let ty = if requested.is_empty() {
         default_mpi_type.unwrap_or_default()
@@ -116,14 +123,16 @@ pub fn check_mpi_request(
     }
     let configured: Vec<String> = mpi.into_iter().map(|m| m.mpi_type).collect();
     Err(if requested.is_empty() && ty.is_empty() {
-        MpiRequestError::NoTypeNoDefault { configured }
+        MpiRequestError::NoTypeNoDefault { option, configured }
     } else if requested.is_empty() {
         MpiRequestError::DefaultTypeNotServed {
+            option,
             mpi_type: ty.to_string(),
             configured,
         }
     } else {
         MpiRequestError::TypeNotServed {
+            option,
             mpi_type: ty.to_string(),
             configured,
         }
@@ -160,22 +169,30 @@ mod tests {
         );
         let other = hook("10-ts", r#"{"always":true}"#);
         let hooks = [mpich, other.clone()];
-        assert_eq!(check_mpi_request(&hooks, "mpich", None), Ok(()));
-        assert_eq!(check_mpi_request(&hooks, "", Some("mpich")), Ok(()));
-        let e = check_mpi_request(&hooks, "unknowntype", Some("mpich"))
+        assert_eq!(
+            check_mpi_request(&hooks, "mpich", None, "--mpi-hook"),
+            Ok(())
+        );
+        assert_eq!(
+            check_mpi_request(&hooks, "", Some("mpich"), "--mpi-hook"),
+            Ok(())
+        );
+        let e = check_mpi_request(&hooks, "unknowntype", Some("mpich"), "--mpi-hook")
             .unwrap_err()
             .to_string();
         assert_eq!(
             e,
             "--mpi-hook=unknowntype: no MPI hook serves this MPI type (MPI types configured: mpich)"
         );
-        let e = check_mpi_request(&hooks, "", None).unwrap_err().to_string();
+        let e = check_mpi_request(&hooks, "", None, "--mpi-hook")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no defaultMPIType"), "{e}");
-        let e = check_mpi_request(&hooks, "", Some("openmpi"))
+        let e = check_mpi_request(&hooks, "", Some("openmpi"), "--mpi-hook")
             .unwrap_err()
             .to_string();
         assert!(e.contains("default MPI type 'openmpi'"), "{e}");
-        let e = check_mpi_request(&[other], "mpich", None)
+        let e = check_mpi_request(&[other], "mpich", None, "--mpi-hook")
             .unwrap_err()
             .to_string();
         assert!(e.contains("no MPI hook is configured"), "{e}");
@@ -185,9 +202,9 @@ mod tests {
             r#"{"annotations":{"^com.hooks.mpi.enabled$":"^true$"}}"#,
         );
         assert_eq!(
-            check_mpi_request(std::slice::from_ref(&any), "whatever", None),
+            check_mpi_request(std::slice::from_ref(&any), "whatever", None, "--mpi-hook"),
             Ok(())
         );
-        assert_eq!(check_mpi_request(&[any], "", None), Ok(()));
+        assert_eq!(check_mpi_request(&[any], "", None, "--mpi-hook"), Ok(()));
     }
 }

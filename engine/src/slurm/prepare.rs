@@ -165,6 +165,7 @@ fn check_mpi_hook(cfg: &Config, requested: &str) -> Result<(), PrepareError> {
         &hooks,
         requested,
         cfg.default_mpi_type.as_deref(),
+        "--mpi-hook",
     )?)
 }
 

@@ -54,8 +54,7 @@ pub enum RunError {
     Fork(#[source] io::Error),
     #[error(transparent)]
     HooksDir(#[from] egret_engine::hooks::schema::HooksError),
-    /// The Slurm option's text, spelled as this command's option.
-    #[error("{}", .0.to_string().replacen("--mpi-hook", "--mpi", 1))]
+    #[error(transparent)]
     Mpi(#[from] egret_engine::hooks::mpi::MpiRequestError),
 }
 
@@ -74,7 +73,10 @@ pub fn run(c: &Context, a: RunArgs) -> Result<ExitCode, RunError> {
         return Err(RunError::NotRoot);
     }
     let cfg = &c.config;
-    egret_engine::config::security::enforce(cfg, &c.config_path, &[])?;
+    // A user's setuid egret ran them (and on itself) before it became root.
+    if !c.caller.is_setuid() {
+        egret_engine::config::security::enforce(cfg, &c.config_path, &[])?;
+    }
     let user = c.caller.identity.clone();
     let (image, command) = a.args.split_first().ok_or(RunError::MissingImage)?;
     let id = match &a.name {
@@ -100,7 +102,7 @@ pub fn run(c: &Context, a: RunArgs) -> Result<ExitCode, RunError> {
             _ => Vec::new(),
         };
         let default = cfg.default_mpi_type.as_deref();
-        egret_engine::hooks::mpi::check_mpi_request(&hooks, requested, default)?;
+        egret_engine::hooks::mpi::check_mpi_request(&hooks, requested, default, "--mpi")?;
         annotations
             .entry(annotations::MPI_ENABLED.into())
             .or_insert_with(|| "true".into());

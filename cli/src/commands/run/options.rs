@@ -177,11 +177,7 @@ pub fn parse(
         Some(s) => EntrypointChoice::Override(s.split_whitespace().map(String::from).collect()),
     };
     // The caller's environment as they started egret (a setuid egret runs with a clean one).
-    let mut host_env: Vec<(String, String)> = caller
-        .env
-        .iter()
-        .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v.to_str()?.to_string())))
-        .collect();
+    let mut host_env = caller.env_pairs();
     let pass_fds = pmi_fds(&mut host_env);
     // The hooks' automatic annotations see the environment the container will have.
     let mut hook_env = host_env.clone();

@@ -1,12 +1,10 @@
 //! Keeping containers inside the Slurm task's cgroup.
 //!
 //! runc started by root with no cgroup path makes its own cgroup at the hierarchy root, outside
-//! Slurm's limits and accounting. The launcher's child therefore moves itself into every cgroup
-//! the task is in between fork and exec (the launcher opens their `cgroup.procs` files, the
-//! child writes `0` to each: no process of its own), and then execs runc; runc creates the
-//! container's cgroup *below* them (a relative `cgroupsPath` is relative to runc's own cgroup),
-//! so the task's limits apply and its accounting includes the container. (`egret-launcher
-//! join-cgroup` does the same as a program, for other callers.)
+//! Slurm's limits and accounting. The launcher therefore starts runc through a tiny shim (this
+//! same binary, `join-cgroup` mode) that first moves itself into every cgroup the task is in;
+//! runc then creates the container's cgroup *below* them (a relative `cgroupsPath` is relative
+//! to runc's own cgroup), so the task's limits apply and its accounting includes the container.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -93,28 +91,6 @@ pub fn resolve(membership: &str, mountinfo: &str) -> Vec<PathBuf> {
     out
 }
 
-/// Hierarchies that may refuse a process and hold no limit (systemd's named one, the empty
-/// unified one of a v1 machine): joining them is best effort.
-fn optional(file: &Path) -> bool {
-    file.components()
-        .any(|c| c.as_os_str() == "systemd" || c.as_os_str() == "unified")
-}
-
-/// Makes `cmd`'s process join the cgroups of task `pid` before it execs.
-pub fn join_on_exec(pid: i32, cmd: &mut Command) -> Result<(), CgroupError> {
-    let mut files = Vec::new();
-    for path in procs_files(pid)? {
-        let required = !optional(&path);
-        match fs::OpenOptions::new().write(true).open(&path) {
-            Ok(f) => files.push((std::os::fd::OwnedFd::from(f), required)),
-            Err(_) if !required => {}
-            Err(source) => return Err(CgroupError::Join { path, source }),
-        }
-    }
-    crate::sys::process::write_on_exec(cmd, files, b"0");
-    Ok(())
-}
-
 /// Moves the calling process into the cgroups listed (best effort for hierarchies that refuse,
 /// e.g. a v2 cgroup with controllers enabled below it, but an unreadable list is an error).
 pub fn join(files: &[PathBuf]) -> Result<(), CgroupError> {
@@ -122,7 +98,9 @@ pub fn join(files: &[PathBuf]) -> Result<(), CgroupError> {
     for f in files {
         if let Err(source) = fs::write(f, &me) {
             // The named hierarchy of systemd and friends may refuse; limits live elsewhere.
-            if optional(f) {
+            if f.components()
+                .any(|c| c.as_os_str() == "systemd" || c.as_os_str() == "unified")
+            {
                 continue;
             }
             return Err(CgroupError::Join {
@@ -132,6 +110,20 @@ pub fn join(files: &[PathBuf]) -> Result<(), CgroupError> {
         }
     }
     Ok(())
+}
+
+/// `inner` wrapped so it first joins the cgroups of task `pid`: `egret-launcher join-cgroup
+/// FILE... -- PROGRAM ARGS...`.
+pub fn join_then_exec(pid: i32, inner: &Command) -> Result<Command, CgroupError> {
+    let files = procs_files(pid)?;
+    let me = std::env::current_exe().map_err(|source| CgroupError::Read { pid, source })?;
+    let mut cmd = Command::new(me);
+    cmd.arg("join-cgroup")
+        .args(&files)
+        .arg("--")
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    Ok(cmd)
 }
 
 #[cfg(test)]

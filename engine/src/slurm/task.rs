@@ -234,10 +234,10 @@ fn spawn_runc(
 ) -> Result<Child, TaskError> {
     let runc = Runc::from_config(&p.cfg);
     let extra = conn.fds.len().saturating_sub(3) as u32;
-    let mut cmd = runc.command_logged(id, bundle_dir, extra, &bundle_dir.join("runc.log"));
-    // runc starts in the task's cgroups (joined by the child itself, before the exec).
-    conn.task
-        .with_pid(|pid| cgroup::join_on_exec(pid, &mut cmd))
+    let inner = runc.command_logged(id, bundle_dir, extra, &bundle_dir.join("runc.log"));
+    let mut cmd = conn
+        .task
+        .with_pid(|pid| cgroup::join_then_exec(pid, &inner))
         .map_err(TaskError::TaskGone)??;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -158,28 +158,6 @@ impl PidFd {
     }
 }
 
-/// Makes `cmd`'s process write `data` to each of `files` before it execs (e.g. `0` to
-/// `cgroup.procs`: the process moves itself into that cgroup, with no helper process of its
-/// own). A failed write to a file marked `true` (required) fails the spawn; the others are
-/// best effort. Register it before any descriptor shuffle ([`crate::sys::fd::map_fds_on_exec`]),
-/// which may reuse the numbers of `files`.
-pub fn write_on_exec(cmd: &mut Command, files: Vec<(OwnedFd, bool)>, data: &'static [u8]) {
-    // SAFETY: the closure runs between fork and exec and only calls write(2), which is
-    // async-signal-safe, on descriptors it owns; it allocates nothing and takes no lock (an
-    // io::Error from errno holds no allocation).
-    unsafe {
-        cmd.pre_exec(move || {
-            for (fd, required) in &files {
-                let n = libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len());
-                if n < 0 && *required {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        })
-    };
-}
-
 /// Makes `cmd`'s process start with no signal blocked. A blocked signal stays blocked across
 /// exec, and std does not reset the mask: a caller that blocks signals to forward them would
 /// otherwise start runc (and the container) deaf to them.

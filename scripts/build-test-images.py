@@ -21,6 +21,8 @@ Images (all under REGISTRY/egret/, tag "latest" unless noted):
   pytorch      busybox + Env PYTORCH_VERSION (what PyTorch images carry; egret then sets the
                torch.distributed variables from the Slurm step)
   glibc        bash + coreutils from the host with their shared libraries and ld.so.cache
+  debian       a stock Debian with apt (mmdebstrap --variant=apt, this machine's suite and apt
+               sources): what `--container-remap-root` users install packages into
   mpich        the glibc image + Debian's MPICH runtime (libmpich12 and its shared libraries)
                + /usr/local/bin/mpi-report and mpi-pingpong (system-tests/mpi/*.c built with mpicc)
   big          (--big) >= 500 MB, 3 layers, tens of thousands of files, mixed content
@@ -306,6 +308,25 @@ class Layout:
             "digest": "sha256:" + digest,
             "size": sink.size,
         }, "sha256:" + sink.diff.hexdigest(), sink.usize
+
+    def write_tar_layer(self, tar_path, level=6):
+        """Write an existing tar file as one gzip layer; returns its descriptor plus its diff_id."""
+        fd, tmp = tempfile.mkstemp(dir=self.blobs, prefix=".layer-")
+        with os.fdopen(fd, "wb") as out, open(tar_path, "rb") as src:
+            sink = _GzipSink(out, level)
+            while True:
+                chunk = src.read(1 << 20)
+                if not chunk:
+                    break
+                sink.write(chunk)
+            sink.close()
+        digest = sink.blob.hexdigest()
+        os.replace(tmp, os.path.join(self.blobs, digest))
+        return {
+            "mediaType": MT_LAYER_GZ,
+            "digest": "sha256:" + digest,
+            "size": sink.size,
+        }, "sha256:" + sink.diff.hexdigest()
 
     def add_image(self, layers, config, history, tag=None, arch=None):
         """layers: list of (descriptor, diff_id). Returns the manifest descriptor."""
@@ -877,6 +898,36 @@ class Builder:
         lay.add_image([(desc, diff)], config, [f"Debian MPICH {version} with glibc {glibc}"],
                       tag="latest")
 
+    def build_debian(self, lay, work):
+        """A stock Debian (minimal system with apt) as its own tar, ownership and all, written by
+        mmdebstrap from this machine's apt sources; the image's apt uses the same sources."""
+        if not shutil.which("mmdebstrap"):
+            sys.exit("mmdebstrap missing: install it (scripts/install-deps.sh)")
+        suite = subprocess.run(["sh", "-c", ". /etc/os-release && echo $VERSION_CODENAME"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        tar_path = os.path.join(work, "rootfs.tar")
+        hooks = []
+        # The host's sources and settings (mirrors, proxies), as configured, replace the defaults.
+        for src in ["/etc/apt/sources.list"] + sorted(
+                os.path.join("/etc/apt/sources.list.d", n)
+                for n in os.listdir("/etc/apt/sources.list.d")
+                if n.endswith((".list", ".sources"))):
+            if os.path.isfile(src):
+                hooks.append(f'cp "{src}" "$1{src}"')
+        hooks.insert(0, 'rm -f "$1/etc/apt/sources.list"')
+        for n in sorted(os.listdir("/etc/apt/apt.conf.d")):
+            src = os.path.join("/etc/apt/apt.conf.d", n)
+            if os.path.isfile(src) and not n.startswith("docker-"):
+                hooks.append(f'[ -e "$1{src}" ] || cp "{src}" "$1{src}"')
+        cmd = ["mmdebstrap", "--quiet", "--variant=apt", "--mode=root", "--format=tar",
+               "--customize-hook=" + " && ".join(hooks), suite, tar_path]
+        subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL)
+        desc, diff = lay.write_tar_layer(tar_path)
+        os.remove(tar_path)
+        config = {"Env": [PATH_ENV], "Cmd": ["/bin/bash"],
+                  "Labels": {"egret.test.image": "debian", "egret.test.suite": suite}}
+        lay.add_image([(desc, diff)], config, [f"mmdebstrap --variant=apt {suite}"], tag="latest")
+
     def build_glibc(self, lay, work):
         root = os.path.join(work, "rootfs")
         os.makedirs(root)
@@ -998,12 +1049,12 @@ def main():
                     help="where to write the multilayer expected tree (JSON)")
     args = ap.parse_args()
 
-    names = ["busybox", "multilayer", "entrypoint", "reported", "hooklabels", "pytorch", "glibc", "mpich"]
+    names = ["busybox", "multilayer", "entrypoint", "reported", "hooklabels", "pytorch", "glibc", "mpich", "debian"]
     if args.big:
         names += ["big", "huge"]
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in ("busybox", "multilayer", "entrypoint", "reported", "hooklabels", "pytorch", "glibc", "mpich", "big", "huge")]
+        unknown = [n for n in wanted if n not in ("busybox", "multilayer", "entrypoint", "reported", "hooklabels", "pytorch", "glibc", "mpich", "debian", "big", "huge")]
         if unknown:
             ap.error(f"unknown image(s): {', '.join(unknown)}")
         names = wanted

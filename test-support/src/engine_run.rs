@@ -107,6 +107,7 @@ impl World {
             init: false,
             extra_binds: vec![],
             persistent: None,
+            image_owned_by_user: false,
         }
     }
 

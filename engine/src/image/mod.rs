@@ -6,6 +6,7 @@
 //! and the per-user Sarus-style indexes. [`metadata`] is what a run needs from the image config;
 //! [`progress`] reports all of it to a person.
 
+pub mod all_root;
 pub mod flatten;
 pub mod import;
 pub mod metadata;

@@ -48,6 +48,8 @@ pub enum PrepareError {
     Image(#[from] StepImageError),
     #[error("{0}")]
     Rootfs(#[from] BundleError),
+    #[error("{0}")]
+    AllRoot(#[from] crate::image::all_root::AllRootError),
     #[error("{}: {source}", path.display())]
     JoinBundle {
         path: PathBuf,
@@ -115,6 +117,15 @@ pub fn prepare(
             (f, m, None)
         }
     };
+    // Remapped root owns all of the image: its all-root copy, shown as the user's (see rootfs).
+    let remap = opts.remap_root == Some(true);
+    let image_file = match remap {
+        true => {
+            use crate::image::progress::Progress;
+            crate::image::all_root::ensure(cfg, &image_file, &|m: &str| progress.phase(m))?
+        }
+        false => image_file,
+    };
     let site_cfg = Config {
         site_mounts: mount_plan.site_mounts,
         ..cfg.clone()
@@ -130,6 +141,7 @@ pub fn prepare(
         init: opts.init,
         extra_binds: batch_script_bind(req),
         persistent,
+        image_owned_by_user: remap,
     };
     let mut rootfs = rootfs::prepare_rootfs(&site_cfg, &cfg.oci_bundle_dir, &creq)?;
     add_tmpfs_mounts(cfg, &mut rootfs, mount_plan.tmpfs)?;

@@ -76,13 +76,15 @@ pub fn check_writable(dest: &Path, user: &UserIdentity) -> Result<(), SaveError>
 }
 
 /// Writes the squashfs of `rootfs` to `dest` as `user`. `scratch` is a root-owned directory of
-/// the bundle for the temporary mount point.
+/// the bundle for the temporary mount point. `all_root`: the rootfs shows the image's root as
+/// the user (remapped root); its files are saved as root's, as the image had them.
 pub fn save(
     cfg: &Config,
     rootfs: &Path,
     scratch: &Path,
     dest: &Path,
     user: &UserIdentity,
+    all_root: bool,
 ) -> Result<(), SaveError> {
     let io_err = |source| SaveError::Io {
         path: dest.to_path_buf(),
@@ -107,7 +109,7 @@ pub fn save(
     })
     .map_err(io_err)?;
 
-    let result = squash_into(cfg, rootfs, scratch, &out, dest).and_then(|()| {
+    let result = squash_into(cfg, rootfs, scratch, &out, dest, all_root).and_then(|()| {
         out.sync_all().map_err(io_err)?;
         as_user(user, || fs::rename(&tmp, dest)).map_err(io_err)
     });
@@ -131,6 +133,7 @@ fn squash_into(
     scratch: &Path,
     out: &File,
     dest: &Path,
+    all_root: bool,
 ) -> Result<(), SaveError> {
     let io_err = |source| SaveError::Io {
         path: dest.to_path_buf(),
@@ -147,13 +150,19 @@ fn squash_into(
         None::<&str>,
     )
     .map_err(|e| io_err(e.into()))?;
-    let result = run_mksquashfs(cfg, &view, out, dest);
+    let result = run_mksquashfs(cfg, &view, out, dest, all_root);
     let _ = umount2(&view, MntFlags::MNT_DETACH);
     let _ = fs::remove_dir(&view);
     result
 }
 
-fn run_mksquashfs(cfg: &Config, view: &Path, out: &File, dest: &Path) -> Result<(), SaveError> {
+fn run_mksquashfs(
+    cfg: &Config,
+    view: &Path,
+    out: &File,
+    dest: &Path,
+    all_root: bool,
+) -> Result<(), SaveError> {
     let io_err = |source| SaveError::Io {
         path: dest.to_path_buf(),
         source,
@@ -165,6 +174,7 @@ fn run_mksquashfs(cfg: &Config, view: &Path, out: &File, dest: &Path) -> Result<
         .arg("/proc/self/fd/3")
         .args(["-noappend", "-quiet", "-no-progress", "-exit-on-error"])
         .args(cfg.mksquashfs_options.split_whitespace())
+        .args(all_root.then_some("-all-root"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log.try_clone().map_err(io_err)?);

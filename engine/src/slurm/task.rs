@@ -94,6 +94,7 @@ fn save_rootfs(p: &PreparedStep, value: &str) -> Result<(), save::SaveError> {
         &p.rootfs.bundle_dir,
         &dest,
         &p.user,
+        p.rootfs.image_owned_by_user,
     )
 }
 

@@ -233,13 +233,24 @@ pub fn replace_file_in_root(
     contents: &[u8],
     mode: u32,
 ) -> Result<(), InRootError> {
+    replace_file_in_root_owned(root, path, contents, mode, None)
+}
+
+/// [`replace_file_in_root`], the new file owned by `owner` (uid, gid) instead of root.
+pub fn replace_file_in_root_owned(
+    root: &Path,
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<(), InRootError> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(InRootError::TypeMismatch {
             path: path.to_path_buf(),
             is_dir: true,
         });
     };
-    ContainerDir::open_or_create(root, parent)?.replace(name, contents, mode)
+    ContainerDir::open_or_create(root, parent)?.replace_owned(name, contents, mode, owner)
 }
 
 /// Files larger than this are not the small configuration files egret reads in a container.
@@ -325,6 +336,17 @@ impl ContainerDir {
     /// Replaces `name` with a new root-owned file holding `contents`: an existing entry (a
     /// symlink included) is removed first, so nothing is ever written through a link.
     pub fn replace(&self, name: &OsStr, contents: &[u8], mode: u32) -> Result<(), InRootError> {
+        self.replace_owned(name, contents, mode, None)
+    }
+
+    /// [`replace`](Self::replace), the new file owned by `owner` (uid, gid) when given.
+    pub fn replace_owned(
+        &self,
+        name: &OsStr,
+        contents: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), InRootError> {
         let shown = self.path.join(name);
         let create_err = |source: io::Error| InRootError::Create {
             path: shown.clone(),
@@ -351,6 +373,14 @@ impl ContainerDir {
         )
         .map_err(create_err)?;
         let mut file = File::from(fd);
+        if let Some((uid, gid)) = owner {
+            nix::unistd::fchown(
+                file.as_raw_fd(),
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .map_err(|e| create_err(e.into()))?;
+        }
         file.write_all(contents).map_err(create_err)?;
         // The umask may have narrowed the mode.
         nix::sys::stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(mode))

@@ -17,3 +17,4 @@ pub mod mount;
 pub mod mounttree;
 pub mod process;
 pub mod signal;
+pub mod userns;

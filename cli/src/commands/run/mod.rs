@@ -144,6 +144,7 @@ pub fn run(c: &Context, a: RunArgs) -> Result<ExitCode, RunError> {
             init: a.init,
             extra_binds: vec![],
             persistent: None,
+            image_owned_by_user: false,
         },
         process: parsed.process,
         opts: parsed.opts,

@@ -15,8 +15,14 @@ use super::BundleError;
 
 pub const FILES: &[&str] = &["passwd", "group", "hosts", "resolv.conf"];
 
-/// Writes the container's `/etc` files into `rootfs`, from `host_etc` (normally `/etc`).
-pub fn install(rootfs: &Path, host_etc: &Path, user: &UserIdentity) -> Result<(), BundleError> {
+/// Writes the container's `/etc` files into `rootfs`, from `host_etc` (normally `/etc`), owned
+/// by root or, where the image is the user's (remapped root), by `owner`.
+pub fn install(
+    rootfs: &Path,
+    host_etc: &Path,
+    user: &UserIdentity,
+    owner: Option<(u32, u32)>,
+) -> Result<(), BundleError> {
     for name in FILES {
         let host = host_etc.join(name);
         let mut content = match std::fs::read(&host) {
@@ -34,8 +40,39 @@ pub fn install(rootfs: &Path, host_etc: &Path, user: &UserIdentity) -> Result<()
             }),
             _ => {}
         }
-        in_root::replace_file_in_root(rootfs, &Path::new("/etc").join(name), &content, 0o644)?;
+        in_root::replace_file_in_root_owned(
+            rootfs,
+            &Path::new("/etc").join(name),
+            &content,
+            0o644,
+            owner,
+        )?;
     }
+    if owner.is_some() {
+        apt_without_sandbox(rootfs, owner)?;
+    }
+    Ok(())
+}
+
+/// apt drops to its `_apt` user to download; a remapped root has no other uid to become, so
+/// every `apt-get update` would fail. Where the image has apt, it downloads as root instead
+/// (what Docker's rootless images and enroot's root mode do too).
+const APT_CONF_DIR: &str = "/etc/apt/apt.conf.d";
+const APT_CONF_NAME: &str = "99-egret-remap-root";
+const APT_CONF: &str = "// Written by egret for --container-remap-root: one uid, no sandbox user.\nAPT::Sandbox::User \"root\";\n";
+
+fn apt_without_sandbox(rootfs: &Path, owner: Option<(u32, u32)>) -> Result<(), BundleError> {
+    let dir = match in_root::ContainerDir::open(rootfs, Path::new(APT_CONF_DIR)) {
+        Ok(d) => d,
+        // No apt in this image (or no such directory of the image's own): nothing to do.
+        Err(_) => return Ok(()),
+    };
+    dir.replace_owned(
+        std::ffi::OsStr::new(APT_CONF_NAME),
+        APT_CONF.as_bytes(),
+        0o644,
+        owner,
+    )?;
     Ok(())
 }
 
@@ -129,7 +166,7 @@ mod tests {
         std::fs::write(host.path().join("hosts"), "127.0.0.1 localhost\n").unwrap();
         let root = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/nowhere", root.path().join("etc")).unwrap();
-        install(root.path(), host.path(), &user()).unwrap();
+        install(root.path(), host.path(), &user(), None).unwrap();
         // /etc -> /nowhere was followed inside the rootfs.
         let passwd = std::fs::read_to_string(root.path().join("nowhere/passwd")).unwrap();
         assert!(passwd.contains("ldapuser:x:4242"), "{passwd}");
@@ -138,5 +175,30 @@ mod tests {
             !root.path().join("nowhere/resolv.conf").exists(),
             "missing on the host: skipped"
         );
+        assert!(
+            !root.path().join("nowhere/apt").exists(),
+            "not remapped: no apt file"
+        );
+    }
+
+    #[test]
+    fn remapped_root_gets_an_apt_without_sandbox_where_the_image_has_apt() {
+        let host = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let me = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        install(root.path(), host.path(), &user(), Some(me)).unwrap();
+        assert!(
+            !root.path().join("etc/apt").exists(),
+            "no apt: nothing created"
+        );
+        std::fs::create_dir_all(root.path().join("etc/apt/apt.conf.d")).unwrap();
+        install(root.path(), host.path(), &user(), Some(me)).unwrap();
+        let conf =
+            std::fs::read_to_string(root.path().join("etc/apt/apt.conf.d").join(APT_CONF_NAME))
+                .unwrap();
+        assert!(conf.contains("APT::Sandbox::User \"root\";"), "{conf}");
     }
 }

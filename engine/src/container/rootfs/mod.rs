@@ -5,6 +5,7 @@
 //! ```text
 //! bundle_dir/            tmpfs or ramfs, nosuid,nodev
 //!   lower/               the image: squashfs on a loop device, ro,nosuid,nodev
+//!   lower-mapped/        with --container-remap-root: lower/ idmapped, its root's files the user's
 //!   upper/ work/         the overlay's writable layer (upper belongs to the user)
 //!   rootfs/              overlay of upper on lower, nosuid,nodev: the container's /
 //!   devices/N            device nodes staged for runc to bind into the container's /dev
@@ -43,10 +44,14 @@ use crate::sys::mount::{
 };
 
 const LOWER: &str = "lower";
+const LOWER_MAPPED: &str = "lower-mapped";
 const UPPER: &str = "upper";
 const WORK: &str = "work";
 const ROOTFS: &str = "rootfs";
 const DEVICES: &str = "devices";
+
+/// Top-level directories of the rootfs that runc mounts onto for every container.
+const RUNC_MOUNT_POINTS: &[&str] = &["proc", "dev", "sys"];
 
 /// Where `--init` puts the init binary inside the container (runc's /dev is per container).
 pub const INIT_PATH: &str = "/dev/init";
@@ -90,6 +95,12 @@ pub enum BundleError {
     },
     #[error("cannot open image {}: {source}", path.display())]
     Image {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot show the image's files as owned by the remapped root (idmapped mount of {}): {source}; this kernel or filesystem does not support idmapped mounts, run without --container-remap-root", path.display())]
+    Idmap {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -167,6 +178,9 @@ pub struct ContainerRequest {
     /// A host directory (root-owned, on disk) holding the overlay's `upper`/`work` so that the
     /// container's changes outlive this bundle (named containers). None: in-memory.
     pub persistent: Option<PathBuf>,
+    /// The image's files owned by uid/gid 0 are shown as the user's (an idmapped mount of the
+    /// image), so that `--container-remap-root` is a root that owns the image, as with pyxis.
+    pub image_owned_by_user: bool,
 }
 
 /// `c` or `b`.
@@ -201,6 +215,8 @@ pub struct Rootfs {
     pub readonly: bool,
     /// The init binary is available at [`INIT_PATH`].
     pub init: bool,
+    /// The image's root-owned files are shown as the user's (see [`ContainerRequest`]).
+    pub image_owned_by_user: bool,
     /// Things the user should hear about that did not stop the container.
     pub warnings: Vec<String>,
     /// Mount points, in the order they were mounted.
@@ -217,6 +233,8 @@ pub struct AttachInfo {
     pub readonly: bool,
     pub init: bool,
     pub has_bind_mounts: bool,
+    #[serde(default)]
+    pub image_owned_by_user: bool,
 }
 
 impl Rootfs {
@@ -228,6 +246,7 @@ impl Rootfs {
             readonly: self.readonly,
             init: self.init,
             has_bind_mounts: self.has_bind_mounts(),
+            image_owned_by_user: self.image_owned_by_user,
         }
     }
 
@@ -252,6 +271,7 @@ impl Rootfs {
             binds,
             readonly: info.readonly,
             init: info.init,
+            image_owned_by_user: info.image_owned_by_user,
             warnings: Vec::new(),
             mounted: Vec::new(),
         }
@@ -326,6 +346,7 @@ pub fn prepare_rootfs_with(
         binds: Vec::new(),
         readonly: req.readonly,
         init: false,
+        image_owned_by_user: req.image_owned_by_user,
         warnings: Vec::new(),
         mounted: vec![bundle_dir.to_path_buf()],
     };
@@ -424,11 +445,39 @@ fn assemble(
     // The mount holds the loop device now; autoclear detaches it when the mount goes.
     drop(lo);
 
+    // Remapped root owns the image, as pyxis's does: the overlay's lower layer is an idmapped
+    // view of the image in which owner 0 is the user. Root never mounts the user's own data
+    // this way; the image stays read-only and the shared squashfs unchanged.
+    let owner = req
+        .image_owned_by_user
+        .then_some((req.user.uid, req.user.gid));
+    let lower_view = match owner {
+        None => lower.clone(),
+        Some((uid, gid)) => {
+            let mapped = b.join(LOWER_MAPPED);
+            mkdir(&mapped, false)?;
+            sys.bind_idmapped(&lower, &mapped, uid, gid)
+                .map_err(|source| BundleError::Idmap {
+                    path: req.image_file.clone(),
+                    source,
+                })?;
+            rootfs.mounted.push(mapped.clone());
+            // The image's /proc, /dev and /sys are the user's in that view, and the top is
+            // sticky: left so, the step's tasks could rename them while runc mounts onto them
+            // for the next container. Root-owned directories in the upper layer take their
+            // place (a merged directory has the upper one's owner).
+            for d in RUNC_MOUNT_POINTS {
+                mkdir(&upper.join(d), false)?;
+            }
+            mapped
+        }
+    };
+
     // The container's /: writes land in the in-memory upper layer. nosuid,nodev from the start,
     // so no setuid bit or device node of the image is ever effective.
     let opts = format!(
         "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
+        lower_view.display(),
         upper.display(),
         work.display()
     );
@@ -449,7 +498,7 @@ fn assemble(
     rootfs.mounted.push(root.clone());
 
     // Host identity and name resolution, written by root inside the rootfs.
-    etc::install(&root, host_etc, &req.user)?;
+    etc::install(&root, host_etc, &req.user, owner)?;
 
     // Trusted mounts first (the site's, then egret's own), then the user's, which may cover them.
     // Staging for what runc binds into the container's /dev (devices, mounts below /dev).
@@ -806,6 +855,7 @@ impl Rootfs {
             binds: Vec::new(),
             readonly: false,
             init: false,
+            image_owned_by_user: false,
             warnings: Vec::new(),
             mounted: Vec::new(),
         }

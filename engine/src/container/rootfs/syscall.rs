@@ -42,6 +42,9 @@ pub trait Syscall {
         target_path: &Path,
         flags: BindFlags,
     ) -> io::Result<()>;
+    /// Binds the mount at `source` onto `target` as an idmapped mount in which on-disk owner 0
+    /// (user and group) is shown, and written, as `uid`/`gid`; every other owner is unmapped.
+    fn bind_idmapped(&self, source: &Path, target: &Path, uid: u32, gid: u32) -> io::Result<()>;
     /// Attaches `image` to a loop device, read-only and autoclear.
     fn attach_loop(&self, image: &File, name: &Path) -> io::Result<LoopHandle>;
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
@@ -125,6 +128,13 @@ impl Syscall for LinuxSyscall {
             other => other?,
         }
         sys::mounttree::attach(&tree, target)
+    }
+
+    fn bind_idmapped(&self, source: &Path, target: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        let userns = sys::userns::map_zero_to(uid, gid)?;
+        let tree = sys::mounttree::clone_tree(&sys::fs::open_dir(source)?, false)?;
+        sys::mount::set_idmap(&tree, &userns)?;
+        sys::mounttree::attach(&tree, &sys::fs::open_dir(target)?)
     }
 
     fn attach_loop(&self, image: &File, name: &Path) -> io::Result<LoopHandle> {
@@ -242,6 +252,12 @@ pub enum Call {
         target: PathBuf,
         flags: BindFlags,
     },
+    BindIdmapped {
+        source: PathBuf,
+        target: PathBuf,
+        uid: u32,
+        gid: u32,
+    },
     AttachLoop {
         image: PathBuf,
     },
@@ -320,6 +336,16 @@ impl Syscall for RecordingSyscall {
             source: Self::real(&sys::fs::proc_path(source)),
             target: Self::real(&sys::fs::proc_path(target)),
             flags,
+        });
+        Ok(())
+    }
+
+    fn bind_idmapped(&self, source: &Path, target: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        self.record(Call::BindIdmapped {
+            source: source.to_path_buf(),
+            target: target.to_path_buf(),
+            uid,
+            gid,
         });
         Ok(())
     }

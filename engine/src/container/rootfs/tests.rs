@@ -49,6 +49,7 @@ fn fixture() -> Fixture {
         init: false,
         extra_binds: vec![],
         persistent: None,
+        image_owned_by_user: false,
     };
     Fixture {
         _dir: dir,
@@ -514,5 +515,53 @@ fn mounts_below_dev_are_staged_for_runc_and_device_nodes_get_their_rule() {
             minor: 3,
             access: "r".into()
         }]
+    );
+}
+
+#[test]
+fn remapped_root_gets_an_idmapped_image_and_root_owned_mount_points() {
+    let mut f = fixture();
+    // The /etc files are chowned to the user: the test's own ids, so it runs without root too.
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    f.req.user.uid = uid;
+    f.req.user.gid = gid;
+    f.req.image_owned_by_user = true;
+    let (sys, r) = prepare(&f, &Config::default());
+    let rootfs = r.unwrap();
+    let b = &f.bundle;
+    let calls = sys.calls();
+    let idmap = calls
+        .iter()
+        .position(|c| {
+            *c == Call::BindIdmapped {
+                source: b.join("lower"),
+                target: b.join("lower-mapped"),
+                uid,
+                gid,
+            }
+        })
+        .expect("the image is idmapped");
+    let overlay = calls
+        .iter()
+        .position(|c| {
+            matches!(c, Call::Mount { fstype: Some(t), data: Some(d), .. }
+            if t == "overlay" && d.starts_with(&format!("lowerdir={}/lower-mapped,", b.display())))
+        })
+        .expect("the overlay's lower layer is the idmapped view");
+    assert!(idmap < overlay);
+    for d in ["proc", "dev", "sys"] {
+        assert!(b.join("upper").join(d).is_dir(), "{d} in the upper layer");
+    }
+    assert!(rootfs.image_owned_by_user);
+    assert!(rootfs.attach_info().image_owned_by_user);
+    use std::os::unix::fs::MetadataExt;
+    let passwd = std::fs::metadata(b.join("rootfs/etc/passwd")).unwrap();
+    assert_eq!(
+        (passwd.uid(), passwd.gid()),
+        (uid, gid),
+        "the remapped root's file"
     );
 }

@@ -65,7 +65,10 @@ impl Store {
             out.push(ImageUsage {
                 digest,
                 squashfs: entry.path(),
-                bytes: sq.len() + meta.map_or(0, |m| m.len()),
+                bytes: sq.len()
+                    + meta.map_or(0, |m| m.len())
+                    + std::fs::symlink_metadata(crate::image::all_root::path_for(&entry.path()))
+                        .map_or(0, |m| m.len()),
                 last_use,
             });
         }

@@ -408,8 +408,9 @@ impl Store {
     /// Returns whether there was anything to delete.
     fn remove_image_files(&self, digest: &str, lock: Lock) -> Result<bool, StoreError> {
         let (squashfs, meta) = self.image_paths(digest)?;
+        let all_root = crate::image::all_root::path_for(&squashfs);
         let mut any = false;
-        for p in [&squashfs, &meta] {
+        for p in [&squashfs, &meta, &all_root] {
             match std::fs::remove_file(p) {
                 Ok(()) => any = true,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -217,3 +217,22 @@ fn data_under_var_lib_mounts_at_its_own_path_and_roots_paths_stay_denied() {
         );
     }
 }
+
+#[test]
+fn a_workdir_is_looked_up_with_the_users_rights_only() {
+    common::require_root();
+    // Root's directory, bound by the user, with a part the user may not enter.
+    let dir = common::scratch_dir(None);
+    fs::create_dir_all(dir.join("secret/inner")).unwrap();
+    fs::set_permissions(dir.join("secret"), fs::Permissions::from_mode(0o700)).unwrap();
+    let mounts = format!("--container-mounts={}:/in:ro", dir.display());
+    // Present or not, the user learns only what they could see themselves.
+    for workdir in ["/in/secret/inner", "/in/secret/missing"] {
+        let opt = format!("--container-workdir={workdir}");
+        fails_in_one_line(
+            &[&busybox(), &mounts, &opt, "pwd"],
+            &[&format!("couldn't chdir to {workdir}: Permission denied")],
+        );
+    }
+    assert!(!dir.join("secret/missing").exists());
+}

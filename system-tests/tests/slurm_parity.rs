@@ -103,7 +103,7 @@ fn boolean_variables_take_pyxis_values() {
 fn bad_variable_values_fail_in_srun_before_queueing() {
     for (var, val) in [
         ("PYXIS_CONTAINER_MOUNT_HOME", "maybe"),
-        ("PYXIS_CONTAINER_WORKDIR", "relative/dir"),
+        ("PYXIS_CONTAINER_MOUNTS", "/tmp:"),
         ("EGRET_CONTAINER_PID", "shared"),
     ] {
         let before = common::next_job_id();

@@ -40,6 +40,12 @@ pub enum RefReason {
     DotDot,
     #[error("transport '{transport}://' is not supported (only docker://)")]
     Transport { transport: String },
+    /// enroot's `dockerd://` and `podman://`: egret never talks to a container daemon.
+    #[error(
+        "egret does not import images from a local Docker or podman daemon ({transport}://); \
+         push the image to a registry, or `docker save` it and use `egret load ARCHIVE NAME`"
+    )]
+    LocalDaemon { transport: String },
     /// enroot's `USER@REGISTRY#IMAGE`: credentials belong in the auth file.
     #[error(
         "a user name before the registry (USER@REGISTRY#...) is not supported; \
@@ -128,9 +134,14 @@ impl ImageRef {
         }
         let s = input.strip_prefix("docker://").unwrap_or(input);
         if let Some((transport, _)) = s.split_once("://") {
-            return Err(fail(RefReason::Transport {
-                transport: transport.to_string(),
-            }));
+            let transport = transport.to_string();
+            return Err(fail(
+                if matches!(transport.as_str(), "dockerd" | "podman") {
+                    RefReason::LocalDaemon { transport }
+                } else {
+                    RefReason::Transport { transport }
+                },
+            ));
         }
         let (registry, rest) = match s.split_once('#') {
             Some((reg, rest)) => {
@@ -450,6 +461,12 @@ mod tests {
                 s("transport 'oci://' is not supported (only docker://)"),
             ),
             (
+                RefReason::LocalDaemon {
+                    transport: s("podman"),
+                },
+                s("egret does not import images from a local Docker or podman daemon (podman://); push the image to a registry, or `docker save` it and use `egret load ARCHIVE NAME`"),
+            ),
+            (
                 RefReason::UserBeforeRegistry,
                 s("a user name before the registry (USER@REGISTRY#...) is not supported; put credentials in the registry auth file"),
             ),
@@ -608,6 +625,13 @@ mod tests {
         );
         assert!(err("oci:///tmp/x").contains("transport"));
         assert!(err("http://host/img").contains("transport"));
+        for daemon in ["dockerd://busybox", "podman://localhost/app:1"] {
+            let e = ImageSource::parse(daemon).unwrap_err();
+            assert!(
+                matches!(e.reason, RefReason::LocalDaemon { .. }),
+                "{daemon}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! `named_step` (the named container's decision, before any thread), `accept` (the tasks
 //! connecting), `prepare` (options to the step's rootfs, with `step_image` and
 //! `user_squashfs` for the image), `plan` (the pure rules from options to mounts, devices,
-//! process and annotations), `task` (one container per task, signals forwarded). The task side
+//! process and annotations), `task` (one container per task, signals forwarded; `workdir`
+//! checks `--container-workdir` first). The task side
 //! is [`client`]; both speak [`protocol`].
 
 mod accept;
@@ -36,3 +37,4 @@ pub mod task_env;
 mod task_progress;
 pub mod unshare;
 mod user_squashfs;
+mod workdir;

@@ -40,6 +40,9 @@ pub enum PrepareError {
     Plan(#[from] PlanError),
     #[error("{0}")]
     Save(#[from] SaveError),
+    /// pyxis's words, which scripts may grep.
+    #[error("--container-mounts: source path does not exist: {}", path.display())]
+    MissingSource { path: PathBuf },
     #[error("no --container-image")]
     NoImage,
     #[error("{0}")]
@@ -85,6 +88,7 @@ pub fn prepare(
     }
     let user = UserIdentity::from_uid(req.uid, req.gid)?;
     let mut mount_plan = plan_user_mounts(cfg, req)?;
+    check_sources(&user, &mount_plan.binds)?;
     if opts.mount_home == Some(true) {
         mount_plan.binds.push(BindMount {
             source: user.home.clone(),
@@ -193,6 +197,22 @@ fn plan_user_mounts(cfg: &Config, req: &StepRequest) -> Result<MountPlan, Prepar
     let entries =
         mounts::pyxis::parse(spec, &plan::job_cwd(&req.job_env)).map_err(PlanError::Mounts)?;
     Ok(plan::plan_mounts(entries, &cfg.user_mounts, site_mounts)?)
+}
+
+/// A `--container-mounts` source missing on this node is the step's one line, before the image
+/// is imported (the bind would fail later anyway). Looked up as the user, as the bind opens it:
+/// other errors (a source the user may not reach) are left to the bind, which names them.
+fn check_sources(user: &UserIdentity, binds: &[BindMount]) -> Result<(), PrepareError> {
+    for b in binds {
+        if let Err(UserError::Access { source, .. }) = user.open_path(&b.source) {
+            if matches!(source.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) {
+                return Err(PrepareError::MissingSource {
+                    path: b.source.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The batch script (batch step only), read-only at its own path.

@@ -25,6 +25,7 @@ use super::save;
 use super::step::container_id;
 use super::task_env;
 use super::unshare::UnshareError;
+use super::workdir::{self, WorkdirError};
 
 /// Why a task's container cannot start; each is the user's one line (without `egret: `).
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,8 @@ pub enum TaskError {
     TaskGone(#[source] std::io::Error),
     #[error("{0}")]
     Cgroup(#[from] CgroupError),
+    #[error("{0}")]
+    Workdir(#[from] WorkdirError),
     #[error("cannot start runc: {0}")]
     SpawnRunc(#[source] std::io::Error),
 }
@@ -145,6 +148,9 @@ fn start_container(
     conn: &TaskConn,
     id: &str,
 ) -> Result<(Child, Option<StagedMount>), TaskError> {
+    if let (Some(value), Some(path)) = (&p.req.options.workdir, plan::workdir(&p.req.options)) {
+        workdir::check(&p.rootfs, &p.user, value, &path)?;
+    }
     let bundle_dir = task_bundle_dir(p, conn.hello.local_id);
     fs::create_dir_all(&bundle_dir).map_err(|source| TaskError::BundleDir {
         path: bundle_dir.clone(),

@@ -16,8 +16,11 @@ use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
 /// Why `--container-unshare` cannot be served; each is the user's one line (without `egret: `).
 #[derive(Debug, thiserror::Error)]
 pub enum UnshareError {
-    #[error("--container-unshare={value}: '{name}' is not one of net, ipc, uts")]
+    /// pyxis's words ("unknown namespace"), which scripts may grep.
+    #[error("--container-unshare={value}: unknown namespace '{name}' (use net, ipc or uts)")]
     UnknownNamespace { value: String, name: String },
+    #[error("--container-unshare={value}: empty namespace argument (use net, ipc or uts)")]
+    EmptyNamespace { value: String },
     #[error("--container-unshare={value}: '{name}' given twice")]
     GivenTwice { value: String, name: String },
     #[error("--container-unshare: cannot start unshare: {0}")]
@@ -52,6 +55,11 @@ pub fn parse(value: &str) -> Result<Unshare, UnshareError> {
             "net" => &mut u.net,
             "ipc" => &mut u.ipc,
             "uts" => &mut u.uts,
+            "" => {
+                return Err(UnshareError::EmptyNamespace {
+                    value: value.to_string(),
+                })
+            }
             other => {
                 return Err(UnshareError::UnknownNamespace {
                     value: value.to_string(),
@@ -197,7 +205,11 @@ mod tests {
         );
         assert_eq!(
             parse("pid").unwrap_err().to_string(),
-            "--container-unshare=pid: 'pid' is not one of net, ipc, uts"
+            "--container-unshare=pid: unknown namespace 'pid' (use net, ipc or uts)"
+        );
+        assert_eq!(
+            parse("net,,ipc").unwrap_err().to_string(),
+            "--container-unshare=net,,ipc: empty namespace argument (use net, ipc or uts)"
         );
         assert_eq!(
             parse("net,net").unwrap_err().to_string(),

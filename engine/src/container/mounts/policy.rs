@@ -1,4 +1,13 @@
-//! The site's rules for user mount destinations.
+//! The site's rules for user mount destinations. They apply to where a mount lands in the
+//! container, never to its source: a source is opened with the user's own rights, so any host
+//! path the user can reach (`/var/lib/data`, `/scratch`) may be bound somewhere allowed.
+//!
+//! What a deny list is for (see the shipped `etc/egret.json`): container paths that egret, its
+//! hooks or runc write or mount into as root, so that a user's mount never stands in their way
+//! or under them: `/etc` (passwd, group, hosts, ld.so.cache, profile.d), `/opt/egret` (the SSH
+//! hook's files), Slurm's spool below `/var/spool` (the PMIx directory, the batch script) and
+//! the parents runc would create those below (`/opt`, `/var`, `/run` for `/run/munge`), as
+//! exact paths only, so that `/var/lib/...` or `/run/user/...` stay allowed.
 
 use std::path::Path;
 
@@ -86,5 +95,43 @@ mod tests {
             assert!(is_under_dev(Path::new(inside)), "{inside}");
         }
         assert!(!is_under_dev(Path::new("/dev")) && !is_under_dev(Path::new("/devices")));
+    }
+
+    #[test]
+    fn the_shipped_config_refuses_what_root_writes_into_and_nothing_else() {
+        let text = include_str!("../../../../etc/egret.json");
+        let cfg = crate::config::Config::parse_str(text, Path::new("etc/egret.json")).unwrap();
+        let rules = &cfg.user_mounts;
+        // pyxis's `SRC` alone mounts at the source's own path: ordinary data paths must pass.
+        for allowed in [
+            "/var/lib/data",
+            "/var/lib/egret-data/in",
+            "/var/tmp/x",
+            "/var/log/app",
+            "/run/user/1000",
+            "/opt/app",
+            "/scratch",
+            "/data",
+            "/etcetera",
+        ] {
+            assert!(
+                check_destination(Path::new(allowed), rules).is_ok(),
+                "{allowed}"
+            );
+        }
+        for denied in [
+            "/etc",
+            "/etc/passwd",
+            "/opt",
+            "/opt/egret/ssh",
+            "/var",
+            "/var/",
+            "/var/spool",
+            "/var/spool/slurmd-n1/pmix.7.0",
+            "/run",
+        ] {
+            let e = check_destination(Path::new(denied), rules).unwrap_err();
+            assert!(matches!(e, MountError::Denied { .. }), "{denied}: {e}");
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! else (another filesystem type such as `devpts`, an unknown flag) is an error naming the
 //! entry.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::container::mounts::{normalize, BindMount, MountError};
 use crate::sys::in_root::TargetKind;
@@ -77,9 +77,22 @@ fn parse_one(item: &str, cwd: &Path) -> Result<PyxisMount, MountError> {
     }
     let dst = |required: bool| -> Result<Option<PathBuf>, MountError> {
         match fields.get(1) {
-            None | Some(&"") if required => Err(MountError::parse(item, "needs a destination")),
-            None | Some(&"") => Ok(None),
-            Some(d) if d.starts_with('/') => Ok(Some(normalize(Path::new(d)))),
+            None if required => Err(MountError::parse(item, "needs a destination")),
+            None => Ok(None),
+            // pyxis refuses `SRC:` and `SRC::FLAGS` ("invalid format") rather than guessing.
+            Some(&"") => Err(MountError::parse(
+                item,
+                "invalid format: empty destination (write SRC:DST, or SRC alone to mount it at the same path)",
+            )),
+            Some(d) if d.starts_with('/') => {
+                if climbs_above_root(Path::new(d)) {
+                    return Err(MountError::parse(
+                        item,
+                        format!("destination '{d}' leaves the container's root ('..' above /)"),
+                    ));
+                }
+                Ok(Some(normalize(Path::new(d))))
+            }
             Some(d) => Err(MountError::parse(
                 item,
                 format!("destination '{d}' must be an absolute path"),
@@ -138,6 +151,21 @@ fn parse_one(item: &str, cwd: &Path) -> Result<PyxisMount, MountError> {
             ))
         }
     }
+}
+
+/// True when `..` in `path` would climb above `/`: enroot refuses such a target rather than
+/// clamping it (the kernel would clamp; the user meant something else).
+fn climbs_above_root(path: &Path) -> bool {
+    let mut depth = 0usize;
+    for c in path.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::ParentDir if depth == 0 => return true,
+            Component::ParentDir => depth -= 1,
+            _ => {}
+        }
+    }
+    false
 }
 
 fn bind_flags(item: &str, flags: &[&str]) -> Result<(bool, MountExtras), MountError> {
@@ -316,10 +344,33 @@ mod tests {
             p("/home/u/job/../up"),
             "the kernel resolves '..' as the user"
         );
+        // '..' that stays below / is only a spelling.
         assert_eq!(
-            parse_pyxis_mounts("/a::ro", &cwd).unwrap()[0].destination,
-            p("/a")
+            parse_pyxis_mounts("/a:/b/../c", &cwd).unwrap()[0].destination,
+            p("/c")
         );
+    }
+
+    #[test]
+    fn empty_and_escaping_destinations_are_refused() {
+        for (input, needle) in [
+            ("/a:", "'/a:': invalid format: empty destination"),
+            ("/a::ro", "invalid format: empty destination"),
+            ("tmpfs::size=1m", "invalid format: empty destination"),
+            ("umount:", "invalid format: empty destination"),
+            (
+                "/a:/../etc",
+                "destination '/../etc' leaves the container's root",
+            ),
+            ("/a:/b/../../x:ro", "leaves the container's root"),
+            ("tmpfs:/t/../../x", "leaves the container's root"),
+            ("umount:/..", "leaves the container's root"),
+            ("/a:./rel", "destination './rel' must be an absolute path"),
+            ("/a:../up", "must be an absolute path"),
+        ] {
+            let e = parse(input, Path::new("/")).unwrap_err().to_string();
+            assert!(e.contains(needle) && !e.contains('\n'), "{input}: {e}");
+        }
     }
 
     #[test]

@@ -37,10 +37,15 @@ pub enum OptionError {
         #[source]
         source: RefError,
     },
+    /// `dockerd://` and `podman://` (enroot's): there is no daemon to import from on the nodes.
+    #[error(
+        "--container-image={value}: egret does not import images from a local Docker or podman daemon ({transport}://); \
+         push the image to a registry and use --container-image=REGISTRY#IMAGE, or make a squashfs file \
+         (`egret import REF`, or `docker save` then `egret load` and `egret export`) and use --container-image=./FILE.sqsh"
+    )]
+    LocalDaemon { value: String, transport: String },
     #[error("--container-mounts: {0}")]
     BadMounts(#[source] MountError),
-    #[error("--container-workdir={value}: must be an absolute path")]
-    RelativeWorkdir { value: String },
     #[error("--container-env: '{name}' is not a valid variable name")]
     BadEnvName { name: String },
     /// `--container-name`'s own error already names the option.
@@ -172,10 +177,13 @@ mod tests {
                 "--container-mounts: 'x': why",
             ),
             (
-                OptionError::RelativeWorkdir {
-                    value: "rel".into(),
+                OptionError::LocalDaemon {
+                    value: "dockerd://busybox".into(),
+                    transport: "dockerd".into(),
                 },
-                "--container-workdir=rel: must be an absolute path",
+                "--container-image=dockerd://busybox: egret does not import images from a local Docker or podman daemon (dockerd://); \
+                 push the image to a registry and use --container-image=REGISTRY#IMAGE, or make a squashfs file \
+                 (`egret import REF`, or `docker save` then `egret load` and `egret export`) and use --container-image=./FILE.sqsh",
             ),
             (
                 OptionError::BadEnvName { name: "1B".into() },
@@ -242,7 +250,7 @@ mod tests {
                     value: "pid".into(),
                     name: "pid".into(),
                 }),
-                "--container-unshare=pid: 'pid' is not one of net, ipc, uts",
+                "--container-unshare=pid: unknown namespace 'pid' (use net, ipc or uts)",
             ),
             (
                 OptionError::NotHandled {

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::image::reference::RefReason;
+
 mod error;
 
 pub use self::error::OptionError;
@@ -145,8 +147,15 @@ impl ContainerOptions {
         let v = || value.clone().unwrap_or_default();
         match name {
             "container-image" => {
-                crate::image::reference::ImageSource::parse(&v())
-                    .map_err(|source| OptionError::BadImage { value: v(), source })?;
+                crate::image::reference::ImageSource::parse(&v()).map_err(|source| match source
+                    .reason
+                {
+                    RefReason::LocalDaemon { transport } => OptionError::LocalDaemon {
+                        value: v(),
+                        transport,
+                    },
+                    _ => OptionError::BadImage { value: v(), source },
+                })?;
                 set_once(&mut self.image, name, v())?;
             }
             "container-mounts" => {
@@ -154,12 +163,9 @@ impl ContainerOptions {
                     .map_err(OptionError::BadMounts)?;
                 append_list(&mut self.mounts, &v());
             }
-            "container-workdir" => {
-                if !v().starts_with('/') {
-                    return Err(OptionError::RelativeWorkdir { value: v() });
-                }
-                set_once(&mut self.workdir, name, v())?;
-            }
+            // As in pyxis, a relative value starts at the container's `/` (see
+            // `plan::workdir`); whether it exists is known only in the container.
+            "container-workdir" => set_once(&mut self.workdir, name, v())?,
             "container-env" => {
                 for n in v().split(',') {
                     if !valid_env_name(n) {
@@ -498,7 +504,7 @@ mod tests {
         for (n, v) in [
             ("container-image", Some("")),
             ("container-image", Some("a\nb")),
-            ("container-workdir", Some("rel/dir")),
+            ("container-image", Some("dockerd://busybox")),
             ("container-env", Some("A,1B")),
             ("container-pid", Some("shared")),
             ("container-annotation", Some("novalue")),
@@ -636,7 +642,7 @@ mod tests {
     fn bad_environment_values_name_the_variable() {
         for (k, v) in [
             ("PYXIS_CONTAINER_MOUNT_HOME", "maybe"),
-            ("PYXIS_CONTAINER_WORKDIR", "relative"),
+            ("PYXIS_CONTAINER_WORKDIR", "a\u{1b}b"),
             ("EGRET_CONTAINER_IMAGE", ""),
             ("PYXIS_CONTAINER_PID", "shared"),
         ] {

@@ -160,6 +160,15 @@ pub fn task_vars(hello: &Hello) -> Vec<(String, String)> {
     env
 }
 
+/// `--container-workdir` as a container path. pyxis changes directory after entering the
+/// container's mount namespace, whose `/` is then the working directory: a relative value
+/// starts at `/`, and `..` stops there.
+pub fn workdir(opts: &ContainerOptions) -> Option<PathBuf> {
+    opts.workdir
+        .as_deref()
+        .map(|w| mounts::normalize(Path::new(w)))
+}
+
 /// The container's process: the task's argv in the task's environment `env`.
 pub fn process_request(
     hello: &Hello,
@@ -181,7 +190,7 @@ pub fn process_request(
             .iter()
             .map(|n| EnvRequest::FromHost(n.clone()))
             .collect(),
-        cwd: opts.workdir.as_ref().map(PathBuf::from),
+        cwd: workdir(opts),
         terminal: hello.tty,
         umask,
     }

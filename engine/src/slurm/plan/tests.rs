@@ -147,6 +147,24 @@ fn the_process_follows_the_options() {
 }
 
 #[test]
+fn a_relative_workdir_starts_at_the_containers_root() {
+    for (value, want) in [
+        ("/work", "/work"),
+        ("rel/dir", "/rel/dir"),
+        ("./x/", "/x"),
+        ("../../up", "/up"),
+        (".", "/"),
+        ("/a/../b", "/b"),
+    ] {
+        let opts = ContainerOptions {
+            workdir: Some(value.into()),
+            ..ContainerOptions::default()
+        };
+        assert_eq!(workdir(&opts), Some(PathBuf::from(want)), "{value}");
+    }
+}
+
+#[test]
 fn mpi_and_ssh_turn_on_their_hooks() {
     let mpi = ContainerOptions {
         mpi_hook: Some(String::new()),

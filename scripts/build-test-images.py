@@ -14,6 +14,10 @@ Images (all under REGISTRY/egret/, tag "latest" unless noted):
                hardlinks, setuid, xattrs, ownership, long/non-ASCII names); the expected
                merged tree goes to test-support/data/multilayer-expected.json
   entrypoint   busybox + Entrypoint/Cmd/WorkingDir/Env
+  cudaenv      busybox + the Env of a CUDA image (CUDA_VERSION, NVIDIA_VISIBLE_DEVICES=all,
+               NVIDIA_DRIVER_CAPABILITIES) and a shell ENTRYPOINT that writes to stdout and
+               stderr, reports what it saw, exports variables and ends with exec "$@"
+               (fails with exit code 7 when it sees ENTRY_FAIL)
   reported     busybox with a label of its own: an image only the import-reporting test pulls
                through Slurm (its first import must really download)
   hooklabels   busybox whose labels name hook annotations (com.hooks.mpi.enabled=true, ...):
@@ -588,6 +592,30 @@ def entrypoint_layer():
     ]
 
 
+CUDAENV_ENTRYPOINT = """#!/bin/sh
+# The entrypoint of the cudaenv test image: output on both streams, what it saw, exports.
+echo entry-stdout
+echo entry-stderr >&2
+echo "entry-saw TLS=${DOCKER_TLS_VERIFY-unset} NAMED=${NAMED-unset} FOO=${FOO-unset} PMIX_MCA_psec=${PMIX_MCA_psec-unset}" >&2
+if [ -n "${ENTRY_FAIL-}" ]; then
+    echo entry-failing >&2
+    exit 7
+fi
+export FROM_ENTRY=set-by-entry
+export FOO=entry
+exec "$@"
+"""
+
+
+def cudaenv_layer():
+    return [
+        d("/usr"),
+        d("/usr/local"),
+        d("/usr/local/bin"),
+        f("/usr/local/bin/entry.sh", CUDAENV_ENTRYPOINT, mode=0o755),
+    ]
+
+
 def host_glibc_root(root, extra=()):
     """Copy bash + some coreutils (+ the host files in extra) and their shared libraries from the
     host into root, keeping the host's layout (usr-merge symlinks included). Returns the glibc
@@ -838,6 +866,20 @@ class Builder:
         }
         lay.add_image(layers, config, ["busybox base", "/work"], tag="latest")
 
+    def build_cudaenv(self, lay, work):
+        layers = [self.base_layer(lay)]
+        desc, diff, _ = lay.write_layer(cudaenv_layer())
+        layers.append((desc, diff))
+        config = {
+            "Env": [PATH_ENV, "CUDA_VERSION=12.2.0", "NVIDIA_VISIBLE_DEVICES=all",
+                    "NVIDIA_DRIVER_CAPABILITIES=compute,utility", "NVIDIA_REQUIRE_CUDA=cuda>=12.2",
+                    "FOO=image", "NAMED=image"],
+            "Entrypoint": ["/usr/local/bin/entry.sh"],
+            "Cmd": ["/bin/sh"],
+            "Labels": {"egret.test.image": "cudaenv"},
+        }
+        lay.add_image(layers, config, ["busybox base", "/usr/local/bin/entry.sh"], tag="latest")
+
     def build_reported(self, lay, work):
         config = {"Env": [PATH_ENV], "Cmd": ["/bin/sh"], "Labels": {"egret.test.image": "reported"}}
         lay.add_image([self.base_layer(lay)], config, ["busybox base"], tag="latest")
@@ -1049,12 +1091,12 @@ def main():
                     help="where to write the multilayer expected tree (JSON)")
     args = ap.parse_args()
 
-    names = ["busybox", "multilayer", "entrypoint", "reported", "hooklabels", "pytorch", "glibc", "mpich", "debian"]
+    names = ["busybox", "multilayer", "entrypoint", "cudaenv", "reported", "hooklabels", "pytorch", "glibc", "mpich", "debian"]
     if args.big:
         names += ["big", "huge"]
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in ("busybox", "multilayer", "entrypoint", "reported", "hooklabels", "pytorch", "glibc", "mpich", "debian", "big", "huge")]
+        unknown = [n for n in wanted if n not in ("busybox", "multilayer", "entrypoint", "cudaenv", "reported", "hooklabels", "pytorch", "glibc", "mpich", "debian", "big", "huge")]
         if unknown:
             ap.error(f"unknown image(s): {', '.join(unknown)}")
         names = wanted

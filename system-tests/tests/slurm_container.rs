@@ -132,9 +132,14 @@ fn workdir_option_wins() {
 
 #[test]
 fn entrypoint_runs_only_when_asked() {
+    // cudaenv's entrypoint exports FROM_ENTRY and ends with exec "$@" (pyxis_env.rs has more).
+    let img = format!("--container-image={}", common::registry_image("cudaenv"));
+    let show = "echo ${FROM_ENTRY-none}";
+    let o = srun(&[&img, "--container-entrypoint", "sh", "-c", show]);
+    assert_eq!(text(&o).0.trim(), "set-by-entry", "{:?}", text(&o));
+    let o = srun(&[&img, "sh", "-c", show]);
+    assert_eq!(text(&o).0.trim(), "none", "{:?}", text(&o));
     let img = format!("--container-image={}", common::registry_image("entrypoint"));
-    let o = srun(&[&img, "--container-entrypoint", "hello"]);
-    assert_eq!(text(&o).0.trim(), "entry: hello", "{:?}", text(&o));
     let o = srun(&[&img, "echo", "plain"]);
     assert_eq!(text(&o).0.trim(), "plain", "{:?}", text(&o));
 }

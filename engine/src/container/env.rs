@@ -1,14 +1,23 @@
 //! The container's environment. Precedence, lowest to highest:
 //!
 //! 1. the host (task) environment;
-//! 2. the image's `Env` (except `PMIX_*` variables the host sets: the PMIx server's word wins);
-//! 3. GPU adjustment: the task's `CUDA_VISIBLE_DEVICES` becomes `NVIDIA_VISIBLE_DEVICES` (what
-//!    the GPU hook exposes) and the container's `CUDA_VISIBLE_DEVICES` counts from 0 in the
-//!    numeric order of the host ids; without GPUs the CUDA/NVIDIA selection variables are removed
-//!    so an image cannot grab every GPU of the node;
-//! 4. `TINI_SUBREAPER=1` with `--init`;
-//! 5. the site's `environment` rules: set, prepend, append (`:`-joined), unset;
-//! 6. the user's `--env NAME=VALUE`, and `--env NAME` / `--container-env NAME` (the host value).
+//! 2. the image's `Env`;
+//! 3. the Slurm step's own variables, as enroot's Slurm PMI hook (which pyxis sites install)
+//!    writes them over the image's: the host's `SLURM_*`, `PMI_*` and `PMIX_*`, and for a PMIx
+//!    step (`SLURM_MPI_TYPE` unset or `pmix*`) `PMIX_MCA_ptl`/`_psec`/`_gds` from the server's
+//!    `PMIX_PTL_MODULE`/`PMIX_SECURITY_MODE`/`PMIX_GDS_MODULE` when the host does not set them;
+//! 4. GPU selection, only for a task with GPUs: the task's `CUDA_VISIBLE_DEVICES` becomes
+//!    `NVIDIA_VISIBLE_DEVICES` (what the GPU hook exposes) and the container's
+//!    `CUDA_VISIBLE_DEVICES` counts from 0 in the numeric order of the host ids. A task without
+//!    GPUs keeps the image's `CUDA_VERSION`, `NVIDIA_*`, ... as pyxis does; the NVIDIA hook is
+//!    selected by an annotation only tasks with GPUs get, so an image's
+//!    `NVIDIA_VISIBLE_DEVICES=all` reaches no hook;
+//! 5. `TINI_SUBREAPER=1` with `--init`;
+//! 6. the site's `environment` rules: set, prepend, append (`:`-joined), unset;
+//! 7. the user's `--env NAME=VALUE`, and `--env NAME` / `--container-env NAME` (the host value).
+//!
+//! The image's ENTRYPOINT under srun sees less (see [`entrypoint_env`]): as with pyxis, the
+//! host's other exported variables are added only after it, where it left them unset.
 //!
 //! Everything here is a pure function of its inputs.
 
@@ -87,19 +96,103 @@ fn valid(name: &str, value: &str) -> bool {
     check_name(name).is_ok() && check_value(name, value).is_ok()
 }
 
-/// Variables removed when the task has no GPU, so that legacy CUDA images (and the GPU hook's
-/// legacy mode) do not select every GPU of the node.
-const GPU_VARS: &[&str] = &[
-    "CUDA_VISIBLE_DEVICES",
-    "NVIDIA_VISIBLE_DEVICES",
-    "NVIDIA_DRIVER_CAPABILITIES",
-    "CUDA_VERSION",
-];
-
 /// The container environment, from lowest to highest precedence (see the module docs). Invalid
 /// host or image entries are dropped; invalid site or user entries are errors.
 pub fn container_env(
     host: &[(String, String)],
+    image: &[(String, String)],
+    site: &EnvironmentRules,
+    user: &[EnvRequest],
+    init: bool,
+) -> Result<Vec<(String, String)>, EnvError> {
+    build(host, host, image, site, user, init)
+}
+
+/// The host variables enroot (under pyxis) gives the entrypoint besides the ones named in
+/// `--container-env`: the step's `SLURM_*`, `PMI_*`, `PMIX_*` (its Slurm PMI hook) less the
+/// per-task ones pyxis keeps from enroot, and the terminal and login basics (`TERM`, and what
+/// enroot-switchroot fills in from the passwd entry: `HOME`, `USER`, `LOGNAME`, `SHELL`).
+fn passed_to_entrypoint(name: &str) -> bool {
+    const PER_TASK: &[&str] = &[
+        "SLURM_PROCID",
+        "SLURM_LOCALID",
+        "SLURM_TASK_PID",
+        "PMIX_RANK",
+        "PMI_FD",
+    ];
+    const BASICS: &[&str] = &["TERM", "HOME", "USER", "LOGNAME", "SHELL"];
+    if PER_TASK.contains(&name) {
+        return false;
+    }
+    is_step_var(name) || BASICS.contains(&name)
+}
+
+/// Variables of the Slurm step that win over the image's (layer 3).
+fn is_step_var(name: &str) -> bool {
+    ["SLURM_", "PMI_", "PMIX_"]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+/// PATH for an entrypoint whose image sets none (the host's is not passed, as with enroot).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The environment pairs of a container process.
+pub type EnvPairs = Vec<(String, String)>;
+
+/// How a variable is set after the entrypoint, in front of the user's command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterEntrypoint {
+    /// A host variable the entrypoint did not see: set only where it left the name unset.
+    IfUnset(String, String),
+    /// `--container-env NAME` with a host value: the host's value, whatever the entrypoint did.
+    Always(String, String),
+}
+
+/// The environment the image's ENTRYPOINT runs in, and what is set after it (pyxis's rules:
+/// the entrypoint sees the image's environment, the step's Slurm/PMI variables, the variables
+/// named in `--container-env` and egret's GPU, site and user layers; every other host variable
+/// reaches only the user's command, and only where the image and the entrypoint left it unset;
+/// the named ones keep the host's value).
+pub fn entrypoint_env(
+    host: &[(String, String)],
+    image: &[(String, String)],
+    site: &EnvironmentRules,
+    user: &[EnvRequest],
+    init: bool,
+) -> Result<(EnvPairs, Vec<AfterEntrypoint>), EnvError> {
+    let full = build(host, host, image, site, user, init)?;
+    let passed: Vec<(String, String)> = host
+        .iter()
+        .filter(|(k, _)| passed_to_entrypoint(k))
+        .cloned()
+        .collect();
+    let mut entry = build(&passed, host, image, site, user, init)?;
+    if !entry.iter().any(|(k, _)| k == "PATH") {
+        entry.push(("PATH".into(), DEFAULT_PATH.into()));
+        entry.sort();
+    }
+    let mut after: Vec<AfterEntrypoint> = full
+        .into_iter()
+        .filter(|(k, _)| !entry.iter().any(|(e, _)| e == k))
+        .map(|(k, v)| AfterEntrypoint::IfUnset(k, v))
+        .collect();
+    let host_value = |name: &str| host.iter().rev().find(|(k, _)| k == name);
+    for req in user {
+        if let EnvRequest::FromHost(name) = req {
+            if let Some((k, v)) = host_value(name) {
+                after.push(AfterEntrypoint::Always(k.clone(), v.clone()));
+            }
+        }
+    }
+    Ok((entry, after))
+}
+
+/// The layers of the module docs: `host` is layer 1, `host_all` what the later layers read of
+/// the host (the GPU selection, `--container-env`).
+fn build(
+    host: &[(String, String)],
+    host_all: &[(String, String)],
     image: &[(String, String)],
     site: &EnvironmentRules,
     user: &[EnvRequest],
@@ -110,17 +203,16 @@ pub fn container_env(
         env.insert(k.clone(), v.clone());
     }
     let host_value = |name: &str| {
-        host.iter()
+        host_all
+            .iter()
             .rev()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
     for (k, v) in image.iter().filter(|(k, v)| valid(k, v)) {
-        if k.starts_with("PMIX_") && host_value(k).is_some() {
-            continue;
-        }
         env.insert(k.clone(), v.clone());
     }
+    step_vars(&mut env, host);
     gpu_adjust(&mut env, host_value("CUDA_VISIBLE_DEVICES"));
     if init {
         env.insert("TINI_SUBREAPER".into(), "1".into());
@@ -144,24 +236,48 @@ pub fn container_env(
     Ok(env.into_iter().collect())
 }
 
-/// Step 3: GPU selection from the task's `CUDA_VISIBLE_DEVICES` (unset, empty and Slurm's
-/// `NoDevFiles` all mean "no GPU").
-pub fn gpu_adjust(env: &mut BTreeMap<String, String>, host_cvd: Option<&str>) {
-    match host_cvd
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && *v != "NoDevFiles")
-    {
-        Some(cvd) => {
-            env.insert("NVIDIA_VISIBLE_DEVICES".into(), cvd.to_string());
-            env.entry("NVIDIA_DRIVER_CAPABILITIES".into())
-                .or_insert_with(|| "all".into());
-            env.insert("CUDA_VISIBLE_DEVICES".into(), reindex_gpus(cvd));
-        }
-        None => {
-            for k in GPU_VARS {
-                env.remove(*k);
+/// Layer 3: the step's variables over the image's, and the PMIx MCA settings the PMIx client
+/// reads, derived from what the server exported (as enroot's Slurm PMI hook does).
+fn step_vars(env: &mut BTreeMap<String, String>, host: &[(String, String)]) {
+    for (k, v) in host.iter().filter(|(k, v)| is_step_var(k) && valid(k, v)) {
+        env.insert(k.clone(), v.clone());
+    }
+    let host_value = |name: &str| {
+        host.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let pmix_step = host_value("SLURM_MPI_TYPE")
+        .is_none_or(|t| t.is_empty() || t.starts_with("pmix"))
+        && host.iter().any(|(k, _)| k.starts_with("PMIX_"));
+    if !pmix_step {
+        return;
+    }
+    for (mca, module) in PMIX_MCA {
+        if let Some(v) = host_value(module).filter(|v| !v.is_empty() && valid(mca, v)) {
+            if host_value(mca).is_none_or(str::is_empty) {
+                env.insert(mca.to_string(), v.to_string());
             }
         }
+    }
+}
+
+/// `(MCA variable, the server's variable it comes from)`.
+pub const PMIX_MCA: [(&str, &str); 3] = [
+    ("PMIX_MCA_ptl", "PMIX_PTL_MODULE"),
+    ("PMIX_MCA_psec", "PMIX_SECURITY_MODE"),
+    ("PMIX_MCA_gds", "PMIX_GDS_MODULE"),
+];
+
+/// Layer 4: GPU selection from the task's `CUDA_VISIBLE_DEVICES`; nothing changes for a task
+/// without GPUs (the image's `NVIDIA_*`, `CUDA_*` stay).
+pub fn gpu_adjust(env: &mut BTreeMap<String, String>, host_cvd: Option<&str>) {
+    if let Some(cvd) = crate::hooks::select::task_gpus(host_cvd) {
+        env.insert("NVIDIA_VISIBLE_DEVICES".into(), cvd.to_string());
+        env.entry("NVIDIA_DRIVER_CAPABILITIES".into())
+            .or_insert_with(|| "all".into());
+        env.insert("CUDA_VISIBLE_DEVICES".into(), reindex_gpus(cvd));
     }
 }
 
@@ -191,7 +307,7 @@ pub fn reindex_gpus(cvd: &str) -> String {
         .join(",")
 }
 
-/// Step 5: the site's rules, in the order set, prepend, append, unset.
+/// Layer 6: the site's rules, in the order set, prepend, append, unset.
 fn apply_site_rules(
     env: &mut BTreeMap<String, String>,
     rules: &EnvironmentRules,
@@ -431,26 +547,133 @@ mod tests {
     }
 
     #[test]
-    fn no_gpu_means_no_gpu_selection() {
+    fn without_gpus_the_images_gpu_variables_stay() {
         for host in [
             vec![],
             vec![("CUDA_VISIBLE_DEVICES", "")],
             vec![("CUDA_VISIBLE_DEVICES", "NoDevFiles")],
         ] {
-            let env = run(
-                &host,
-                &[
-                    ("CUDA_VERSION", "12.2"),
-                    ("NVIDIA_VISIBLE_DEVICES", "all"),
-                    ("CUDA_VISIBLE_DEVICES", "0"),
-                ],
-                &EnvironmentRules::default(),
-                &[],
-            );
-            for k in GPU_VARS {
-                assert_eq!(get(&env, k), None, "{k} with host {host:?}");
+            let image = [
+                ("CUDA_VERSION", "12.2"),
+                ("NVIDIA_VISIBLE_DEVICES", "all"),
+                ("NVIDIA_DRIVER_CAPABILITIES", "compute,utility"),
+                ("NVIDIA_REQUIRE_CUDA", "cuda>=12.2"),
+            ];
+            let env = run(&host, &image, &EnvironmentRules::default(), &[]);
+            for (k, v) in image {
+                assert_eq!(get(&env, k), Some(v), "{k} with host {host:?}");
             }
+            assert_eq!(
+                get(&env, "CUDA_VISIBLE_DEVICES"),
+                host.first().map(|(_, v)| *v),
+                "the task's own value, not a computed one"
+            );
         }
+    }
+
+    #[test]
+    fn the_steps_variables_win_over_the_images() {
+        let env = run(
+            &[
+                ("SLURM_JOB_ID", "7"),
+                ("PMI_SIZE", "2"),
+                ("PMIX_RANK", "1"),
+                ("OTHER", "host"),
+            ],
+            &[
+                ("SLURM_JOB_ID", "img"),
+                ("PMI_SIZE", "img"),
+                ("PMIX_RANK", "img"),
+                ("OTHER", "img"),
+            ],
+            &EnvironmentRules::default(),
+            &[],
+        );
+        assert_eq!(get(&env, "SLURM_JOB_ID"), Some("7"));
+        assert_eq!(get(&env, "PMI_SIZE"), Some("2"));
+        assert_eq!(get(&env, "PMIX_RANK"), Some("1"));
+        assert_eq!(get(&env, "OTHER"), Some("img"));
+    }
+
+    #[test]
+    fn pmix_mca_settings_come_from_the_servers_modules() {
+        let server = [
+            ("SLURM_MPI_TYPE", "pmix"),
+            ("PMIX_SECURITY_MODE", "munge,native"),
+            ("PMIX_GDS_MODULE", "ds21,ds12,hash"),
+            ("PMIX_PTL_MODULE", "tcp,usock"),
+        ];
+        let env = run(&server, &[], &EnvironmentRules::default(), &[]);
+        assert_eq!(get(&env, "PMIX_MCA_psec"), Some("munge,native"));
+        assert_eq!(get(&env, "PMIX_MCA_gds"), Some("ds21,ds12,hash"));
+        assert_eq!(get(&env, "PMIX_MCA_ptl"), Some("tcp,usock"));
+        // The host's own setting stays; the image's does not win over the server's.
+        let mut host = server.to_vec();
+        host.push(("PMIX_MCA_psec", "native"));
+        let env = run(
+            &host,
+            &[("PMIX_MCA_gds", "hash")],
+            &EnvironmentRules::default(),
+            &[],
+        );
+        assert_eq!(get(&env, "PMIX_MCA_psec"), Some("native"));
+        assert_eq!(get(&env, "PMIX_MCA_gds"), Some("ds21,ds12,hash"));
+        // Another MPI type, or no PMIx server: nothing derived.
+        let mut pmi2 = server.to_vec();
+        pmi2[0] = ("SLURM_MPI_TYPE", "pmi2");
+        let env = run(&pmi2, &[], &EnvironmentRules::default(), &[]);
+        assert_eq!(get(&env, "PMIX_MCA_psec"), None);
+        let env = run(
+            &[("SLURM_MPI_TYPE", "pmix")],
+            &[],
+            &EnvironmentRules::default(),
+            &[],
+        );
+        assert_eq!(get(&env, "PMIX_MCA_psec"), None);
+    }
+
+    #[test]
+    fn the_entrypoint_sees_the_container_env_not_the_hosts_exports() {
+        let host = kv(&[
+            ("DOCKER_TLS_VERIFY", "1"),
+            ("PATH", "/host/bin"),
+            ("HOME", "/home/u"),
+            ("SLURM_JOB_ID", "7"),
+            ("SLURM_PROCID", "3"),
+            ("NAMED", "host"),
+            ("FOO", "host"),
+            ("CUDA_VISIBLE_DEVICES", "2"),
+        ]);
+        let image = kv(&[("FOO", "img"), ("NAMED", "img")]);
+        let (entry, after) = entrypoint_env(
+            &host,
+            &image,
+            &EnvironmentRules::default(),
+            &[EnvRequest::FromHost("NAMED".into())],
+            false,
+        )
+        .unwrap();
+        assert_eq!(get(&entry, "DOCKER_TLS_VERIFY"), None);
+        assert_eq!(get(&entry, "PATH"), Some(DEFAULT_PATH));
+        assert_eq!(get(&entry, "HOME"), Some("/home/u"));
+        assert_eq!(get(&entry, "SLURM_JOB_ID"), Some("7"));
+        assert_eq!(get(&entry, "SLURM_PROCID"), None, "per task, as pyxis");
+        assert_eq!(get(&entry, "FOO"), Some("img"));
+        assert_eq!(get(&entry, "NAMED"), Some("host"));
+        assert_eq!(get(&entry, "CUDA_VISIBLE_DEVICES"), Some("0"));
+        assert_eq!(get(&entry, "NVIDIA_VISIBLE_DEVICES"), Some("2"));
+        assert!(after.contains(&AfterEntrypoint::IfUnset(
+            "DOCKER_TLS_VERIFY".into(),
+            "1".into()
+        )));
+        assert!(after.contains(&AfterEntrypoint::IfUnset("SLURM_PROCID".into(), "3".into())));
+        assert!(after.contains(&AfterEntrypoint::Always("NAMED".into(), "host".into())));
+        assert!(
+            !after
+                .iter()
+                .any(|a| matches!(a, AfterEntrypoint::IfUnset(k, _) if k == "FOO" || k == "PATH")),
+            "{after:?}"
+        );
     }
 
     /// The GPU env translation table: the task's CUDA_VISIBLE_DEVICES → the container's
@@ -485,9 +708,16 @@ mod tests {
                 Some("GPU-a1,GPU-b2"),
                 Some("GPU-a1,GPU-b2"),
             ),
-            (Some("NoDevFiles"), &none, &[], None, None),
-            (Some(""), &none, &[], None, None),
-            (None, &none, &[], None, None),
+            // No GPU: the image's selection and the task's own value, untouched.
+            (
+                Some("NoDevFiles"),
+                &none,
+                &[],
+                Some("all"),
+                Some("NoDevFiles"),
+            ),
+            (Some(""), &none, &[], Some("all"), Some("")),
+            (None, &none, &[], Some("all"), None),
             (Some("2,10"), &site_cvd, &[], Some("2,10"), Some("9")),
             (Some("2,10"), &site_cvd, &user_cvd, Some("2,10"), Some("7")),
         ];

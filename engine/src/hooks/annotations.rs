@@ -10,6 +10,10 @@ pub const MPI_TYPE: &str = "com.hooks.mpi.type";
 pub const TIMESTAMP_ENABLED: &str = "com.hooks.timestamp.enabled";
 /// Set by egret when the host has `/dev/kfd`.
 pub const AMDGPU_ENABLED: &str = "com.hooks.amdgpu.enabled";
+/// Set by egret when the task has GPUs (Slurm gave it a `CUDA_VISIBLE_DEVICES`): what a site's
+/// NVIDIA hook is selected by, so that an image's `NVIDIA_VISIBLE_DEVICES=all` on a task
+/// without GPUs reaches no hook.
+pub const NVIDIA_ENABLED: &str = "com.hooks.nvidia.enabled";
 /// Requests the glibc hook.
 pub const GLIBC_ENABLED: &str = "com.hooks.glibc.enabled";
 /// Requests the SSH hook (`--container-ssh`).

@@ -6,13 +6,13 @@ use std::path::Path;
 
 use oci_spec::runtime::{Hook, Hooks};
 
-use crate::hooks::annotations::{AMDGPU_ENABLED, TIMESTAMP_ENABLED};
+use crate::hooks::annotations::{AMDGPU_ENABLED, NVIDIA_ENABLED, TIMESTAMP_ENABLED};
 use crate::hooks::schema::{HookConfig, Stage, When};
 
 /// Annotations egret derives from facts rather than options, so that hooks with nothing to do
 /// are not even started (every hook is an exec per container): the timestamp hooks when the
-/// container's environment names `TIMESTAMP_HOOK_LOGFILE`, the AMD GPU hook when the host has
-/// `/dev/kfd`. An annotation the user gave is kept.
+/// container's environment names `TIMESTAMP_HOOK_LOGFILE`, the NVIDIA hook when the task has
+/// GPUs, the AMD GPU hook when the host has `/dev/kfd`. An annotation the user gave is kept.
 pub fn add_automatic_annotations(
     annotations: &mut BTreeMap<String, String>,
     env: &[(String, String)],
@@ -25,11 +25,30 @@ pub fn add_automatic_annotations(
             .entry(TIMESTAMP_ENABLED.into())
             .or_insert_with(|| "true".into());
     }
+    let cvd = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "CUDA_VISIBLE_DEVICES")
+        .map(|(_, v)| v.as_str());
+    // egret's fact, never the user's: the NVIDIA hook with an image's
+    // NVIDIA_VISIBLE_DEVICES=all on a task without GPUs would expose every GPU of the node.
+    if task_gpus(cvd).is_some() {
+        annotations.insert(NVIDIA_ENABLED.into(), "true".into());
+    } else {
+        annotations.remove(NVIDIA_ENABLED);
+    }
     if Path::new("/dev/kfd").exists() {
         annotations
             .entry(AMDGPU_ENABLED.into())
             .or_insert_with(|| "true".into());
     }
+}
+
+/// The task's GPUs from its `CUDA_VISIBLE_DEVICES` (unset, empty and Slurm's `NoDevFiles` all
+/// mean "no GPU").
+pub fn task_gpus(cvd: Option<&str>) -> Option<&str> {
+    cvd.map(str::trim)
+        .filter(|v| !v.is_empty() && *v != "NoDevFiles")
 }
 
 impl When {

@@ -141,7 +141,8 @@ pub fn mounts(
     .map_err(stage_err)?;
     sys::mounttree::attach(&tree, &target).map_err(stage_err)?;
 
-    let mut binds = vec![(staging, dir, vec!["bind", "nosuid", "nodev"])];
+    // As enroot's Slurm PMI hook binds it: the client's sockets and shared memory, no programs.
+    let mut binds = vec![(staging, dir, vec!["bind", "nosuid", "nodev", "noexec"])];
     // Root's own directory: nothing of the user's on its path.
     let munge = PathBuf::from("/run/munge");
     if munge.is_dir() {

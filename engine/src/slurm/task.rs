@@ -2,6 +2,7 @@
 //! task's signals forwarded to it; the ends reported back, after `--container-save` when asked.
 
 use std::fs;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use crate::sys::process::PidFd;
 use super::accept::TaskConn;
 use super::cgroup::{self, CgroupError};
 use super::client::FORWARDED;
+use super::entrypoint_log::{EntrypointFds, EntrypointLogError};
 use super::plan;
 use super::pmix::{self, PmixError, StagedMount};
 use super::prepare::PreparedStep;
@@ -44,6 +46,8 @@ pub enum TaskError {
     Pmix(#[from] PmixError),
     #[error("{0}")]
     PmixMount(#[from] oci_spec::OciSpecError),
+    #[error("{0}")]
+    Entrypoint(#[from] EntrypointLogError),
     #[error("the task exited before its container started ({0})")]
     TaskGone(#[source] std::io::Error),
     #[error("{0}")]
@@ -112,10 +116,11 @@ fn run_one(p: &PreparedStep, mut conn: TaskConn, defer: bool) -> Option<(UnixStr
             let _ = protocol::send(&mut conn.stream, &ToTask::Message(line));
         }
     }
-    let outcome =
-        start_container(p, &conn, &id).map(|(child, _pmix)| watch(p, &mut conn, child, &id));
-    // When runc itself failed (not the command), say why in one line, with a shell's exit code.
-    let outcome = outcome.map(|code| {
+    let outcome = start_container(p, &conn, &id)
+        .map(|(child, _pmix, entry)| (watch(p, &mut conn, child, &id), entry));
+    // When runc itself failed (not the command), say why in one line, with a shell's exit code;
+    // when the image's entrypoint never ran the command, its output and pyxis's hint.
+    let outcome = outcome.map(|(code, entry)| {
         let log = task_bundle_dir(p, local_id).join("runc.log");
         let text = fs::read_to_string(log).unwrap_or_default();
         match runtime::runc_failure(&text) {
@@ -123,7 +128,16 @@ fn run_one(p: &PreparedStep, mut conn: TaskConn, defer: bool) -> Option<(UnixStr
                 let _ = protocol::send(&mut conn.stream, &ToTask::Message(line));
                 shell_code
             }
-            _ => code,
+            _ => match entry.and_then(|e| e.report(code)) {
+                Some(report) => {
+                    for line in &report.lines {
+                        let line = protocol::user_line(line);
+                        let _ = protocol::send(&mut conn.stream, &ToTask::Message(line));
+                    }
+                    report.code
+                }
+                None => code,
+            },
         }
     });
     let msg = match outcome {
@@ -142,12 +156,13 @@ fn task_bundle_dir(p: &PreparedStep, local_id: u32) -> PathBuf {
     p.rootfs.bundle_dir.join(format!("task-{local_id}"))
 }
 
-/// Starts runc for one task; the staged PMIx mount (if any) must live until the container ends.
+/// Starts runc for one task; the staged PMIx mount (if any) must live until the container ends,
+/// and the entrypoint's descriptors (if it runs) tell afterwards how it went.
 fn start_container(
     p: &PreparedStep,
     conn: &TaskConn,
     id: &str,
-) -> Result<(Child, Option<StagedMount>), TaskError> {
+) -> Result<(Child, Option<StagedMount>, Option<EntrypointFds>), TaskError> {
     if let (Some(value), Some(path)) = (&p.req.options.workdir, plan::workdir(&p.req.options)) {
         workdir::check(&p.rootfs, &p.user, value, &path)?;
     }
@@ -158,7 +173,7 @@ fn start_container(
     })?;
     let mut task_vars = plan::task_vars(&conn.hello);
     task_env::drop_locale(&mut task_vars, &p.req.options.env_names);
-    let mut spec = build_spec(p, conn, id, &task_vars)?;
+    let (mut spec, entry) = build_spec(p, conn, id, &task_vars)?;
     let pmix = pmix::mounts(
         &task_vars,
         p.user.uid,
@@ -172,18 +187,20 @@ fn start_container(
         .with_pid(|pid| spec::keep_affinity(&mut spec, pid))
         .map_err(TaskError::TaskGone)??;
     spec::write_spec(&bundle_dir, &spec)?;
-    let child = spawn_runc(p, conn, id, &bundle_dir)?;
-    Ok((child, pmix.staged))
+    let passed = entry.as_ref().map(|e| &e.passed[..]).unwrap_or_default();
+    let child = spawn_runc(p, conn, id, &bundle_dir, passed)?;
+    Ok((child, pmix.staged, entry))
 }
 
 /// The task's OCI spec: its process in the task's environment `task_vars`, the hooks'
-/// annotations, `--container-remap-root` and `--container-unshare`.
+/// annotations, `--container-remap-root` and `--container-unshare`; with
+/// `--container-entrypoint`, the descriptors of the entrypoint's wrapper.
 fn build_spec(
     p: &PreparedStep,
     conn: &TaskConn,
     id: &str,
     task_vars: &[(String, String)],
-) -> Result<Spec, TaskError> {
+) -> Result<(Spec, Option<EntrypointFds>), TaskError> {
     let opts = &p.req.options;
     let process = plan::process_request(&conn.hello, opts, task_vars.to_vec());
     let annotations = plan::annotations(
@@ -194,7 +211,27 @@ fn build_spec(
         p.req.step_id,
     );
     let sopts = plan::spec_options(opts, id, annotations);
-    let mut spec = spec::build_spec(&p.cfg, &p.rootfs, &p.meta, &p.user, &process, &sopts)?;
+    let wrap = if opts.entrypoint == Some(true) {
+        Some(
+            spec::EntrypointWrap::after(conn.fds.len() as u32, opts.entrypoint_log)
+                .map_err(SpecError::from)?,
+        )
+    } else {
+        None
+    };
+    let (mut spec, script) = spec::build_spec_wrapped(
+        &p.cfg,
+        &p.rootfs,
+        &p.meta,
+        &p.user,
+        &process,
+        &sopts,
+        wrap.as_ref(),
+    )?;
+    let entry = match (&wrap, script) {
+        (Some(w), Some(script)) => Some(EntrypointFds::new(w, &script)?),
+        _ => None,
+    };
     if let Some(process) = spec.process_mut() {
         let env = process.env_mut().get_or_insert_with(Vec::new);
         let extra = task_env::pytorch_vars(&p.meta.env, env, task_vars);
@@ -206,7 +243,7 @@ fn build_spec(
     if let Some(h) = &p.unshare {
         h.apply(&mut spec, &p.rootfs.bundle_dir.join("shm"))?;
     }
-    Ok(spec)
+    Ok((spec, entry))
 }
 
 /// Adds bind mounts `(source, destination, options)` to the spec.
@@ -232,15 +269,17 @@ fn add_bind_mounts(
     Ok(())
 }
 
-/// Spawns `runc run` in the task's cgroups with the task's descriptors as its own.
+/// Spawns `runc run` in the task's cgroups with the task's descriptors as its own, then
+/// `passed` (the entrypoint's) after them.
 fn spawn_runc(
     p: &PreparedStep,
     conn: &TaskConn,
     id: &str,
     bundle_dir: &Path,
+    passed: &[OwnedFd],
 ) -> Result<Child, TaskError> {
     let runc = Runc::from_config(&p.cfg);
-    let extra = conn.fds.len().saturating_sub(3) as u32;
+    let extra = (conn.fds.len() + passed.len()).saturating_sub(3) as u32;
     let inner = runc.command_logged(id, bundle_dir, extra, &bundle_dir.join("runc.log"));
     let mut cmd = conn
         .task
@@ -251,7 +290,13 @@ fn spawn_runc(
         .stderr(Stdio::null());
     // The launcher blocks the job's signals for its own threads; runc and the container must not.
     crate::sys::process::unblock_signals_on_exec(&mut cmd);
-    crate::sys::fd::map_fds_on_exec(&mut cmd, &conn.fds);
+    let fds: Vec<RawFd> = conn
+        .fds
+        .iter()
+        .chain(passed)
+        .map(|f| f.as_raw_fd())
+        .collect();
+    crate::sys::fd::map_fds_on_exec(&mut cmd, &fds);
     cmd.spawn().map_err(TaskError::SpawnRunc)
 }
 

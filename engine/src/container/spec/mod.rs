@@ -29,6 +29,9 @@ use oci_spec::runtime::{
 };
 
 pub use crate::container::env::EnvRequest;
+pub use entrypoint::{EntrypointWrap, TooManyFds};
+
+mod entrypoint;
 
 use crate::config::Config;
 use crate::container::env::{self, EnvError};
@@ -51,6 +54,8 @@ pub enum SpecError {
     InitNotPrepared,
     #[error(transparent)]
     Env(#[from] EnvError),
+    #[error(transparent)]
+    Wrap(#[from] TooManyFds),
     #[error("seccomp profile {}: {msg}", path.display())]
     Seccomp { path: PathBuf, msg: String },
     #[error(transparent)]
@@ -214,7 +219,33 @@ pub fn build_spec(
     process: &ProcessRequest,
     opts: &SpecOptions,
 ) -> Result<Spec, SpecError> {
-    let command = command_line(meta, &process.args, &process.entrypoint)?;
+    Ok(build_spec_wrapped(cfg, rootfs, meta, user, process, opts, None)?.0)
+}
+
+/// [`build_spec`], with the image's ENTRYPOINT (when it runs and is not empty) run as pyxis runs
+/// it through `wrap` (see [`entrypoint`]); then also returns the script of the variables to set
+/// after it, which the caller passes on `wrap.env`.
+pub fn build_spec_wrapped(
+    cfg: &Config,
+    rootfs: &Rootfs,
+    meta: &ImageMeta,
+    user: &UserIdentity,
+    process: &ProcessRequest,
+    opts: &SpecOptions,
+    wrap: Option<&EntrypointWrap>,
+) -> Result<(Spec, Option<String>), SpecError> {
+    let image_entrypoint = meta.entrypoint.clone().unwrap_or_default();
+    let wrap = wrap
+        .filter(|_| process.entrypoint == EntrypointChoice::Image && !image_entrypoint.is_empty());
+    // What hooks match on: the command as the image and the user give it, wrapped or not.
+    let plain = command_line(meta, &process.args, &process.entrypoint)?;
+    let command = match wrap {
+        Some(w) => {
+            let cmd = command_line(meta, &process.args, &EntrypointChoice::Skip)?;
+            w.argv(&image_entrypoint, &cmd)
+        }
+        None => plain.clone(),
+    };
     let mut args = Vec::new();
     if opts.init {
         if !rootfs.init {
@@ -223,13 +254,28 @@ pub fn build_spec(
         args.extend([INIT_PATH.to_string(), "--".to_string()]);
     }
     args.extend(command.iter().cloned());
-    let env = env::container_env(
-        &process.host_env,
-        &meta.env_pairs(),
-        &cfg.environment,
-        &process.user_env,
-        opts.init,
-    )?;
+    let (env, after) = match wrap {
+        Some(_) => {
+            let (entry, after) = env::entrypoint_env(
+                &process.host_env,
+                &meta.env_pairs(),
+                &cfg.environment,
+                &process.user_env,
+                opts.init,
+            )?;
+            (entry, Some(entrypoint::env_script(&after)))
+        }
+        None => (
+            env::container_env(
+                &process.host_env,
+                &meta.env_pairs(),
+                &cfg.environment,
+                &process.user_env,
+                opts.init,
+            )?,
+            None,
+        ),
+    };
 
     let no_caps = LinuxCapabilitiesBuilder::default()
         .bounding(HashSet::new())
@@ -347,11 +393,11 @@ pub fn build_spec(
         cfg,
         rootfs,
         &opts.annotations,
-        command.first().map(String::as_str),
+        plain.first().map(String::as_str),
     )?);
     // Devices the selected hooks bind in must be usable there.
     crate::hooks::devices::allow_hook_devices(&mut spec)?;
-    Ok(spec)
+    Ok((spec, after))
 }
 
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, SpecError> {

@@ -542,3 +542,76 @@ fn the_shipped_hook_files_parse_and_stay_off_by_default() {
     let n = selected.create_container().as_ref().map_or(0, |h| h.len());
     assert!(n >= 4, "{n} timestamp hooks");
 }
+
+#[test]
+fn the_nvidia_hook_is_asked_for_only_by_tasks_with_gpus() {
+    for (cvd, want) in [
+        (Some("0,1"), Some("true")),
+        (Some("NoDevFiles"), None),
+        (Some(""), None),
+        (None, None),
+    ] {
+        // The user's own annotation does not count.
+        let mut asked: BTreeMap<String, String> =
+            [(annotations::NVIDIA_ENABLED.to_string(), "true".to_string())].into();
+        let env: Vec<(String, String)> = cvd
+            .map(|v| ("CUDA_VISIBLE_DEVICES".to_string(), v.to_string()))
+            .into_iter()
+            .collect();
+        select::add_automatic_annotations(&mut asked, &env);
+        assert_eq!(
+            asked.get(annotations::NVIDIA_ENABLED).map(String::as_str),
+            want,
+            "{cvd:?}"
+        );
+    }
+}
+
+#[test]
+fn a_wrapped_entrypoint_runs_in_the_containers_env_between_the_two_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = Rootfs::for_tests(dir.path());
+    let mut p = process(&["id"]);
+    p.host_env.push(("DOCKER_TLS_VERIFY".into(), "1".into()));
+    let wrap = EntrypointWrap::after(3, false).unwrap();
+    let (spec, script) = build_spec_wrapped(
+        &Config::default(),
+        &rootfs,
+        &meta(),
+        &user(),
+        &p,
+        &SpecOptions::default(),
+        Some(&wrap),
+    )
+    .unwrap();
+    let j = to_json(&spec);
+    let args: Vec<String> = serde_json::from_value(j["process"]["args"].clone()).unwrap();
+    assert_eq!(args[0], "/bin/sh");
+    assert_eq!(args[4], "/entry.sh");
+    assert_eq!(args.last().map(String::as_str), Some("id"));
+    let env: Vec<String> = serde_json::from_value(j["process"]["env"].clone()).unwrap();
+    assert!(env.contains(&"IMG=1".to_string()), "{env:?}");
+    assert!(
+        !env.iter().any(|e| e.starts_with("DOCKER_TLS_VERIFY=")),
+        "{env:?}"
+    );
+    let script = script.unwrap();
+    assert!(
+        script.contains("[ -n \"${DOCKER_TLS_VERIFY+x}\" ] || export DOCKER_TLS_VERIFY='1'"),
+        "{script}"
+    );
+    // Without the entrypoint running, nothing is wrapped.
+    p.entrypoint = EntrypointChoice::Skip;
+    let (spec, script) = build_spec_wrapped(
+        &Config::default(),
+        &rootfs,
+        &meta(),
+        &user(),
+        &p,
+        &SpecOptions::default(),
+        Some(&wrap),
+    )
+    .unwrap();
+    assert!(script.is_none());
+    assert_eq!(to_json(&spec)["process"]["args"], json!(["id"]));
+}

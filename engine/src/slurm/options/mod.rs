@@ -51,7 +51,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     opt!("container-entrypoint", "", None,
         "[egret] run the image's ENTRYPOINT before the command"),
     opt!("container-entrypoint-log", "", None,
-        "[egret] show the entrypoint's output (egret runs ENTRYPOINT in front of the command as Docker does, so it is always shown)"),
+        "[egret] show the output of the image's ENTRYPOINT (on stderr); without it the output is hidden unless the entrypoint fails"),
     opt!("no-container-entrypoint", "", None,
         "[egret] do not run the image's ENTRYPOINT (default)"),
     opt!("container-writable", "", None,
@@ -94,7 +94,8 @@ pub struct ContainerOptions {
     pub workdir: Option<String>,
     pub env_names: Vec<String>,
     pub entrypoint: Option<bool>,
-    /// `--container-entrypoint-log` (pyxis): accepted; the entrypoint's output is never hidden.
+    /// `--container-entrypoint-log` (pyxis): the entrypoint's output goes to the task's stderr
+    /// instead of being kept and shown only if the entrypoint fails.
     #[serde(default)]
     pub entrypoint_log: bool,
     /// None: default (writable).
@@ -179,7 +180,6 @@ impl ContainerOptions {
                 }
             }
             "container-entrypoint" => set_flag(&mut self.entrypoint, true, PAIR_ENTRYPOINT)?,
-            // Accepted so pyxis job scripts run unchanged; nothing is hidden (see the usage).
             "container-entrypoint-log" => self.entrypoint_log = true,
             "no-container-entrypoint" => set_flag(&mut self.entrypoint, false, PAIR_ENTRYPOINT)?,
             "container-writable" => set_flag(&mut self.writable, true, PAIR_WRITABLE)?,

@@ -158,7 +158,7 @@ pub struct Running {
     /// The image's metadata, for a joiner of a container without `origin.json` (an unnamed
     /// step's, see [`step_name`]).
     #[serde(default)]
-    pub meta: Option<ImageMeta>,
+    pub meta: Option<Box<ImageMeta>>,
 }
 
 /// The name an unnamed step's container is known by while it runs: `JOBID.STEPID`, as pyxis

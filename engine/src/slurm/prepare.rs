@@ -225,7 +225,7 @@ fn record_running(
     meta: &ImageMeta,
 ) -> Result<fs::File, PrepareError> {
     let record = named::Running {
-        meta: Some(meta.clone()),
+        meta: Some(Box::new(meta.clone())),
         mount_ns: None,
         pids: Vec::new(),
         attach: rootfs.attach_info(),
@@ -252,7 +252,7 @@ fn join_prepared(
 ) -> Result<PreparedStep, PrepareError> {
     // An unnamed step's container has no origin.json; its record carries the metadata.
     let meta = match &running.meta {
-        Some(m) => m.clone(),
+        Some(m) => (**m).clone(),
         None => named::origin(&n.dir, &n.name)?.1,
     };
     let bundle_dir = cfg.oci_bundle_dir.join(format!(

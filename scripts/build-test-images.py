@@ -27,8 +27,10 @@ Images (all under REGISTRY/egret/, tag "latest" unless noted):
   glibc        bash + coreutils from the host with their shared libraries and ld.so.cache
   debian       a stock Debian with apt (mmdebstrap --variant=apt, this machine's suite and apt
                sources): what `--container-remap-root` users install packages into
-  mpich        the glibc image + Debian's MPICH runtime (libmpich12 and its shared libraries)
-               + /usr/local/bin/mpi-report and mpi-pingpong (system-tests/mpi/*.c built with mpicc)
+  mpich        the glibc image + Debian's MPICH runtime (libmpich12 and its shared libraries, all
+               of libucx0 with its modules dir /usr/lib/x86_64-linux-gnu/ucx, as a stock image)
+               + /usr/local/bin/mpi-report, mpi-pingpong and mpi-collectives
+               (system-tests/mpi/*.c built with mpicc)
   big          (--big) >= 500 MB, 3 layers, tens of thousands of files, mixed content
   huge         (--big) busybox + two single-file layers of 512 MiB (about 1 GiB)
 
@@ -65,7 +67,7 @@ PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Bump when big/huge change (they are not rebuilt on every edit of this script: they are slow).
 BIG_RECIPE = "big-v2"
 # system-tests/mpi/NAME.c, built into the mpich image as /usr/local/bin/mpi-NAME
-MPI_PROGRAMS = ("report", "pingpong")
+MPI_PROGRAMS = ("report", "pingpong", "collectives")
 
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -781,7 +783,7 @@ class Builder:
                 capture_output=True, text=True).stdout)
         if name == "mpich":
             parts.append(subprocess.run(
-                ["dpkg-query", "-W", "libmpich12", "libmpich-dev", "gcc"],
+                ["dpkg-query", "-W", "libmpich12", "libmpich-dev", "libucx0", "gcc"],
                 capture_output=True, text=True).stdout)
             parts += [sha256_file(os.path.join(REPO, "system-tests", "mpi", n + ".c")) for n in MPI_PROGRAMS]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
@@ -919,7 +921,13 @@ class Builder:
             libc6 = [p for p in subprocess.run(["dpkg-query", "-L", "libc6"], capture_output=True,
                                                text=True, check=True).stdout.split()
                      if re.fullmatch(r"/(usr/)?lib/[^/]+-linux-gnu/[^/]+\.so[.0-9]*", p)]
-            glibc = host_glibc_root(root, extra=[libmpich] + libc6 + progs)
+            # All of libucx0, as a stock image installing libmpich12 has it: its transport
+            # modules in /usr/lib/x86_64-linux-gnu/ucx too, which a host libucs bound over the
+            # image's loads from beside itself (what the MPI hook must handle).
+            libucx = [p for p in subprocess.run(["dpkg-query", "-L", "libucx0"], capture_output=True,
+                                                text=True, check=True).stdout.split()
+                      if re.fullmatch(r"/usr/lib/[^/]+-linux-gnu/(ucx/)?[^/]+\.so[.0-9]*", p)]
+            glibc = host_glibc_root(root, extra=[libmpich] + libc6 + libucx + progs)
             os.makedirs(root + "/usr/local/bin", exist_ok=True)
             for p in progs:
                 os.replace(root + p, root + "/usr/local/bin/" + os.path.basename(p))

@@ -7,7 +7,7 @@
 #                                its libfabric/UCX in lib/mpich/; lib/libmpich.so.12 -> libmpi.so.12
 #                                lets programs linked with Debian's mpicc run on it natively
 #                                (LD_LIBRARY_PATH=/opt/egret-test/mpich-host/lib)
-#   /opt/egret-test/mpi/bin      mpi-report, mpi-pingpong (system-tests/mpi/*.c built with Debian's mpicc,
+#   /opt/egret-test/mpi/bin      mpi-report, mpi-pingpong, mpi-collectives (system-tests/mpi/*.c built with Debian's mpicc,
 #                                the same programs as in the egret/mpich image)
 #
 # etc/hooks.d/05-mpi-mpich.json points MPI_LIBS/MPI_DEPENDENCY_LIBS at the venv's libraries.
@@ -42,7 +42,7 @@ ln -sfn libmpi.so.12 "$PREFIX/lib/libmpich.so.12"
 chmod -R a+rX "$PREFIX"
 
 mkdir -p "$BIN"
-for name in report pingpong; do
+for name in report pingpong collectives; do
     src="$REPO/system-tests/mpi/$name.c"
     out="$BIN/mpi-$name"
     if [ ! -x "$out" ] || [ "$src" -nt "$out" ]; then

@@ -20,6 +20,9 @@ const HOST_VERSION: &str = "5.0.2";
 const IMAGE_LIB: &str = "/usr/lib/x86_64-linux-gnu/libmpich.so.12.2.2";
 const IMAGE_VERSION: &str = "4.0.2";
 const HOOK: &str = "/usr/local/libexec/egret/hooks/egret-mpi-hook";
+/// Debian's UCX modules in the image, and the host UCX's the hook JSON names.
+const UCX_MODULES: &str = "/usr/lib/x86_64-linux-gnu/ucx";
+const HOST_UCX_MODULES: &str = "/opt/egret-test/mpich-host/lib/mpich/ucx";
 
 /// One test at a time: leak checks count machine-wide resources.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -163,6 +166,49 @@ fn with_the_hook_every_rank_loads_the_host_mpich() {
     let r = ranks(&out);
     assert_eq!(r.len(), 2, "{out}");
     assert!(r.iter().all(|r| r.version.contains(HOST_VERSION)), "{out}");
+}
+
+/// The image carries Debian's UCX with its transport modules in `UCX_MODULES` (as any stock
+/// image with libmpich12 does); the host MPICH brings its own UCX. The host libucs, bound over
+/// the image's, loads the modules beside it: without the hook's module dir (the host's own
+/// modules bound over the image's) every rank crashed in `MPI_Init`. `mpi-collectives`
+/// checks the results of MPI_Allreduce, MPI_Bcast and MPI_Alltoall.
+#[test]
+fn with_the_image_s_own_ucx_the_host_mpich_runs_real_collectives() {
+    let _s = serial();
+    common::require_root();
+    let before = common::leak_snapshot();
+    // The image does have its own modules, and with the hook they are the host's.
+    let o = srun(&[&mpich(), "ls", UCX_MODULES]);
+    let out = common::assert_success(&o, "ls the image's UCX modules");
+    assert!(out.contains("libuct_cma.so.0"), "{out}");
+    let o = srun(&[
+        &mpich(),
+        "--mpi-hook",
+        "grep",
+        &format!(" {UCX_MODULES} "),
+        "/proc/self/mountinfo",
+    ]);
+    let out = common::assert_success(&o, "the module dir's mount");
+    assert!(out.contains(HOST_UCX_MODULES), "{out}");
+
+    let image = mpich();
+    for shape in [&["-n2"][..], &["-N2", "-n4"][..]] {
+        let mut args = shape.to_vec();
+        args.extend_from_slice(&["--mpi=pmi2", &image, "--mpi-hook", "mpi-collectives"]);
+        let o = common::srun_as(common::TEST_USER.name, &args);
+        let out = common::assert_success(
+            &o,
+            &format!("srun {} --mpi-hook mpi-collectives", shape.join(" ")),
+        );
+        let size = shape[shape.len() - 1].trim_start_matches("-n");
+        assert!(
+            out.contains(&format!("collectives ok size={size}")),
+            "{out}"
+        );
+        assert!(!out.contains("FAILED"), "{out}");
+    }
+    common::assert_no_leaks(&before);
 }
 
 #[test]

@@ -10,8 +10,14 @@
 //! A container is *running* while a step uses it: every launcher using it holds a shared flock
 //! on `running.lock` and is listed in `running.json`. Two overlays must never share one upper
 //! layer, so a step that finds the container running either joins it (enters the mount
-//! namespace of a launcher already using it and runs its tasks on the same root filesystem:
-//! modes `auto` and `exec`) or fails (`no_exec`, `create`).
+//! namespace of a launcher already using it and runs its tasks, fresh containers, on the same
+//! root filesystem: modes `auto`, `exec` and `no_exec`) or fails (`create`). pyxis's
+//! `no_exec` starts a fresh container on the running one's files, never its namespaces; an
+//! egret join is exactly that, so `no_exec` joins too.
+//!
+//! A step without `--container-name` is registered under the name `JOBID.STEPID` (the name
+//! pyxis gives unnamed containers) while it runs, so `srun --overlap --container-name=J.S`
+//! joins it; it never gets an `origin.json`, so nothing of it outlives the step.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
@@ -38,8 +44,6 @@ pub enum NamedError {
     AlreadyExists { name: String },
     #[error("container '{name}' is not running (mode exec); start it in another step first")]
     NotRunning { name: String },
-    #[error("container '{name}' is running in another step (mode no_exec); wait for it or use mode auto to join it")]
-    RunningElsewhere { name: String },
     #[error("no container named '{name}' in job {job}; create it with --container-image")]
     NoSuchContainer { name: String, job: u32 },
     #[error("container '{name}': its image was removed from the store; create it again under another name")]
@@ -96,7 +100,8 @@ pub enum Mode {
     Create,
     /// Join the running container; fail if it does not run.
     Exec,
-    /// Reuse the saved state or create it; never join (fail while it runs).
+    /// Reuse the saved state or create it; while it runs, share its files (as a join does:
+    /// egret never enters a running container's own namespaces).
     NoExec,
 }
 
@@ -150,6 +155,24 @@ pub struct Running {
     /// namespace only if it is this one, whatever process now has a recorded number.
     #[serde(default)]
     pub mount_ns: Option<u64>,
+    /// The image's metadata, for a joiner of a container without `origin.json` (an unnamed
+    /// step's, see [`step_name`]).
+    #[serde(default)]
+    pub meta: Option<Box<ImageMeta>>,
+}
+
+/// The name an unnamed step's container is known by while it runs: `JOBID.STEPID`, as pyxis
+/// names it.
+pub fn step_name(job: u32, step: u32) -> String {
+    format!("{job}.{step}")
+}
+
+/// Whether `name` is the [`step_name`] of a step of `job`: such a container lives in the job's
+/// directory whatever the site's scope (unnamed steps are never global).
+pub fn is_step_of(name: &str, job: u32) -> bool {
+    name.split_once('.').is_some_and(|(j, s)| {
+        j == job.to_string() && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// The directory of named container `name` of a job on node `node`; with the site's
@@ -185,8 +208,7 @@ pub fn plan(dir: &Path, name: &str, mode: Mode) -> Result<Plan, NamedError> {
     match (mode, running, exists) {
         (Mode::Create, _, true) => Err(NamedError::AlreadyExists { name }),
         (Mode::Exec, None, _) => Err(NamedError::NotRunning { name }),
-        (Mode::NoExec, Some(_), _) => Err(NamedError::RunningElsewhere { name }),
-        (Mode::Auto | Mode::Exec, Some(r), _) => Ok(Plan::Join(r)),
+        (Mode::Auto | Mode::Exec | Mode::NoExec, Some(r), _) => Ok(Plan::Join(r)),
         _ => Ok(Plan::Own),
     }
 }
@@ -387,6 +409,17 @@ mod tests {
     }
 
     #[test]
+    fn unnamed_steps_are_named_as_pyxis_does() {
+        assert_eq!(step_name(12, 3), "12.3");
+        assert!(parse_name(&step_name(12, 3)).is_ok());
+        assert!(is_step_of("12.3", 12));
+        assert!(!is_step_of("12.3", 13));
+        assert!(!is_step_of("12.", 12));
+        assert!(!is_step_of("12.x", 12));
+        assert!(!is_step_of("dev", 12));
+    }
+
+    #[test]
     fn names_and_modes() {
         assert_eq!(parse_name("dev").unwrap(), ("dev".into(), Mode::Auto));
         assert_eq!(
@@ -419,16 +452,16 @@ mod tests {
         assert!(matches!(plan(dir, "c", Mode::NoExec), Ok(Plan::Own)));
         // Running: a held lock and a record.
         let record = Running {
+            meta: None,
             mount_ns: None,
             pids: vec![],
             attach: crate::container::rootfs::AttachInfo::default(),
         };
         let held = hold(dir, record).unwrap();
         assert!(matches!(plan(dir, "c", Mode::Exec), Ok(Plan::Join(_))));
-        assert!(plan(dir, "c", Mode::NoExec)
-            .unwrap_err()
-            .to_string()
-            .contains("running"));
+        // no_exec shares the running container's files (pyxis: a fresh container on them).
+        assert!(matches!(plan(dir, "c", Mode::NoExec), Ok(Plan::Join(_))));
+        assert!(plan(dir, "c", Mode::Create).is_err());
         drop(held);
         assert!(matches!(plan(dir, "c", Mode::Auto), Ok(Plan::Own)));
     }

@@ -1,10 +1,12 @@
 //! The step's named container (`--container-name`): deciding, before any thread exists, whether
 //! this step owns the container or joins the step that runs it, and entering that step's mount
-//! namespace when it joins.
+//! namespace when it joins. A step without `--container-name` registers as `JOBID.STEPID` so
+//! that an `--overlap` step can join it by that name, as with pyxis.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::sys::process::PidFd;
@@ -36,16 +38,55 @@ pub struct NamedStep {
     pub plan: named::Plan,
     /// Held until the decision is recorded (see `named::lock_plan`).
     pub plan_lock: fs::File,
+    /// A step without `--container-name`, registered as `JOBID.STEPID`: its rootfs is the
+    /// usual private one (nothing on disk), only its running record is kept.
+    pub unnamed: bool,
 }
 
-/// The named container of the step's `--container-name`, its plan decided (None without it).
-pub fn plan_named(cfg: &Config, req: &StepRequest) -> Result<Option<NamedStep>, NamedStepError> {
-    let Some(value) = &req.options.name else {
+/// How long a join whose holders are all ending keeps deciding again: an ending launcher
+/// releases the container a moment after it stops being joinable.
+const REPLAN_FOR: Duration = Duration::from_secs(10);
+
+/// Decides the step's container and, for a join, enters the running step's mount namespace
+/// (None: no container name and nothing to register). A join that finds every holder gone (the
+/// running steps ended between the decision and the join) decides again, still holding the
+/// plan lock: the container is then about to be free, and is owned.
+pub fn decide(cfg: &Config, req: &StepRequest) -> Result<Option<NamedStep>, NamedStepError> {
+    let Some(mut n) = plan_named(cfg, req)? else {
         return Ok(None);
     };
-    let (name, mode) = named::parse_name(value)?;
+    let started = Instant::now();
+    loop {
+        let named::Plan::Join(r) = &n.plan else {
+            return Ok(Some(n));
+        };
+        match join_namespace(r) {
+            Err(NamedStepError::OwnerGone) if started.elapsed() < REPLAN_FOR => {
+                std::thread::sleep(Duration::from_millis(20));
+                n.plan = named::plan(&n.dir, &n.name, mode_of(req)?)?;
+            }
+            other => return other.map(|()| Some(n)),
+        }
+    }
+}
+
+fn mode_of(req: &StepRequest) -> Result<named::Mode, NamedStepError> {
+    Ok(match &req.options.name {
+        Some(v) => named::parse_name(v)?.1,
+        None => named::Mode::Create,
+    })
+}
+
+/// The named container of the step's `--container-name`, its plan decided; without the option,
+/// the step's registration as `JOBID.STEPID` (None if that name is taken).
+pub fn plan_named(cfg: &Config, req: &StepRequest) -> Result<Option<NamedStep>, NamedStepError> {
     let node = plan::node_name(&req.job_env, req.node_id);
-    let job = (!req.global_scope).then_some(req.job_id);
+    let Some(value) = &req.options.name else {
+        return Ok(register_unnamed(cfg, req, &node));
+    };
+    let (name, mode) = named::parse_name(value)?;
+    // JOBID.STEPID of this job names an unnamed step's container, kept in the job's directory.
+    let job = (!req.global_scope || named::is_step_of(&name, req.job_id)).then_some(req.job_id);
     let dir = named::container_dir(cfg, req.uid, job, &node, &name);
     let plan_lock = named::lock_plan(&dir)?;
     let plan = named::plan(&dir, &name, mode)?;
@@ -64,7 +105,36 @@ pub fn plan_named(cfg: &Config, req: &StepRequest) -> Result<Option<NamedStep>, 
         name,
         plan,
         plan_lock,
+        unnamed: false,
     }))
+}
+
+/// An unnamed step's record as `JOBID.STEPID` in the job's directory. Best effort: the step
+/// runs the same without it (only joining it by name fails), so any trouble is a log line.
+fn register_unnamed(cfg: &Config, req: &StepRequest, node: &str) -> Option<NamedStep> {
+    let name = named::step_name(req.job_id, req.step_id);
+    let dir = named::container_dir(cfg, req.uid, Some(req.job_id), node, &name);
+    let registered = named::lock_plan(&dir).and_then(|plan_lock| {
+        // Taken already (a named container someone called JOBID.STEPID): leave it alone.
+        named::plan(&dir, &name, named::Mode::Create).map(|plan| (plan_lock, plan))
+    });
+    match registered {
+        Ok((plan_lock, plan @ named::Plan::Own)) => Some(NamedStep {
+            dir,
+            name,
+            plan,
+            plan_lock,
+            unnamed: true,
+        }),
+        Ok(_) => None,
+        Err(e) => {
+            eprintln!(
+                "egret-launcher {}.{}: not joinable as {name}: {e}",
+                req.job_id, req.step_id
+            );
+            None
+        }
+    }
 }
 
 /// Enters the mount namespace of a launcher that runs the container: the first recorded process

@@ -87,6 +87,13 @@ pub fn prepare(
         check_mpi_hook(cfg, mpi)?;
     }
     let user = UserIdentity::from_uid(req.uid, req.gid)?;
+    // A join uses the running step's rootfs as it is: this step's mounts are not made (nor
+    // checked: they are ignored, and said to be).
+    if let Some(n) = &named {
+        if let named::Plan::Join(running) = &n.plan {
+            return join_prepared(cfg, req, user, n, running);
+        }
+    }
     let mut mount_plan = plan_user_mounts(cfg, req)?;
     check_sources(&user, &mount_plan.binds)?;
     if opts.mount_home == Some(true) {
@@ -106,11 +113,8 @@ pub fn prepare(
     let resolve = |image: &str| {
         step_image::resolve(cfg, req, &user, image, progress).map_err(PrepareError::from)
     };
-    let (image_file, meta, persistent) = match &named {
+    let (image_file, meta, persistent) = match named.as_ref().filter(|n| !n.unnamed) {
         Some(n) => {
-            if let named::Plan::Join(running) = &n.plan {
-                return join_prepared(cfg, req, user, n, running);
-            }
             let (f, m, dir) =
                 named::open_or_create(&n.dir, req.job_id, &n.name, opts.image.as_deref(), resolve)?;
             (f, m, Some(dir))
@@ -150,7 +154,7 @@ pub fn prepare(
     let mut rootfs = rootfs::prepare_rootfs(&site_cfg, &cfg.oci_bundle_dir, &creq)?;
     add_tmpfs_mounts(cfg, &mut rootfs, mount_plan.tmpfs)?;
     let named_hold = match named {
-        Some(n) => Some(record_running(n, &rootfs)?),
+        Some(n) => Some(record_running(n, &rootfs, &meta)?),
         None => None,
     };
     Ok(PreparedStep {
@@ -247,8 +251,13 @@ fn add_tmpfs_mounts(
 }
 
 /// Records this launcher as running the named container (whose plan lock is then released).
-fn record_running(n: NamedStep, rootfs: &Rootfs) -> Result<fs::File, PrepareError> {
+fn record_running(
+    n: NamedStep,
+    rootfs: &Rootfs,
+    meta: &ImageMeta,
+) -> Result<fs::File, PrepareError> {
     let record = named::Running {
+        meta: Some(Box::new(meta.clone())),
         mount_ns: None,
         pids: Vec::new(),
         attach: rootfs.attach_info(),
@@ -257,6 +266,12 @@ fn record_running(n: NamedStep, rootfs: &Rootfs) -> Result<fs::File, PrepareErro
     drop(n.plan_lock);
     Ok(held)
 }
+
+/// What a joining step says about its `--container-mounts` (pyxis says the same when it attaches
+/// to a running container): the rootfs is the running step's, its mounts are made already, and
+/// mounting more into it would change that step's files too.
+pub const IGNORED_MOUNTS: &str =
+    "ignoring --container-mounts when attaching to a running container";
 
 /// A step joining a running named container: its tasks run on the rootfs the other step
 /// assembled, with their bundles in a directory of their own on its bundle filesystem.
@@ -267,7 +282,11 @@ fn join_prepared(
     n: &NamedStep,
     running: &named::Running,
 ) -> Result<PreparedStep, PrepareError> {
-    let (_, meta) = named::origin(&n.dir, &n.name)?;
+    // An unnamed step's container has no origin.json; its record carries the metadata.
+    let meta = match &running.meta {
+        Some(m) => (**m).clone(),
+        None => named::origin(&n.dir, &n.name)?.1,
+    };
     let bundle_dir = cfg.oci_bundle_dir.join(format!(
         "join-{}.{}.{}",
         req.job_id, req.step_id, req.node_id
@@ -277,12 +296,16 @@ fn join_prepared(
         source,
     })?;
     let held = named::hold(&n.dir, running.clone())?;
+    let mut rootfs = Rootfs::attached(&running.attach, bundle_dir);
+    if req.options.mounts.is_some() {
+        rootfs.warnings.push(IGNORED_MOUNTS.to_string());
+    }
     Ok(PreparedStep {
         cfg: cfg.clone(),
         req: req.clone(),
         user,
         meta,
-        rootfs: Rootfs::attached(&running.attach, bundle_dir),
+        rootfs,
         _named_hold: Some(held),
         unshare: None,
     })

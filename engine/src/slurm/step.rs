@@ -115,26 +115,22 @@ fn enter_namespace(
     cfg: &Config,
     req: &StepRequest,
 ) -> Result<Result<Option<NamedStep>, NamedStepError>, i32> {
-    let named_step = named_step::plan_named(cfg, req);
-    let joined = match &named_step {
-        Ok(Some(n)) => match &n.plan {
-            named::Plan::Join(r) => Some(named_step::join_namespace(r)),
-            named::Plan::Own => None,
-        },
-        _ => None,
-    };
-    match joined {
-        Some(Ok(())) => Ok(named_step),
-        Some(Err(e)) => Ok(Err(e)),
-        None => {
-            // The rootfs, loop device and overlay must be invisible to the host and vanish
-            // with us.
-            if let Err(e) = rootfs::enter_private_mount_namespace() {
-                return Err(log_failure(req, &e.to_string()));
-            }
-            Ok(named_step)
+    let named_step = named_step::decide(cfg, req);
+    let joined = matches!(
+        &named_step,
+        Ok(Some(NamedStep {
+            plan: named::Plan::Join(_),
+            ..
+        }))
+    );
+    if !joined {
+        // The rootfs, loop device and overlay must be invisible to the host and vanish
+        // with us.
+        if let Err(e) = rootfs::enter_private_mount_namespace() {
+            return Err(log_failure(req, &e.to_string()));
         }
     }
+    Ok(named_step)
 }
 
 /// `--container-unshare`: the holder of the step's namespaces (None without the option).

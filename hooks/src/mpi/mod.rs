@@ -4,6 +4,9 @@
 //! admin; never the container's):
 //! - `MPI_LIBS` (required): colon list of host MPI libraries, each `libX.so.MAJOR[.MINOR...]`;
 //! - `MPI_DEPENDENCY_LIBS`: host libraries the MPI libraries need;
+//! - `MPI_DEPENDENCY_MODULE_DIRS`: host directories of plugins a dependency library loads from
+//!   beside itself (UCX's `ucx/`), each bound beside where its libraries went
+//!   (see [`plan::module_binds`]);
 //! - `BIND_MOUNTS`: host files, directories and device nodes, mounted at the same path;
 //! - `LDCONFIG_PATH`: the host's trusted `ldconfig` (default `/sbin/ldconfig`);
 //! - `MPI_COMPATIBILITY_TYPE`: `major` (default), `full` or `strict` (see [`version::Compat`]).
@@ -35,6 +38,8 @@ pub enum MpiError {
         #[source]
         source: std::io::Error,
     },
+    #[error("MPI_DEPENDENCY_MODULE_DIRS entry {}: not a directory", path.display())]
+    ModuleDir { path: PathBuf },
     #[error("BIND_MOUNTS entry {}: {source}", path.display())]
     BindMount {
         path: PathBuf,
@@ -86,6 +91,7 @@ pub enum MpiError {
 pub struct Config {
     pub mpi_libs: Vec<PathBuf>,
     pub dependency_libs: Vec<PathBuf>,
+    pub module_dirs: Vec<PathBuf>,
     pub bind_mounts: Vec<PathBuf>,
     pub ldconfig: PathBuf,
     pub compat: Compat,
@@ -139,6 +145,7 @@ impl Config {
         Ok(Config {
             mpi_libs,
             dependency_libs: list("MPI_DEPENDENCY_LIBS")?,
+            module_dirs: list("MPI_DEPENDENCY_MODULE_DIRS")?,
             bind_mounts: list("BIND_MOUNTS")?,
             ldconfig,
             compat,
@@ -244,6 +251,23 @@ pub fn run(ctx: &HookContext) -> Result<(), MpiError> {
             b.source.display()
         );
     }
+    // After the libraries: a host libucs bound over the image's loads the plugins beside it,
+    // which must then be the host's own (the image's, built for its own UCX, crash it).
+    // Binding them there, rather than pointing UCX_MODULE_DIR elsewhere, keeps the plugins
+    // beside the library in use whatever loads it, and needs nothing of the environment.
+    for d in &cfg.module_dirs {
+        if !d.is_dir() {
+            return Err(MpiError::ModuleDir { path: d.clone() });
+        }
+    }
+    for b in plan::module_binds(&plan.binds, &cfg.module_dirs) {
+        bind::bind(rootfs, &b.source, &b.destination, ro)?;
+        crate::info!(
+            "mounted {} over {}",
+            b.source.display(),
+            b.destination.display()
+        );
+    }
     for p in &cfg.bind_mounts {
         let meta = std::fs::metadata(p).map_err(|source| MpiError::BindMount {
             path: p.clone(),
@@ -299,12 +323,14 @@ mod tests {
         let c = Config::from_env(env(&[
             ("MPI_LIBS", "/h/libmpi.so.12:/h/libmpicxx.so.12"),
             ("MPI_DEPENDENCY_LIBS", ""),
+            ("MPI_DEPENDENCY_MODULE_DIRS", "/h/lib/ucx"),
             ("BIND_MOUNTS", "/dev/shm::/var/run/x"),
             ("MPI_COMPATIBILITY_TYPE", "strict"),
         ]))
         .unwrap();
         assert_eq!(c.mpi_libs.len(), 2);
         assert!(c.dependency_libs.is_empty());
+        assert_eq!(c.module_dirs, [PathBuf::from("/h/lib/ucx")]);
         assert_eq!(
             c.bind_mounts,
             [PathBuf::from("/dev/shm"), "/var/run/x".into()]
@@ -336,6 +362,13 @@ mod tests {
             (
                 vec![("MPI_LIBS", "/l/libmpi.so.12"), ("BIND_MOUNTS", "dev/x")],
                 "BIND_MOUNTS",
+            ),
+            (
+                vec![
+                    ("MPI_LIBS", "/l/libmpi.so.12"),
+                    ("MPI_DEPENDENCY_MODULE_DIRS", "ucx"),
+                ],
+                "MPI_DEPENDENCY_MODULE_DIRS",
             ),
         ] {
             let e = Config::from_env(env(&pairs)).unwrap_err().to_string();

@@ -10,6 +10,11 @@
 //! - The library directory is the directory of the first replaced container library (so a host
 //!   library's `$ORIGIN` RUNPATH finds its added dependencies), `/usr/lib` when nothing was
 //!   replaced.
+//! - A module directory (`MPI_DEPENDENCY_MODULE_DIRS`, e.g. UCX's `ucx/` of transport plugins
+//!   that `libucs` loads from beside the file it was loaded from) is bound, under its own name,
+//!   beside every container file that a host library of its parent directory was bound onto
+//!   ([`module_binds`]): the plugins found there are then the host library's own, over the
+//!   image's (built for the image's library, which the host one replaced).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -183,6 +188,36 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The binds of the host module directories `module_dirs`: each beside the container file of
+/// every bind in `lib_binds` whose source lies in the module directory's parent (one bind per
+/// container directory). A module directory none of whose sibling libraries was bound gets none:
+/// the image's libraries there are its own, and so are their plugins.
+pub fn module_binds(lib_binds: &[Bind], module_dirs: &[PathBuf]) -> Vec<Bind> {
+    let mut out: Vec<Bind> = Vec::new();
+    for dir in module_dirs {
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+            continue;
+        };
+        for b in lib_binds
+            .iter()
+            .filter(|b| b.source.parent() == Some(parent))
+        {
+            let Some(at) = b.destination.parent() else {
+                continue;
+            };
+            let destination = at.join(name);
+            if !out.iter().any(|o| o.destination == destination) {
+                out.push(Bind {
+                    source: dir.clone(),
+                    destination,
+                    replaces: false,
+                });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,5 +388,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("/opt/other/libmpich.so.12.0.5"), "{e}");
+    }
+
+    #[test]
+    fn module_dirs_go_beside_where_their_libraries_went() {
+        let bind = |src: &str, dst: &str| Bind {
+            source: PathBuf::from(src),
+            destination: PathBuf::from(dst),
+            replaces: true,
+        };
+        let libs = [
+            bind(
+                "/h/lib/libmpi.so.12",
+                "/usr/lib/x86_64-linux-gnu/libmpich.so.12.2.2",
+            ),
+            bind(
+                "/h/lib/mpich/libucs.so.0",
+                "/usr/lib/x86_64-linux-gnu/libucs.so.0.0.0",
+            ),
+            bind(
+                "/h/lib/mpich/libuct.so.0",
+                "/usr/lib/x86_64-linux-gnu/libuct.so.0.0.0",
+            ),
+            bind("/h/lib/mpich/libfabric.so.1", "/usr/lib64/libfabric.so.1"),
+        ];
+        let got = module_binds(
+            &libs,
+            &[
+                PathBuf::from("/h/lib/mpich/ucx"),
+                PathBuf::from("/h/other/plugins"),
+            ],
+        );
+        let got: Vec<(&str, &str, bool)> = got
+            .iter()
+            .map(|b| {
+                (
+                    b.source.to_str().unwrap(),
+                    b.destination.to_str().unwrap(),
+                    b.replaces,
+                )
+            })
+            .collect();
+        // Once per container directory; nothing for a directory whose libraries stayed out.
+        assert_eq!(
+            got,
+            [
+                ("/h/lib/mpich/ucx", "/usr/lib/x86_64-linux-gnu/ucx", false),
+                ("/h/lib/mpich/ucx", "/usr/lib64/ucx", false),
+            ]
+        );
+        assert!(module_binds(&libs, &[]).is_empty());
     }
 }

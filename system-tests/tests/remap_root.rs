@@ -137,3 +137,38 @@ fn a_named_container_keeps_what_remapped_root_installed() {
         "step 2 is the user, owning what remapped root wrote (as under pyxis); the saved image is root's again\n{out}"
     );
 }
+
+#[test]
+fn the_mounted_home_is_remapped_root_s_home() {
+    let user = common::TEST_USER;
+    let marker = std::path::Path::new(user.home).join(".egret-remap-home-marker");
+    std::fs::write(&marker, "mine\n").unwrap();
+    std::os::unix::fs::chown(&marker, Some(user.uid), Some(user.gid)).unwrap();
+    let script =
+        "echo $HOME; cat $HOME/.egret-remap-home-marker; stat -c %u $HOME/.egret-remap-home-marker";
+    let out = ok(&common::srun_as(
+        user.name,
+        &[
+            &image("busybox"),
+            "--container-mount-home",
+            "--container-remap-root",
+            "sh",
+            "-c",
+            script,
+        ],
+    ));
+    assert_eq!(lines(&out), ["/root", "mine", "0"], "{out}");
+    let out = ok(&common::srun_as(
+        user.name,
+        &[
+            &image("busybox"),
+            "--container-mount-home",
+            "sh",
+            "-c",
+            script,
+        ],
+    ));
+    let uid = user.uid.to_string();
+    assert_eq!(lines(&out), [user.home, "mine", uid.as_str()], "{out}");
+    let _ = std::fs::remove_file(&marker);
+}

@@ -139,3 +139,38 @@ fn refused_entries_fail_before_queueing() {
     }
     assert!(!Path::new("/etc/x").exists());
 }
+
+#[test]
+fn the_unbindable_flag_makes_the_mount_unbindable() {
+    let dir = common::scratch_dir(Some(common::TEST_USER));
+    let mounts = format!(
+        "--container-mounts={d}:/mnt/u:unbindable,{d}:/mnt/p:ro",
+        d = dir.display()
+    );
+    let image = format!("--container-image={}", common::registry_image("debian"));
+    let out = common::assert_success(
+        &common::srun_as(
+            common::TEST_USER.name,
+            &[
+                &image,
+                &mounts,
+                "findmnt",
+                "-n",
+                "-o",
+                "TARGET,PROPAGATION",
+                "--list",
+            ],
+        ),
+        "srun",
+    );
+    // The top mount at a target is what a bind would copy.
+    let top = |target: &str| {
+        out.lines()
+            .filter(|l| l.split_whitespace().next() == Some(target))
+            .last()
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+            .unwrap_or_else(|| panic!("{target} not mounted:\n{out}"))
+    };
+    assert!(top("/mnt/u").split(',').any(|p| p == "unbindable"), "{out}");
+    assert!(!top("/mnt/p").contains("unbindable"), "{out}");
+}

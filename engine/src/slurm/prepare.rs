@@ -96,10 +96,10 @@ pub fn prepare(
     }
     let mut mount_plan = plan_user_mounts(cfg, req)?;
     check_sources(&user, &mount_plan.binds)?;
-    if opts.mount_home == Some(true) {
+    if let Some(destination) = plan::mounted_home(opts, &user.home) {
         mount_plan.binds.push(BindMount {
             source: user.home.clone(),
-            destination: user.home.clone(),
+            destination,
             readonly: false,
         });
     }

@@ -202,7 +202,13 @@ fn build_spec(
     task_vars: &[(String, String)],
 ) -> Result<(Spec, Option<EntrypointFds>), TaskError> {
     let opts = &p.req.options;
-    let process = plan::process_request(&conn.hello, opts, task_vars.to_vec());
+    let mut host_env = task_vars.to_vec();
+    if let Some(home) = plan::mounted_home(opts, &p.user.home) {
+        // pyxis's rule: the mounted home is $HOME (at /root for remapped root).
+        host_env.retain(|(k, _)| k != "HOME");
+        host_env.push(("HOME".into(), home.display().to_string()));
+    }
+    let process = plan::process_request(&conn.hello, opts, host_env);
     let annotations = plan::annotations(
         opts,
         p.cfg.default_mpi_type.as_deref(),

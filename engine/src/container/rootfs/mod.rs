@@ -638,6 +638,34 @@ fn bind_with(
             source,
         })?;
     rootfs.mounted.push(path);
+    if extras.unbindable {
+        // runc makes every mount of the rootfs a slave before the container starts, which
+        // clears the flag: runc binds the source once more on top, unbindable, after that.
+        let staged = rootfs
+            .bundle_dir
+            .join(DEVICES)
+            .join(format!("mount-{}", rootfs.spec_mounts.len()));
+        let dir = st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits();
+        let mut ms = MsFlags::MS_BIND;
+        if extras.recursive {
+            ms |= MsFlags::MS_REC;
+        }
+        stage(sys, rootfs, &src, &m.source, &staged, dir, ms)?;
+        let mut options = vec!["nosuid", "unbindable"];
+        for (on, opt) in [
+            (extras.recursive, "rbind"),
+            (user.is_some(), "nodev"),
+            (m.readonly, "ro"),
+            (extras.noexec, "noexec"),
+        ] {
+            if on {
+                options.push(opt);
+            }
+        }
+        rootfs
+            .spec_mounts
+            .push(bind_spec_mount(&staged, &resolved, &options));
+    }
     rootfs.binds.push(BindMount {
         source: m.source.clone(),
         destination: resolved,

@@ -196,6 +196,18 @@ pub fn process_request(
     }
 }
 
+/// Where `--container-mount-home` puts the user's `home` in the container, as pyxis's enroot
+/// does: at the same path, or at `/root` (remapped root's home) with `--container-remap-root`.
+pub fn mounted_home(opts: &ContainerOptions, home: &Path) -> Option<PathBuf> {
+    if opts.mount_home != Some(true) {
+        return None;
+    }
+    Some(match opts.remap_root == Some(true) {
+        true => PathBuf::from("/root"),
+        false => home.to_path_buf(),
+    })
+}
+
 /// The OCI annotations of a task's container: the user's, the hooks the options ask for, the
 /// automatic ones of the task's environment, and the job.
 pub fn annotations(

@@ -208,3 +208,19 @@ fn the_host_pid_namespace_is_the_default() {
     assert!(!s.pid_host);
     assert!(s.readonly_root);
 }
+
+#[test]
+fn the_mounted_home_is_at_root_for_remapped_root() {
+    let home = Path::new("/home/u");
+    assert_eq!(mounted_home(&ContainerOptions::default(), home), None);
+    let mount = ContainerOptions {
+        mount_home: Some(true),
+        ..ContainerOptions::default()
+    };
+    assert_eq!(mounted_home(&mount, home), Some(PathBuf::from("/home/u")));
+    let remapped = ContainerOptions {
+        remap_root: Some(true),
+        ..mount
+    };
+    assert_eq!(mounted_home(&remapped, home), Some(PathBuf::from("/root")));
+}

@@ -120,4 +120,33 @@ impl Caller {
         std::env::set_var("PATH", ROOT_PATH);
         Ok(())
     }
+
+    /// While a privileged verb only waits (for its container), its real uid is the user's again,
+    /// as when they started it, so that they may signal it (`kill PID`, `timeout`, a job
+    /// script's `trap`): egret passes the signal on to the container. The effective and saved
+    /// uids stay root's; nothing is started meanwhile (see [`Caller::root_again`]).
+    pub fn signalable_by_user(&self) -> Result<(), PrivilegeError> {
+        if !self.setuid {
+            return Ok(());
+        }
+        let root = Uid::from_raw(0);
+        setresuid(Uid::from_raw(self.identity.uid), root, root).map_err(|e| {
+            PrivilegeError::Switch {
+                what: "let the caller signal egret",
+                source: e.into(),
+            }
+        })
+    }
+
+    /// Fully root again after [`Caller::signalable_by_user`], before starting anything.
+    pub fn root_again(&self) -> Result<(), PrivilegeError> {
+        if !self.setuid {
+            return Ok(());
+        }
+        let root = Uid::from_raw(0);
+        setresuid(root, root, root).map_err(|e| PrivilegeError::Switch {
+            what: "become root",
+            source: e.into(),
+        })
+    }
 }

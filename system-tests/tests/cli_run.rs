@@ -209,9 +209,15 @@ fn workdir_and_environment() {
         "FOO=mine HOSTONLY=h NEW=1\n"
     );
     assert_eq!(run_env(&["-e", "FOO"]), "FOO=from-host HOSTONLY=h NEW=\n");
+    // Sarus's line (the --device/--env texts are in denied_or_bad_mounts_are_one_line).
     let o = sb.run(&["-e", "=x", &image, "true"]);
-    let line = assert_one_error_line(&o, "--env with an empty name");
-    assert!(line.contains("--env"), "{line}");
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.lines().count() == 1
+            && err.starts_with("Error parsing environment variable requested from CLI '=x'"),
+        "{err}"
+    );
     sb.assert_no_leftovers();
     common::assert_no_leaks(&before);
 }
@@ -290,6 +296,31 @@ fn denied_or_bad_mounts_are_one_line() {
                 && err.starts_with(&format!("Invalid mount request '{spec}': "))
                 && err.contains(reason),
             "{spec}: {err}"
+        );
+    }
+    // --device and --env that do not parse: Sarus's lines too.
+    for (args, want) in [
+        (
+            vec!["--device", "/dev/null:/dev/x:rwz"],
+            "Invalid device request '/dev/null:/dev/x:rwz': ",
+        ),
+        (
+            vec!["--env", ""],
+            "Invalid environment variable requested from CLI: empty option value",
+        ),
+        (
+            vec!["--env", "=x"],
+            "Error parsing environment variable requested from CLI '=x': ",
+        ),
+    ] {
+        let mut argv = args.clone();
+        argv.extend([image.as_str(), "true"]);
+        let o = sb.run(&argv);
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert!(
+            err.lines().count() == 1 && err.starts_with(want),
+            "{args:?}: {err}"
         );
     }
     sb.assert_no_leftovers();

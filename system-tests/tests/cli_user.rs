@@ -447,3 +447,100 @@ fn a_user_mounts_and_devices_only_what_they_can_open() {
     assert_eq!(out, "mine\nwrote\n");
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_user_never_reaches_a_root_only_device_through_dev_mounts_or_device() {
+    common::require_root();
+    let reference = common::registry_image("busybox");
+    ok_as_user(&["pull", &reference]);
+    // /dev/mem (root:kmem 0640): as a --device, as a file mounted into /dev, as a link to it
+    // in the user's own directory mounted there, and as the whole of the host's /dev mounted
+    // below the container's. The container runs as the user: the node's own permissions
+    // refuse every open, whatever the device cgroup allows.
+    let dir = common::scratch_dir(Some(TEST_USER));
+    std::os::unix::fs::symlink("/dev/mem", dir.join("mem")).unwrap();
+    let probe = "head -c1 /dev/x >/dev/null 2>&1 && echo READ || echo refused";
+    let attempts: Vec<Vec<String>> = vec![
+        vec!["--device".into(), "/dev/mem:/dev/x:rw".into()],
+        vec!["--mount".into(), "type=bind,src=/dev/mem,dst=/dev/x".into()],
+        vec![
+            "--mount".into(),
+            format!("type=bind,src={},dst=/dev/x", dir.join("mem").display()),
+        ],
+        vec!["--mount".into(), "type=bind,src=/dev,dst=/dev/host".into()],
+    ];
+    for extra in attempts {
+        let mut argv: Vec<&str> = vec!["run"];
+        argv.extend(extra.iter().map(String::as_str));
+        let script = if extra[1].contains("/dev/host") {
+            probe.replace("/dev/x", "/dev/host/mem")
+        } else {
+            probe.to_string()
+        };
+        argv.extend([reference.as_str(), "sh", "-c", script.as_str()]);
+        let o = egret_as_user(&[], &argv);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        // Refused before the container (one line), or the container cannot read it.
+        assert!(
+            !out.contains("READ"),
+            "{extra:?} let the user read /dev/mem: {}",
+            common::describe(&o)
+        );
+        if o.status.success() {
+            assert_eq!(out.trim(), "refused", "{extra:?}: {}", common::describe(&o));
+        } else {
+            assert_eq!(
+                stderr(&o).lines().count(),
+                1,
+                "{extra:?}: {}",
+                common::describe(&o)
+            );
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_user_signals_their_own_egret_run_by_its_pid() {
+    common::require_root();
+    let reference = common::registry_image("busybox");
+    ok_as_user(&["pull", &reference]);
+    // What a job script's `kill`, `timeout` or `trap` does: SIGTERM to egret's own pid, which
+    // passes it on to the container (tini, pid 1 there, to sleep).
+    let script = format!(
+        "{egret} run --init {reference} sleep 60 & p=$!; sleep 3; \
+         kill -TERM $p && echo signalled; wait $p; echo code=$?",
+        egret = common::EGRET_BIN
+    );
+    let started = std::time::Instant::now();
+    let o = common::run(&mut common::user_command(
+        TEST_USER.name,
+        Path::new("/"),
+        &[],
+        &["sh", "-c", &script],
+    ));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("signalled"), "{}", common::describe(&o));
+    assert!(out.contains("code=143"), "{}", common::describe(&o));
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "the container did not stop on the forwarded SIGTERM"
+    );
+    // Another user's signal still cannot reach it (root's own egret run here).
+    let name = format!("sig-test-{}", std::process::id());
+    let mut running = common::egret()
+        .args(["run", "--name", &name, &reference, "sleep", "60"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = running.id().to_string();
+    let o = common::run(&mut common::user_command(
+        TEST_USER.name,
+        Path::new("/"),
+        &[],
+        &["kill", "-TERM", &pid],
+    ));
+    assert!(!o.status.success(), "a user signalled root's egret run");
+    let _ = common::egret().args(["kill", &name]).output();
+    let _ = running.wait();
+}

@@ -477,3 +477,37 @@ fn a_user_logs_in_on_the_command_line_with_password_stdin() {
         TEST_USER.name
     );
 }
+
+/// `egret pull --login REF` as the test user on a real terminal (`script` gives it one), the
+/// user name and password typed in as `typed`.
+fn user_cli_login_pull(typed: &str) -> Output {
+    let line = format!("{} pull --login {}", common::EGRET_BIN, unique_key());
+    let argv = ["script", "-qec", &line, "/dev/null"];
+    let mut cmd = common::user_command(TEST_USER.name, Path::new("/"), &[], &argv);
+    common::run_with_stdin(&mut cmd, typed.as_bytes())
+}
+
+#[test]
+fn a_user_logs_in_at_the_login_prompt() {
+    common::require_root();
+    let _serial = serial();
+    let pass = password();
+    let _forget = Forget::now();
+    let o = user_cli_login_pull(&format!("{LOGIN_USER}\nnot-the-password\n"));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(!o.status.success(), "{}", describe(&o));
+    assert!(text.contains("unauthorized to pull"), "{}", describe(&o));
+    assert!(!user_index().contains(&unique_key()));
+    let o = user_cli_login_pull(&format!("{LOGIN_USER}\n{pass}\n"));
+    // (What is typed ahead arrives before the prompt turns echo off, so the terminal shows it
+    // here: whether the prompt echoes is not what this test can see.)
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", describe(&o));
+    assert!(text.contains("Password:"), "{text}");
+    assert!(
+        user_index().contains(&unique_key()),
+        "{} is not in {}'s index after --login",
+        unique_key(),
+        TEST_USER.name
+    );
+}

@@ -166,8 +166,8 @@ fn the_unbindable_flag_makes_the_mount_unbindable() {
     // The top mount at a target is what a bind would copy.
     let top = |target: &str| {
         out.lines()
-            .filter(|l| l.split_whitespace().next() == Some(target))
-            .last()
+            .rev()
+            .find(|l| l.split_whitespace().next() == Some(target))
             .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
             .unwrap_or_else(|| panic!("{target} not mounted:\n{out}"))
     };

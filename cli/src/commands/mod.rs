@@ -66,6 +66,23 @@ impl CommandError {
                 };
                 return Some(format!("Invalid mount request '{item}': {reason}"));
             }
+            // Sarus's lines for a --device and an --env it cannot take.
+            CommandError::Run(RunError::Option(OptionError::Device(
+                egret_engine::container::mounts::MountError::Parse { item, reason },
+            ))) => return Some(format!("Invalid device request '{item}': {reason}")),
+            CommandError::Run(RunError::Option(OptionError::Env { input, .. }))
+                if input.is_empty() =>
+            {
+                return Some(
+                    "Invalid environment variable requested from CLI: empty option value".into(),
+                )
+            }
+            CommandError::Run(RunError::Option(OptionError::Env { input, source })) => {
+                return Some(format!(
+                    "Error parsing environment variable requested from CLI '{}': {source}",
+                    input.escape_debug()
+                ))
+            }
             CommandError::Run(RunError::Option(OptionError::Workdir(w))) => {
                 return Some(format!(
                     "The working directory '{}' is invalid, it needs to be an absolute path.\n\

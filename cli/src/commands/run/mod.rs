@@ -56,6 +56,8 @@ pub enum RunError {
     HooksDir(#[from] egret_engine::hooks::schema::HooksError),
     #[error(transparent)]
     Mpi(#[from] egret_engine::hooks::mpi::MpiRequestError),
+    #[error(transparent)]
+    Privilege(#[from] crate::privilege::PrivilegeError),
 }
 
 /// Everything `run` decided before touching the system.
@@ -159,9 +161,13 @@ pub fn run(c: &Context, a: RunArgs) -> Result<ExitCode, RunError> {
     let parent = nix::unistd::getpid();
     let forked =
         sys::process::fork_child(|| child::container(cfg, &plan, &runc, &id, &bundle_dir, parent));
-    let result = forked
-        .map_err(RunError::Fork)
-        .and_then(|child| Ok(signals.wait(child)?));
+    let result = forked.map_err(RunError::Fork).and_then(|child| {
+        // The user may signal their own `egret run` while it waits, as with Sarus's.
+        c.caller.signalable_by_user()?;
+        let code = signals.wait(child);
+        c.caller.root_again()?;
+        Ok(code?)
+    });
     drop(signals);
     // Whatever happened in the child: no runc state, no bundle directory.
     runc.delete_force(&id);

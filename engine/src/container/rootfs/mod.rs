@@ -123,7 +123,7 @@ pub enum BundleError {
         #[source]
         source: io::Error,
     },
-    #[error("device {}: not a character or block device", path.display())]
+    #[error("Source path {} is not a device file (not a character or block device)", path.display())]
     NotADevice { path: PathBuf },
     #[error("init binary {}: {source}", path.display())]
     Init {

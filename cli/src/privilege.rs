@@ -108,11 +108,7 @@ impl Caller {
         if !self.setuid {
             return Ok(());
         }
-        let root = Uid::from_raw(0);
-        setresuid(root, root, root).map_err(|e| PrivilegeError::Switch {
-            what: "become root",
-            source: e.into(),
-        })?;
+        self.root_again()?;
         let names: Vec<OsString> = std::env::vars_os().map(|(k, _)| k).collect();
         for name in names {
             std::env::remove_var(name);

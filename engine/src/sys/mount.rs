@@ -23,16 +23,45 @@ pub fn set_attrs_and_propagation<Fd: AsFd>(
     propagation: u64,
     recursive: bool,
 ) -> io::Result<()> {
-    let mut attr = libc::mount_attr {
-        attr_set: attrs,
-        attr_clr: 0,
-        propagation,
-        userns_fd: 0,
-    };
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {
         flags |= libc::AT_RECURSIVE as libc::c_uint;
     }
+    mount_setattr(
+        fd,
+        libc::mount_attr {
+            attr_set: attrs,
+            attr_clr: 0,
+            propagation,
+            userns_fd: 0,
+        },
+        flags,
+    )
+}
+
+/// Makes the detached tree `fd` (from `open_tree(OPEN_TREE_CLONE)`, not attached yet) an idmapped
+/// mount: file owners are shown, and written, through the maps of the user namespace `userns`
+/// (see [`super::userns`]). Linux 5.12; `EINVAL` where the filesystem does not support it (squashfs does on the 6.18 kernels
+/// egret is tested on).
+pub fn set_idmap<Fd: AsFd, U: AsFd>(fd: &Fd, userns: &U) -> io::Result<()> {
+    mount_setattr(
+        fd,
+        libc::mount_attr {
+            attr_set: libc::MOUNT_ATTR_IDMAP,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_fd().as_raw_fd() as u64,
+        },
+        libc::AT_EMPTY_PATH as libc::c_uint,
+    )
+}
+
+/// mount_setattr(2) on the mount `fd` is the root of.
+fn mount_setattr<Fd: AsFd>(
+    fd: &Fd,
+    mut attr: libc::mount_attr,
+    flags: libc::c_uint,
+) -> io::Result<()> {
     // SAFETY: the path is a valid empty C string, `attr` is a valid `struct mount_attr` whose size
     // is passed along, and both outlive the call.
     let r = unsafe {
@@ -41,36 +70,6 @@ pub fn set_attrs_and_propagation<Fd: AsFd>(
             fd.as_fd().as_raw_fd(),
             c"".as_ptr(),
             flags,
-            &mut attr as *mut libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// Makes the detached tree `fd` (from `open_tree(OPEN_TREE_CLONE)`, not attached yet) an idmapped
-/// mount: file owners are shown, and written, through the maps of the user namespace `userns`
-/// (see [`super::userns`]). Linux 5.12; `EINVAL` where the filesystem does not support it (squashfs does on the 6.18 kernels
-/// egret is tested on).
-pub fn set_idmap<Fd: AsFd, U: AsFd>(fd: &Fd, userns: &U) -> io::Result<()> {
-    let mut attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_fd().as_raw_fd() as u64,
-    };
-    // SAFETY: the path is a valid empty C string, `attr` is a valid `struct mount_attr` whose size
-    // is passed along, and both outlive the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_fd().as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH as libc::c_uint,
             &mut attr as *mut libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),
         )

@@ -544,3 +544,60 @@ fn a_user_signals_their_own_egret_run_by_its_pid() {
     let _ = common::egret().args(["kill", &name]).output();
     let _ = running.wait();
 }
+
+#[test]
+fn names_are_per_user_and_kill_reaches_only_the_callers_container() {
+    common::require_root();
+    let reference = common::registry_image("busybox");
+    common::stored_for_root("busybox");
+    ok_as_user(&["pull", &reference]);
+    let name = format!("same-{}", std::process::id());
+    let mut roots = common::egret()
+        .args(["run", "--name", &name, &reference, "sleep", "60"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut users = common::user_command(
+        TEST_USER.name,
+        Path::new("/"),
+        &[],
+        &[
+            common::EGRET_BIN,
+            "run",
+            "--name",
+            &name,
+            &reference,
+            "sleep",
+            "60",
+        ],
+    )
+    .stdin(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let running = |ps: &str| ps.lines().filter(|l| l.starts_with(&name)).count();
+    assert!(
+        common::wait_for(Duration::from_secs(30), || {
+            let o = common::egret().arg("ps").output().unwrap();
+            running(&String::from_utf8_lossy(&o.stdout)) == 2
+        }),
+        "root's and the user's containers of one name did not both start"
+    );
+    assert_eq!(
+        running(&ok_as_user(&["ps"])),
+        1,
+        "the user sees their own only"
+    );
+    ok_as_user(&["kill", &name]);
+    let _ = users.wait();
+    let o = common::egret().arg("ps").output().unwrap();
+    assert_eq!(
+        running(&String::from_utf8_lossy(&o.stdout)),
+        1,
+        "the user's kill reached root's container"
+    );
+    common::assert_success(
+        &common::run(common::egret().args(["kill", &name])),
+        "root kills its own",
+    );
+    let _ = roots.wait();
+}

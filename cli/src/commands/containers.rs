@@ -1,6 +1,11 @@
 //! ps, kill, and the names of `egret run --name`: Sarus's verbs over runc's state in egret's
 //! `runcRoot`. Only containers of `egret run` are listed (those of Slurm steps belong to their
 //! step, which srun and scancel manage).
+//!
+//! Names are per user: `--name NAME` is runc's `u<UID>_NAME`, shown as `NAME`. So no user can
+//! take or block another's name, and `egret kill NAME` can only ever reach a container of the
+//! caller's (a name freed and taken again by someone else between the check and the signal is
+//! a different runc id).
 
 use std::io;
 use std::path::PathBuf;
@@ -38,6 +43,8 @@ pub enum ContainersError {
     NoSuchContainer(String),
     #[error("{0}: still running after SIGKILL")]
     StillRunning(String),
+    #[error("{name}: several users' containers have this name ({ids}); kill one by its id")]
+    Ambiguous { name: String, ids: String },
 }
 
 /// A name `egret run --name` cannot use.
@@ -78,16 +85,35 @@ fn valid_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
-/// The runc id for `egret run --name NAME`: the name itself, if valid and not running.
-/// (`egret-` is reserved to the ids of Slurm steps' containers.)
-pub fn check_new_name(cfg: &Config, name: &str) -> Result<String, NameError> {
+/// The runc id for `egret run --name NAME` by user `uid`: `u<UID>_NAME`, if the name is valid
+/// and not running. (`egret-` is reserved to the ids of Slurm steps' containers.)
+pub fn check_new_name(cfg: &Config, name: &str, uid: u32) -> Result<String, NameError> {
     if !valid_name(name) || name.starts_with("egret-") {
         return Err(NameError::Invalid(name.to_string()));
     }
-    if cfg.runc_root.join(name).exists() {
+    let id = runc_id(name, uid);
+    if cfg.runc_root.join(&id).exists() {
         return Err(NameError::Running(name.to_string()));
     }
-    Ok(name.to_string())
+    Ok(id)
+}
+
+fn runc_id(name: &str, uid: u32) -> String {
+    format!("u{uid}_{name}")
+}
+
+impl Listed {
+    /// The name `egret ps` shows: the `--name` given (the runc id without its owner's prefix), or
+    /// the generated id of an unnamed container.
+    fn name(&self) -> &str {
+        let owner = self
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(OWNER_ANNOTATION));
+        owner
+            .and_then(|uid| self.id.strip_prefix(&format!("u{uid}_")))
+            .unwrap_or(&self.id)
+    }
 }
 
 /// The running containers of `egret run` (those carrying [`IMAGE_ANNOTATION`]).
@@ -160,7 +186,10 @@ pub fn ps(c: &Context) -> Result<ExitCode, ContainersError> {
         let created = k.created.split('.').next().unwrap_or("").to_string();
         println!(
             "{:<36} {:<40} {:>8} {:<8} {created}",
-            k.id, image, k.pid, k.status
+            k.name(),
+            image,
+            k.pid,
+            k.status
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -170,14 +199,37 @@ pub fn ps(c: &Context) -> Result<ExitCode, ContainersError> {
 pub fn kill(c: &Context, a: KillArgs) -> Result<ExitCode, ContainersError> {
     need_root()?;
     let cfg = &c.config;
-    if !visible(c)?.iter().any(|k| k.id == a.name) {
-        return Err(ContainersError::NoSuchContainer(a.name));
-    }
+    // The caller's own container of that name first; root may also name anyone's, by name when
+    // only one has it, or by its runc id.
+    let visible = visible(c)?;
+    let own = runc_id(&a.name, c.uid);
+    let id = if visible.iter().any(|k| k.id == own) {
+        own
+    } else {
+        let matching: Vec<&Listed> = visible
+            .iter()
+            .filter(|k| k.name() == a.name || k.id == a.name)
+            .collect();
+        match matching.as_slice() {
+            [] => return Err(ContainersError::NoSuchContainer(a.name)),
+            [one] => one.id.clone(),
+            several => {
+                return Err(ContainersError::Ambiguous {
+                    name: a.name.clone(),
+                    ids: several
+                        .iter()
+                        .map(|k| k.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+            }
+        }
+    };
     let signal = |sig: &str| {
         Command::new(&cfg.runc_path)
             .arg("--root")
             .arg(&cfg.runc_root)
-            .args(["kill", "--all", &a.name, sig])
+            .args(["kill", "--all", &id, sig])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -185,7 +237,7 @@ pub fn kill(c: &Context, a: KillArgs) -> Result<ExitCode, ContainersError> {
             .map(|s| s.success())
             .unwrap_or(false)
     };
-    let gone = || !cfg.runc_root.join(&a.name).exists();
+    let gone = || !cfg.runc_root.join(&id).exists();
     signal("TERM");
     let start = Instant::now();
     while !gone() && start.elapsed() < Duration::from_secs(10) {

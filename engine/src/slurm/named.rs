@@ -354,11 +354,21 @@ pub fn open_or_create<E: From<NamedError>>(
     Ok((image_file, meta, dir))
 }
 
-/// Creates `dir` and its parents, each root-only (0700 below the shared top 0711).
+/// Creates `dir` root-only (0700), and its missing parents searchable but not listable (0711):
+/// a parent made here may be `/var/lib/egret` itself on a fresh node, which a remapped root's
+/// runc must still traverse to reach its bundle.
 fn create_private_dir(dir: &Path) -> Result<(), NamedError> {
-    let mut b = fs::DirBuilder::new();
-    b.recursive(true).mode(0o700);
-    b.create(dir).map_err(io_at(dir))
+    if let Some(parent) = dir.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(parent)
+            .map_err(io_at(parent))?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        other => other.map_err(io_at(dir)),
+    }
 }
 
 /// Removes every named container of a job (job epilog, root).

@@ -53,6 +53,8 @@ pub enum PrepareError {
     Rootfs(#[from] BundleError),
     #[error("{0}")]
     AllRoot(#[from] crate::image::all_root::AllRootError),
+    #[error("--container-remap-root: {} (mode {mode:04o}) is not searchable by users, so runc in the user namespace cannot reach the bundle below it; the admin must make it 0711 or 0755", path.display())]
+    BundleNotSearchable { path: PathBuf, mode: u32 },
     #[error("{}: {source}", path.display())]
     JoinBundle {
         path: PathBuf,
@@ -127,6 +129,9 @@ pub fn prepare(
     };
     // Remapped root owns all of the image: its all-root copy, shown as the user's (see rootfs).
     let remap = opts.remap_root == Some(true);
+    if remap {
+        check_searchable(&cfg.oci_bundle_dir)?;
+    }
     let image_file = match remap {
         true => {
             use crate::image::progress::Progress;
@@ -309,4 +314,46 @@ fn join_prepared(
         _named_hold: Some(held),
         unshare: None,
     })
+}
+
+/// runc starts a remapped root's container from inside its user namespace (as the user, for the
+/// kernel): every directory above the bundle must let others search it.
+fn check_searchable(bundle_dir: &Path) -> Result<(), PrepareError> {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in bundle_dir.ancestors() {
+        let Ok(meta) = fs::metadata(dir) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o001 == 0 {
+            return Err(PrepareError::BundleNotSearchable {
+                path: dir.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod searchable_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_private_parent_of_the_bundle_is_named() {
+        let top = tempfile::tempdir().unwrap();
+        let bundle = top.path().join("egret/bundle");
+        fs::create_dir_all(&bundle).unwrap();
+        fs::set_permissions(top.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(check_searchable(&bundle).is_ok());
+        let private = top.path().join("egret");
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+        match check_searchable(&bundle) {
+            Err(PrepareError::BundleNotSearchable { path, mode }) => {
+                assert_eq!((path, mode), (private, 0o700));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -82,7 +82,7 @@ pub fn run(c: &Context, a: RunArgs) -> Result<ExitCode, RunError> {
     let user = c.caller.identity.clone();
     let (image, command) = a.args.split_first().ok_or(RunError::MissingImage)?;
     let id = match &a.name {
-        Some(n) => containers::check_new_name(cfg, n)?,
+        Some(n) => containers::check_new_name(cfg, n, c.uid)?,
         None => runtime::container_id(),
     };
     let mut parsed = options::parse(&a, command, &id, &c.caller)?;

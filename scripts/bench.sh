@@ -6,17 +6,20 @@
 #               image (skopeo copy -> umoci raw unpack --rootless -> mksquashfs), same compression
 #               (zstd level 3); page caches dropped before every run. Extra lines: both with gzip
 #               (mksquashfs' default, what Sarus uses without mksquashfsOptions).
-#   2  start:   `egret run egret/busybox /bin/true`  vs  raw `runc run` of a prepared busybox bundle
+#   2  start:   `egret run egret/busybox /bin/true` with the installed /etc/egret/egret.json (its
+#               hooks, seccomp profile, security checks, the system store)  vs  raw `runc run` of a
+#               bundle of the same image (umoci unpack + `runc spec`)
 #   3  size:    `egret run egret/huge`  vs  `egret run egret/busybox`; the same through srun
 #   4  srun:    `srun --container-image=egret/busybox /bin/true`  vs  plain `srun /bin/true`,
-#               -n1 and -n8, as separate jobs and as steps inside one salloc; the per-step
-#               overhead is compared with the raw runc cost of (2) + 15 ms
+#               -n1 and -n8, as separate jobs and as steps inside one salloc; target: the
+#               per-step overhead <= +20 ms (issue 16)
 #   7  named:   in the salloc, a named container's second step vs its first (`--container-name`)
 #      save:    `srun --container-save` of egret/big vs the same step without it (time), and the
 #               saved file's size vs the store's squashfs of egret/big
 #   6  mpi:     MPI ping-pong latency (8 B, 2 ranks on one node) of the same program:
 #               `srun --container-image=egret/mpich --mpi-hook` (host MPICH bind-mounted by the MPI
 #               hook)  vs  plain `srun` with the host MPICH (scripts/bench/mpi-pingpong.sh)
+#   8  memory:  peak resident memory (VmHWM) of `egret run` and of the step's egret-launcher
 #   5  timeline (informational, needs perf): scheduler tracepoints around one extra egret pull
 #               and a few single runs of each kind, printed as per-phase medians (where the
 #               time goes: skopeo, mksquashfs, launcher, runc, ...)
@@ -33,8 +36,9 @@
 #   BENCH_ROUND_SIZE (1)     the short benchmarks run in rounds of that many runs per command, the
 #                            commands alternating (A B C A B C ...), and the rounds are pooled
 #   BENCH_MPI_RUNS (15)      BENCH_MPI_ITERS (50000 round trips per run)
-#   BENCH_SAVE_RUNS (2)
-#   BENCH_SKIP               space-separated sections to skip: import start srun salloc save mpi trace
+#   BENCH_SAVE_RUNS (2)      BENCH_MEM_RUNS (3)
+#   BENCH_SKIP               space-separated sections to skip: import start srun salloc save memory
+#                            mpi trace
 #   BENCH_OUT                a directory that receives the raw results, table.txt and table.md
 #   BENCH_SCRATCH_BASE       where the scratch directory goes (/var/lib/egret-bench): egret's
 #                            security checks refuse a store below a directory others can write
@@ -295,17 +299,16 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Images for the run benchmarks: a scratch store for `egret run`, the system store for srun.
-RUNCFG=$SCRATCH/egret-run.json
-make_config "$RUNCFG" "$SCRATCH/store-run" "$ZSTD_OPTS"
-mkdir -p "$SCRATCH/store-run" "$SCRATCH/store-run-tmp"
+# Images for the run benchmarks: the system store, for `egret run` and srun alike.
 have_run_images=1
 RAW_BUNDLE=
+
+# `egret run` is measured with the installed configuration (/etc/egret/egret.json: its hooks,
+# seccomp profile, security checks and the system store), as users run it.
+log "system store gets $BUSYBOX and $HUGE (egret run with the installed config, srun)"
 for ref in "$BUSYBOX" "$HUGE"; do
-    if ! timeout "$STEP_TIMEOUT" egret --config "$RUNCFG" pull "$ref" >"$SCRATCH/pull.log" 2>&1; then
-        tail -5 "$SCRATCH/pull.log" >&2; fail "pull $ref" "egret pull into the scratch store failed"
-        have_run_images=0
-    fi
+    timeout "$STEP_TIMEOUT" egret pull "$ref" >"$SCRATCH/pull-system.log" 2>&1 \
+        || { tail -5 "$SCRATCH/pull-system.log" >&2; fail "pull $ref" "egret pull (system store) failed"; have_run_images=0; }
 done
 
 LOGDIR=$SCRATCH
@@ -336,12 +339,12 @@ EOF
         log "2. start: runc run / egret run busybox, $START_RUNS runs each"
         bench_rounds start "$START_RUNS" 5 \
             runc "runc --root $SCRATCH/runc-state run -b $B egret-bench-$$" \
-            egret-busybox "egret --config $RUNCFG run $BUSYBOX /bin/true" ||
+            egret-busybox "egret run $BUSYBOX /bin/true" ||
             fail start "runc run / egret run busybox"
         log "3. size: egret run huge / egret run busybox, $START_RUNS runs each"
         bench_rounds size "$START_RUNS" 5 \
-            size-busybox "egret --config $RUNCFG run $BUSYBOX /bin/true" \
-            size-huge "egret --config $RUNCFG run $HUGE /bin/true" ||
+            size-busybox "egret run $BUSYBOX /bin/true" \
+            size-huge "egret run $HUGE /bin/true" ||
             fail size "egret run huge / egret run busybox"
     else
         tail -5 "$SCRATCH/bundle.log" >&2
@@ -358,11 +361,6 @@ if skipped srun && skipped salloc; then
 elif ! sinfo -h -o %a >/dev/null 2>&1; then
     fail srun "Slurm does not answer (make up)"
 else
-    log "4. srun: system store gets $BUSYBOX and $HUGE"
-    for ref in "$BUSYBOX" "$HUGE"; do
-        timeout "$STEP_TIMEOUT" egret pull "$ref" >"$SCRATCH/pull-system.log" 2>&1 \
-            || { tail -5 "$SCRATCH/pull-system.log" >&2; fail "pull $ref" "egret pull (system store) failed"; }
-    done
     if ! skipped srun; then
         log "3b-4. srun steps as separate jobs: $SRUN_RUNS runs each"
         bench_rounds srun "$SRUN_RUNS" 3 \
@@ -421,6 +419,18 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
+# 8. Peak memory of `egret run` and of the step's egret-launcher (VmHWM, own, not children's)
+MEM_RUNS=${BENCH_MEM_RUNS:-3}
+if skipped memory; then
+    log "8. memory: skipped"
+elif ! sinfo -h -o %a >/dev/null 2>&1; then
+    fail memory "Slurm does not answer (make up)"
+else
+    log "8. peak memory of egret run and egret-launcher: $MEM_RUNS runs each"
+    bash "$HERE/peak-memory.sh" "$RES" "$MEM_RUNS" "$BUSYBOX" || fail memory "peak memory runs failed"
+fi
+
+# ---------------------------------------------------------------------------------------------
 # 6. MPI ping-pong: native MPI in the container through the MPI hook vs on the host
 if skipped mpi; then
     log "6. mpi: skipped"
@@ -446,11 +456,11 @@ elif ((have_run_images)); then
         -e sched:sched_process_exec -e sched:sched_process_exit -e sched:sched_process_fork -- \
         bash -c 'for i in 1 2 3 4 5 6 7; do
                      if [ -n "$3" ]; then runc --root "$4" run -b "$3" egret-bench-tl; sleep 0.2; fi
-                     egret --config "$1" run "$2" /bin/true; sleep 0.2
+                     egret run "$2" /bin/true; sleep 0.2
                      [ "$5" = 1 ] || continue
                      timeout 60 srun -n1 /bin/true; sleep 0.2
                      timeout 60 srun -n1 --container-image="$2" /bin/true; sleep 0.2
-                 done; true' bench "$RUNCFG" "$BUSYBOX" "$RAW_BUNDLE" "$SCRATCH/runc-state" "$TRACE_SRUN" >"$SCRATCH/perf.log" 2>&1 &&
+                 done; true' bench "" "$BUSYBOX" "$RAW_BUNDLE" "$SCRATCH/runc-state" "$TRACE_SRUN" >"$SCRATCH/perf.log" 2>&1 &&
         perf script -i "$SCRATCH/perf.data" -F comm,pid,tid,time,event,trace \
             >"$SCRATCH/trace.txt" 2>>"$SCRATCH/perf.log"; then
         [ -s "$SCRATCH/trace-pull.txt" ] && cat "$SCRATCH/trace-pull.txt" >>"$SCRATCH/trace.txt"
@@ -465,7 +475,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); m["loadavg_end"]=open("/proc/loadavg").read().split()[:3]; json.dump(m,open(sys.argv[1],"w"),indent=1)' "$RES/meta.json"
 [ -e "$SCRATCH/.nodrop" ] && touch "$RES/nodrop"
-export BENCH_SKIP
+export BENCH_SKIP BENCH_GZIP_RUNS=$GZIP_RUNS
 echo
 python3 "$HERE/report.py" "$RES" | tee "$RES/table.txt"
 rc=${PIPESTATUS[0]}

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 
+mod cache;
+
 /// One broken rule, named so an admin can fix it without reading code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
@@ -40,26 +42,100 @@ fn first_of(violations: &[Violation]) -> String {
     }
 }
 
+/// The owners a checked path may have: root in production; tests add their own uid so that a
+/// tree in a temporary directory can pass.
+#[derive(Debug, Clone, Copy)]
+struct Trust {
+    extra_owner: Option<u32>,
+}
+
+impl Trust {
+    const ROOT: Trust = Trust { extra_owner: None };
+
+    fn owner_ok(&self, uid: u32) -> bool {
+        uid == 0 || Some(uid) == self.extra_owner
+    }
+}
+
+/// Every metadata lookup of one check, so that a passing check can be remembered by the
+/// metadata it saw (see [`cache`]) and the same path is not looked up twice.
+struct Probe {
+    trust: Trust,
+    seen: cache::Seen,
+    /// A lookup failed for another reason than the path's absence: the result is not cached.
+    incomplete: bool,
+}
+
+impl Probe {
+    fn new(trust: Trust) -> Probe {
+        Probe {
+            trust,
+            seen: cache::Seen::default(),
+            incomplete: false,
+        }
+    }
+
+    fn lookup(&mut self, path: &Path, follow: bool) -> Option<fs::Metadata> {
+        let r = if follow {
+            fs::metadata(path)
+        } else {
+            fs::symlink_metadata(path)
+        };
+        match r {
+            Ok(md) => {
+                self.seen.record(path, follow, Some(&md));
+                Some(md)
+            }
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    self.seen.record(path, follow, None);
+                } else {
+                    self.incomplete = true;
+                }
+                None
+            }
+        }
+    }
+
+    /// The entry itself (a link is not followed).
+    fn lstat(&mut self, path: &Path) -> Option<fs::Metadata> {
+        self.lookup(path, false)
+    }
+
+    /// What the path names (links followed): one lookup when it is no link.
+    fn stat(&mut self, path: &Path) -> Option<fs::Metadata> {
+        let md = self.lstat(path);
+        match md {
+            Some(m) if m.file_type().is_symlink() => self.lookup(path, true),
+            other => other,
+        }
+    }
+}
+
 /// Checks the directory `dir` and each of its parents, not what is below it.
-fn check_dir_and_parents(dir: &Path, out: &mut Vec<Violation>) {
-    if fs::metadata(dir).is_err() {
+fn check_dir_and_parents(probe: &mut Probe, dir: &Path, out: &mut Vec<Violation>) {
+    if probe.stat(dir).is_none() {
         return;
     }
-    let _ = check_one(dir, None, out);
-    check_parents(dir, out);
+    let _ = check_one(probe, dir, None, out);
+    check_parents(probe, dir, out);
 }
 
 /// Checks `path` (recursively when a directory) and each of its parents.
 pub fn check_untamperable(path: &Path, out: &mut Vec<Violation>) {
-    if fs::metadata(path).is_err() {
+    check_untamperable_with(&mut Probe::new(Trust::ROOT), path, out);
+}
+
+fn check_untamperable_with(probe: &mut Probe, path: &Path, out: &mut Vec<Violation>) {
+    if probe.stat(path).is_none() {
         return;
     }
-    check_parents(path, out);
-    check_tree(path, out, 0);
+    check_parents(probe, path, out);
+    check_tree(probe, path, out, 0);
 }
 
 /// The directories above `path`, each as a parent of the next one down.
-fn check_parents(path: &Path, out: &mut Vec<Violation>) {
+fn check_parents(probe: &mut Probe, path: &Path, out: &mut Vec<Violation>) {
     let mut child = path;
     let mut p = path.parent();
     while let Some(dir) = p {
@@ -69,8 +145,9 @@ fn check_parents(path: &Path, out: &mut Vec<Violation>) {
         // The entry below a sticky directory (/tmp, /var/tmp) cannot be renamed or removed by
         // anyone but its owner and root: when root owns it (the entry itself, not a link's
         // target), others writing the directory cannot swap it.
-        let child_owner = fs::symlink_metadata(child).map(|m| m.uid()).ok();
-        let _ = check_one(dir, child_owner, out);
+        let child_owner = probe.lstat(child).map(|m| m.uid());
+        let trusted_child = child_owner.map(|u| if probe.trust.owner_ok(u) { 0 } else { u });
+        let _ = check_one(probe, dir, trusted_child, out);
         child = dir;
         p = dir.parent();
     }
@@ -85,15 +162,21 @@ pub fn writers_can_swap(mode: u32, child_owner: Option<u32>) -> bool {
     writable && !(sticky && child_owner == Some(0))
 }
 
-fn check_tree(path: &Path, out: &mut Vec<Violation>, depth: usize) {
-    let Ok(md) = check_one(path, None, out) else {
+fn check_tree(probe: &mut Probe, path: &Path, out: &mut Vec<Violation>, depth: usize) {
+    let Ok(md) = check_one(probe, path, None, out) else {
         return;
     };
+    probe.seen.contents_matter(path);
     if md.is_dir() && depth < 8 {
-        if let Ok(entries) = fs::read_dir(path) {
-            for e in entries.flatten() {
-                check_tree(&e.path(), out, depth + 1);
+        match fs::read_dir(path) {
+            Ok(entries) => {
+                let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+                names.sort();
+                for p in names {
+                    check_tree(probe, &p, out, depth + 1);
+                }
             }
+            Err(_) => probe.incomplete = true,
         }
     }
 }
@@ -102,12 +185,13 @@ fn check_tree(path: &Path, out: &mut Vec<Violation>, depth: usize) {
 /// to a trusted path, the owner of its entry on that path (see [`writers_can_swap`]); `None`
 /// for a trusted path itself, which is tamperable when others may write it, sticky or not.
 fn check_one(
+    probe: &mut Probe,
     path: &Path,
     below_owner: Option<u32>,
     out: &mut Vec<Violation>,
 ) -> Result<fs::Metadata, ()> {
-    let md = fs::metadata(path).map_err(|_| ())?;
-    if md.uid() != 0 {
+    let md = probe.stat(path).ok_or(())?;
+    if !probe.trust.owner_ok(md.uid()) {
         out.push(Violation {
             path: path.to_path_buf(),
             rule: format!("must be owned by root (owner uid is {})", md.uid()),
@@ -128,6 +212,16 @@ fn check_one(
 /// names (e.g. the launcher binary), and the directories egret writes as root (bundle, store,
 /// runDir, containersDir).
 pub fn check_install(cfg: &Config, config_path: &Path, extra: &[PathBuf]) -> Vec<Violation> {
+    let mut probe = Probe::new(Trust::ROOT);
+    check_install_with(&mut probe, cfg, config_path, extra)
+}
+
+fn check_install_with(
+    probe: &mut Probe,
+    cfg: &Config,
+    config_path: &Path,
+    extra: &[PathBuf],
+) -> Vec<Violation> {
     let mut out = Vec::new();
     let mut paths: Vec<PathBuf> = vec![
         config_path.to_path_buf(),
@@ -149,20 +243,23 @@ pub fn check_install(cfg: &Config, config_path: &Path, extra: &[PathBuf]) -> Vec
         &cfg.run_dir,
         &cfg.containers_dir,
     ] {
-        check_dir_and_parents(dir, &mut out);
+        check_dir_and_parents(probe, dir, &mut out);
     }
     if let Some(s) = &cfg.seccomp_profile {
         paths.push(s.clone());
     }
     if let Some(dir) = &cfg.hooks_dir {
         paths.push(dir.clone());
-        if let Ok(hooks) = crate::hooks::schema::load_dir(dir) {
-            paths.extend(hooks.into_iter().map(|h| h.hook.path().clone()));
+        // The hooks' JSON files are in the tree checked below, so their metadata is part of
+        // what a cached result is remembered by: an edit that names another program counts.
+        match crate::hooks::schema::load_dir(dir) {
+            Ok(hooks) => paths.extend(hooks.into_iter().map(|h| h.hook.path().clone())),
+            Err(_) => probe.incomplete = true,
         }
     }
     paths.extend(extra.iter().cloned());
     for p in paths {
-        check_untamperable(&p, &mut out);
+        check_untamperable_with(probe, &p, &mut out);
     }
     out.sort_by(|a, b| a.path.cmp(&b.path).then(a.rule.cmp(&b.rule)));
     out.dedup();
@@ -171,16 +268,45 @@ pub fn check_install(cfg: &Config, config_path: &Path, extra: &[PathBuf]) -> Vec
 
 /// `Ok` when checks are off or pass; otherwise every violation, shown as one line naming the
 /// first (and how many more there are, for `egret check`).
+///
+/// On a hot path (the launcher of every step, every `egret run`) a pass is remembered in a
+/// root-only file of `runDir` by the metadata of every path it looked at (see [`cache`]): the
+/// next call only looks those paths up again (tens of microseconds) and runs the full check
+/// when anything differs. Only a check run as root is remembered or trusts what is.
 pub fn enforce(cfg: &Config, config_path: &Path, extra: &[PathBuf]) -> Result<(), SecurityError> {
     if !cfg.security_checks {
         return Ok(());
     }
-    let violations = check_install(cfg, config_path, extra);
-    if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(SecurityError::Untrusted { violations })
+    let root = nix::unistd::geteuid().is_root();
+    let store = root.then(|| cache::Store::new(&cfg.run_dir, 0));
+    enforce_with(cfg, config_path, extra, Trust::ROOT, store.as_ref())
+}
+
+fn enforce_with(
+    cfg: &Config,
+    config_path: &Path,
+    extra: &[PathBuf],
+    trust: Trust,
+    store: Option<&cache::Store>,
+) -> Result<(), SecurityError> {
+    let inputs = cache::Inputs::new(config_path, extra);
+    if let Some(s) = store {
+        if s.still_valid(&inputs) {
+            return Ok(());
+        }
     }
+    let mut probe = Probe::new(trust);
+    let violations = check_install_with(&mut probe, cfg, config_path, extra);
+    if !violations.is_empty() {
+        if let Some(s) = store {
+            s.forget(&inputs);
+        }
+        return Err(SecurityError::Untrusted { violations });
+    }
+    if let (Some(s), false) = (store, probe.incomplete) {
+        s.remember(&inputs, &probe.seen);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -237,6 +363,193 @@ mod tests {
             ..Config::default()
         };
         assert!(enforce(&cfg, Path::new("/nonexistent"), &[]).is_ok());
+    }
+
+    /// An install in a temporary directory that passes (owned by this uid, 0755/0644), and
+    /// the cache a check as this uid uses.
+    struct Install {
+        _t: tempfile::TempDir,
+        root: PathBuf,
+        cfg: Config,
+        config_path: PathBuf,
+        trust: Trust,
+    }
+
+    impl Install {
+        fn new() -> Install {
+            let t = tempfile::tempdir().unwrap();
+            let root = t.path().to_path_buf();
+            fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+            for d in ["bin", "hooks.d", "run", "store", "store/images", "bundle"] {
+                fs::create_dir(root.join(d)).unwrap();
+                fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            for f in [
+                "bin/runc",
+                "bin/tini",
+                "bin/mksquashfs",
+                "bin/skopeo",
+                "bin/sqfs2tar",
+                "egret.json",
+            ] {
+                fs::write(root.join(f), b"x").unwrap();
+                fs::set_permissions(root.join(f), fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            let cfg = Config {
+                runc_path: root.join("bin/runc"),
+                init_path: root.join("bin/tini"),
+                mksquashfs_path: root.join("bin/mksquashfs"),
+                skopeo_path: root.join("bin/skopeo"),
+                sqfs2tar_path: root.join("bin/sqfs2tar"),
+                oci_bundle_dir: root.join("bundle"),
+                local_repository_base_dir: root.join("store"),
+                run_dir: root.join("run"),
+                containers_dir: root.join("containers"),
+                seccomp_profile: None,
+                hooks_dir: Some(root.join("hooks.d")),
+                ..Config::default()
+            };
+            let me = nix::unistd::geteuid().as_raw();
+            Install {
+                config_path: root.join("egret.json"),
+                _t: t,
+                root,
+                cfg,
+                trust: Trust {
+                    extra_owner: Some(me),
+                },
+            }
+        }
+
+        fn store(&self) -> cache::Store {
+            cache::Store::new(&self.cfg.run_dir, nix::unistd::geteuid().as_raw()).settling(0)
+        }
+
+        fn inputs(&self) -> cache::Inputs {
+            cache::Inputs::new(&self.config_path, &[])
+        }
+
+        fn enforce(&self) -> Result<(), SecurityError> {
+            enforce_with(
+                &self.cfg,
+                &self.config_path,
+                &[],
+                self.trust,
+                Some(&self.store()),
+            )
+        }
+
+        fn cached(&self) -> bool {
+            self.store().still_valid(&self.inputs())
+        }
+    }
+
+    #[test]
+    fn a_pass_is_remembered_in_a_file_of_its_owner_alone() {
+        let i = Install::new();
+        assert!(!i.cached());
+        i.enforce().unwrap();
+        assert!(i.cached());
+        let md = fs::symlink_metadata(i.store().path(&i.inputs())).unwrap();
+        assert_eq!(md.mode() & 0o7777, 0o600);
+        // Another set of inputs (the launcher's own binary) is remembered apart.
+        assert!(!i.store().still_valid(&cache::Inputs::new(
+            &i.config_path,
+            &[i.root.join("bin/runc")]
+        )));
+    }
+
+    #[test]
+    fn a_chmod_after_the_pass_was_remembered_is_caught() {
+        let i = Install::new();
+        i.enforce().unwrap();
+        assert!(i.cached());
+        let runc = i.root.join("bin/runc");
+        fs::set_permissions(&runc, fs::Permissions::from_mode(0o757)).unwrap();
+        assert!(!i.cached());
+        let err = i.enforce().unwrap_err().to_string();
+        assert!(
+            err.contains("bin/runc") && err.contains("group or others"),
+            "{err}"
+        );
+        // ... and the pass is forgotten: fixing the mode back needs a full check again.
+        assert!(!i.store().path(&i.inputs()).exists());
+        fs::set_permissions(&runc, fs::Permissions::from_mode(0o755)).unwrap();
+        i.enforce().unwrap();
+        assert!(i.cached());
+    }
+
+    #[test]
+    fn a_new_hook_a_new_directory_or_an_edit_invalidates_the_pass() {
+        let i = Install::new();
+        i.enforce().unwrap();
+        // A file added to hooksDir: the directory's mtime changed.
+        let hook = i.root.join("hooks.d/99-x.json");
+        fs::write(&hook, b"{}").unwrap();
+        fs::set_permissions(&hook, fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(!i.cached());
+        assert!(i.enforce().is_err());
+        fs::remove_file(&hook).unwrap();
+        i.enforce().unwrap();
+        // containersDir did not exist when checked; one that appears is checked.
+        let containers = i.root.join("containers");
+        fs::create_dir(&containers).unwrap();
+        fs::set_permissions(&containers, fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(!i.cached());
+        assert!(i.enforce().is_err());
+        fs::remove_dir(&containers).unwrap();
+        i.enforce().unwrap();
+        // The config rewritten with the same mode (another program named, say).
+        fs::write(&i.config_path, b"y").unwrap();
+        assert!(!i.cached());
+    }
+
+    #[test]
+    fn a_cache_file_others_could_have_written_is_ignored() {
+        let i = Install::new();
+        i.enforce().unwrap();
+        let file = i.store().path(&i.inputs());
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            !i.cached(),
+            "a file readable or writable by others is not trusted"
+        );
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(i.cached());
+        // A hard link to it (a second name someone else might hold) is refused, and so is a
+        // symlink in its place.
+        let other = i.root.join("other");
+        fs::hard_link(&file, &other).unwrap();
+        assert!(!i.cached());
+        fs::remove_file(&other).unwrap();
+        let real = i.root.join("real");
+        fs::rename(&file, &real).unwrap();
+        std::os::unix::fs::symlink(&real, &file).unwrap();
+        assert!(!i.cached());
+        // A file whose entries do not describe the paths as they are now passes nothing.
+        fs::remove_file(&file).unwrap();
+        let text = fs::read_to_string(&real).unwrap();
+        let forged: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("L ") || l.starts_with("F ") {
+                    format!("{}0\n", &l[..l.len() - 1])
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        fs::write(&file, forged).unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!i.cached());
+    }
+
+    #[test]
+    fn paths_changed_just_before_the_check_are_not_remembered() {
+        let i = Install::new();
+        let store = i.store().settling(3600);
+        enforce_with(&i.cfg, &i.config_path, &[], i.trust, Some(&store)).unwrap();
+        assert!(!store.path(&i.inputs()).exists());
     }
 
     #[test]

@@ -139,7 +139,8 @@ pub fn pull_for_step(
             let wait = wait_timings(store, opts);
             if let Some((image, replaced)) = reuse(store, r, &known.digest, &what, &wait)? {
                 let progress = &*opts.progress;
-                progress.done(&format!("{} is stored ({})", r.display(), image.digest));
+                // "up to date" keeps the routine line out of the job's output.
+                progress.done(&format!("{} is up to date ({})", r.display(), image.digest));
                 collect_replaced(store, replaced, progress);
                 return Ok(Pulled {
                     reference: r.with_digest(&image.digest),

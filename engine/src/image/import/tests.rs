@@ -578,7 +578,11 @@ fn a_steps_resolved_digest_is_used_without_asking_the_registry_when_known() {
     // Known: nothing asked of the registry.
     let p = step(&d1).unwrap();
     assert_eq!(p.status, PullStatus::UpToDate);
-    assert_eq!(f.inspects.load(Ordering::SeqCst), 1, "no skopeo for a stored digest");
+    assert_eq!(
+        f.inspects.load(Ordering::SeqCst),
+        1,
+        "no skopeo for a stored digest"
+    );
     // The tag moves after srun resolved it: the step still gets what srun resolved.
     let d2 = f.push("egret/app:1", simple_image("v2"));
     let p = step(&d1).unwrap();

@@ -74,6 +74,7 @@ macro_rules! callback {
 
 callback!(slurm_spank_init, options::init);
 callback!(slurm_spank_init_post_opt, local::init_post_opt);
+callback!(slurm_spank_local_user_init, local::local_user_init);
 callback!(slurm_spank_user_init, remote::user_init);
 callback!(slurm_spank_task_init, remote::task_init);
 callback!(slurm_spank_exit, remote::exit);

@@ -1,7 +1,8 @@
 //! srun, sbatch and salloc: everything is checked here, before the job is queued.
 
-use egret_engine::slurm::multiprog;
+use egret_engine::config::Config;
 use egret_engine::slurm::options::OptionError;
+use egret_engine::slurm::{multiprog, step_digest};
 
 use crate::ffi::{self, Spank};
 use crate::state;
@@ -24,16 +25,64 @@ pub fn init_post_opt(_sp: Spank, _args: &[String]) -> Result<(), LocalError> {
     }
     match ffi::context() {
         ffi::Context::S_CTX_LOCAL | ffi::Context::S_CTX_ALLOCATOR => {
+            // A value from an outer step never reaches this one (nor a batch script): srun
+            // sets it again below, for this step's own resolution only. Removed now, while the
+            // process has one thread.
+            std::env::remove_var(step_digest::VAR);
             // PYXIS_CONTAINER_*/EGRET_CONTAINER_* are checked here too, so a bad value fails
             // before the job is queued; slurmstepd reads them again from the job's environment.
             state::with(|s| {
                 s.options.apply_env(|k| std::env::var(k).ok())?;
                 s.options.finish()
             })
-            .map_err(LocalError::InvalidOptions)
+            .map_err(LocalError::InvalidOptions)?;
+            if ffi::context() == ffi::Context::S_CTX_LOCAL {
+                start_resolution();
+            }
+            Ok(())
         }
         _ => Ok(()),
     }
+}
+
+/// srun: starts resolving the step's tag (skopeo as the user, who runs srun) so that it runs
+/// while Slurm allocates and creates the step; `local_user_init` collects it.
+fn start_resolution() {
+    let (on, image, config) = state::with(|s| {
+        (
+            s.resolve_on_submit,
+            s.options.image.clone(),
+            s.config.clone(),
+        )
+    });
+    let Some(image) = image.filter(|_| on) else {
+        return;
+    };
+    // Without a configuration here (a submit host egret is not installed on), the nodes
+    // resolve the tag.
+    let Ok(cfg) = Config::load(&config) else {
+        return;
+    };
+    match step_digest::start(&cfg, &image) {
+        Some(Ok(p)) => state::with(|s| s.pending_digest = Some(p)),
+        Some(Err(e)) => ffi::log_info(&format!("egret: {e}; the nodes resolve {image}")),
+        None => {}
+    }
+}
+
+/// `slurm_spank_local_user_init` (srun, after the step was created, just before its tasks are
+/// launched; srun merges its environment into the step's right after): hands the resolved
+/// reference to every node. Any failure leaves the resolution to the nodes, as before.
+pub fn local_user_init(_sp: Spank, _args: &[String]) -> Result<(), LocalError> {
+    let Some(pending) = state::with(|s| s.pending_digest.take()) else {
+        return Ok(());
+    };
+    match pending.finish() {
+        // srun's other threads (signals, I/O) do not read the environment.
+        Ok(pinned) => std::env::set_var(step_digest::VAR, pinned),
+        Err(e) => ffi::log_info(&format!("egret: {e}; the nodes resolve the tag")),
+    }
+    Ok(())
 }
 
 /// Whether this srun was started with `--multi-prog` (srun keeps it to itself).

@@ -29,6 +29,7 @@ pub fn init(sp: Spank, args: &[String]) -> Result<(), OptionsError> {
         s.execute_entrypoint = pa.execute_entrypoint;
         s.remap_root = pa.remap_root;
         s.global_scope = pa.global_scope;
+        s.resolve_on_submit = pa.resolve_on_submit;
     });
     match ffi::context() {
         ffi::Context::S_CTX_LOCAL | ffi::Context::S_CTX_ALLOCATOR | ffi::Context::S_CTX_REMOTE => {}

@@ -2,7 +2,9 @@
 //! `execute_entrypoint=0|1` (whether the image's ENTRYPOINT runs when neither
 //! `--container-entrypoint` nor `--no-container-entrypoint` is given; default 0) and
 //! `remap_root=0|1` (the default of `--container-remap-root`; default 0) and
-//! `container_scope=job|global` (how long named containers live; default job).
+//! `container_scope=job|global` (how long named containers live; default job) and
+//! `resolve_tags=submit|node` (where a step's tag becomes a digest: once in srun on the
+//! submit node, handed to every node, or on each node; default submit).
 
 use std::path::PathBuf;
 
@@ -12,7 +14,9 @@ pub enum PluginArgsError {
     ContainerScope(String),
     #[error("plugstack.conf: {key}={value}: expected 0 or 1")]
     NotABool { key: String, value: String },
-    #[error("unknown plugstack.conf argument '{0}' (expected config=PATH, launcher=PATH, execute_entrypoint=0|1, remap_root=0|1 or container_scope=job|global)")]
+    #[error("plugstack.conf: resolve_tags={0}: expected submit or node")]
+    ResolveTags(String),
+    #[error("unknown plugstack.conf argument '{0}' (expected config=PATH, launcher=PATH, execute_entrypoint=0|1, remap_root=0|1, container_scope=job|global or resolve_tags=submit|node)")]
     Unknown(String),
 }
 
@@ -23,6 +27,8 @@ pub struct PluginArgs {
     pub execute_entrypoint: bool,
     pub remap_root: bool,
     pub global_scope: bool,
+    /// `resolve_tags=submit`: srun resolves the step's tag once for all its nodes.
+    pub resolve_on_submit: bool,
 }
 
 impl PluginArgs {
@@ -33,6 +39,7 @@ impl PluginArgs {
             execute_entrypoint: false,
             remap_root: false,
             global_scope: false,
+            resolve_on_submit: true,
         };
         for a in args {
             match a.split_once('=') {
@@ -43,6 +50,13 @@ impl PluginArgs {
                         "job" => false,
                         "global" => true,
                         _ => return Err(PluginArgsError::ContainerScope(v.to_string())),
+                    }
+                }
+                Some(("resolve_tags", v)) => {
+                    out.resolve_on_submit = match v {
+                        "submit" => true,
+                        "node" => false,
+                        _ => return Err(PluginArgsError::ResolveTags(v.to_string())),
                     }
                 }
                 Some((key @ ("execute_entrypoint" | "remap_root"), v)) => {
@@ -93,6 +107,14 @@ mod tests {
                 .unwrap()
                 .global_scope
         );
+        assert!(PluginArgs::parse(&[]).unwrap().resolve_on_submit);
+        assert!(
+            !PluginArgs::parse(&args(&["resolve_tags=node"]))
+                .unwrap()
+                .resolve_on_submit
+        );
+        let e = error(&["resolve_tags=login"]);
+        assert!(e.contains("resolve_tags=login"), "{e}");
         let e = error(&["colour=blue"]);
         assert!(e.contains("unknown plugstack.conf argument"), "{e}");
     }

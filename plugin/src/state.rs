@@ -17,6 +17,10 @@ pub struct State {
     pub remap_root: bool,
     /// `container_scope=global`: named containers outlive their job.
     pub global_scope: bool,
+    /// `resolve_tags=submit` (see plugin_args).
+    pub resolve_on_submit: bool,
+    /// In srun, the step's tag being resolved while Slurm creates the step.
+    pub pending_digest: Option<egret_engine::slurm::step_digest::Pending>,
     pub options: ContainerOptions,
     /// In slurmstepd, the first failure of the step's setup (a bad option value, a launcher
     /// that could not start): reported on the user's terminal by task_init.
@@ -36,6 +40,8 @@ pub static STATE: Mutex<State> = Mutex::new(State {
     execute_entrypoint: false,
     remap_root: false,
     global_scope: false,
+    resolve_on_submit: true,
+    pending_digest: None,
     options: ContainerOptions {
         image: None,
         mounts: None,

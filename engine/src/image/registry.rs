@@ -217,29 +217,90 @@ impl Skopeo {
     /// Runs `cmd`, polling `tick` while it runs; returns stdout, or the classified error.
     fn run(
         &self,
+        cmd: Command,
+        what: &str,
+        r: Option<&ImageRef>,
+        tick: impl FnMut(),
+    ) -> Result<Vec<u8>, FetchError> {
+        self.spawn(cmd, what, r)?.finish(None, tick)
+    }
+
+    fn spawn(
+        &self,
         mut cmd: Command,
         what: &str,
         r: Option<&ImageRef>,
-        mut tick: impl FnMut(),
-    ) -> Result<Vec<u8>, FetchError> {
+    ) -> Result<Running, FetchError> {
         // Files rather than pipes: no reader threads, and skopeo can never block on us.
-        let io_err = |source| FetchError::Io {
-            path: std::env::temp_dir(),
-            source,
-        };
-        let mut out = tempfile::tempfile().map_err(io_err)?;
-        let mut err = tempfile::tempfile().map_err(io_err)?;
-        cmd.stdout(out.try_clone().map_err(io_err)?);
-        cmd.stderr(err.try_clone().map_err(io_err)?);
-        let mut child = cmd.spawn().map_err(|source| FetchError::Spawn {
+        let mut out = tempfile::tempfile().map_err(temp_err)?;
+        let mut err = tempfile::tempfile().map_err(temp_err)?;
+        cmd.stdout(out.try_clone().map_err(temp_err)?);
+        cmd.stderr(err.try_clone().map_err(temp_err)?);
+        let child = cmd.spawn().map_err(|source| FetchError::Spawn {
             path: self.path.clone(),
             source,
         })?;
+        // Only the child holds the write ends now; ours are for reading back.
+        out.rewind().map_err(temp_err)?;
+        err.rewind().map_err(temp_err)?;
+        Ok(Running {
+            child,
+            out,
+            err,
+            what: what.to_string(),
+            reference: r.cloned(),
+        })
+    }
+
+    /// Starts `skopeo inspect --raw` for `r` and returns at once: srun resolves the step's tag
+    /// while Slurm creates the step, and collects the manifest with [`Running::finish`].
+    pub fn start_inspect(&self, r: &ImageRef) -> Result<Running, FetchError> {
+        let mut cmd = self.command();
+        cmd.arg("--command-timeout")
+            .arg(format!("{}s", self.inspect_timeout.as_secs().max(1)));
+        cmd.arg("inspect").arg("--raw").arg(r.transport_ref());
+        self.spawn(cmd, &r.display(), Some(r))
+    }
+}
+
+fn temp_err(source: io::Error) -> FetchError {
+    FetchError::Io {
+        path: std::env::temp_dir(),
+        source,
+    }
+}
+
+/// A skopeo process started by [`Skopeo::start_inspect`] (or `run`), its output in files.
+#[derive(Debug)]
+pub struct Running {
+    child: std::process::Child,
+    out: std::fs::File,
+    err: std::fs::File,
+    what: String,
+    reference: Option<ImageRef>,
+}
+
+impl Running {
+    /// Waits for skopeo (killing it at `deadline`, if one is given), polling `tick` meanwhile;
+    /// returns its stdout, or the classified error.
+    pub fn finish(
+        mut self,
+        deadline: Option<std::time::Instant>,
+        mut tick: impl FnMut(),
+    ) -> Result<Vec<u8>, FetchError> {
         // Poll quickly at first (a manifest request takes milliseconds), then back off.
         let mut pause = Duration::from_millis(2);
         let status = loop {
-            match child.try_wait().map_err(io_err)? {
+            match self.child.try_wait().map_err(temp_err)? {
                 Some(s) => break s,
+                None if deadline.is_some_and(|d| std::time::Instant::now() >= d) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return Err(FetchError::Failed {
+                        what: self.what,
+                        detail: "no answer in time".into(),
+                    });
+                }
                 None => {
                     tick();
                     std::thread::sleep(pause);
@@ -254,10 +315,10 @@ impl Skopeo {
             Ok(v)
         };
         if status.success() {
-            return read(&mut out).map_err(io_err);
+            return read(&mut self.out).map_err(temp_err);
         }
-        let stderr = String::from_utf8_lossy(&read(&mut err).unwrap_or_default()).into_owned();
-        Err(classify(&stderr, what, r))
+        let stderr = String::from_utf8_lossy(&read(&mut self.err).unwrap_or_default()).into_owned();
+        Err(classify(&stderr, &self.what, self.reference.as_ref()))
     }
 }
 

@@ -31,6 +31,7 @@ mod prepare;
 pub mod protocol;
 pub mod save;
 pub mod step;
+pub mod step_digest;
 mod step_image;
 pub mod store_bound;
 mod task;

@@ -64,7 +64,17 @@ pub fn resolve(
                 progress: std::sync::Arc::new(progress.clone()),
                 ..Default::default()
             };
-            let img = crate::image::import::pull(cfg, &store, &fetcher, &r, &opts)?;
+            // The digest srun resolved once for every node of the step, if it could.
+            let handed = super::step_digest::handed(&req.job_env, req.step_id, &r);
+            let img = crate::image::import::pull_for_step(
+                cfg,
+                &store,
+                &fetcher,
+                &r,
+                handed.as_deref(),
+                &opts,
+            )?
+            .image;
             super::store_bound::apply(cfg, &store, &img.squashfs);
             Ok((img.squashfs, img.meta))
         }

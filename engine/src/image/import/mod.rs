@@ -109,12 +109,66 @@ pub fn pull_image(
     r: &ImageRef,
     opts: &PullOptions,
 ) -> Result<Pulled, ImportError> {
+    pull_as(cfg, store, fetcher, r, r, opts)
+}
+
+/// A Slurm step's pull: `r` as the user asked for it, `resolved` the manifest digest their
+/// srun resolved `r`'s tag to (with their own identity, once for every node of the step).
+///
+/// A digest (handed over, or in `r` itself) is only a name for what to fetch: when the user's
+/// own index already maps this repository to it, and the image is stored, it is used without a
+/// registry request (the user read it from the registry before, so the store's privacy rule
+/// holds); otherwise the manifest is fetched by digest as the user (which proves they may read
+/// it) and every byte is verified against the digest, as for any pull. `r`'s tag is recorded
+/// in the index with the image it names now.
+pub fn pull_for_step(
+    cfg: &Config,
+    store: &Store,
+    fetcher: &dyn Fetcher,
+    r: &ImageRef,
+    resolved: Option<&str>,
+    opts: &PullOptions,
+) -> Result<Pulled, ImportError> {
+    let query = match (resolved, &r.digest) {
+        (Some(d), None) => r.with_digest(d),
+        _ => r.clone(),
+    };
+    if query.digest.is_some() {
+        if let Some(known) = store.lookup(&query)? {
+            let what = format!("another import of {}", r.display());
+            let wait = wait_timings(store, opts);
+            if let Some((image, replaced)) = reuse(store, r, &known.digest, &what, &wait)? {
+                let progress = &*opts.progress;
+                // "up to date" keeps the routine line out of the job's output.
+                progress.done(&format!("{} is up to date ({})", r.display(), image.digest));
+                collect_replaced(store, replaced, progress);
+                return Ok(Pulled {
+                    reference: r.with_digest(&image.digest),
+                    image,
+                    status: PullStatus::UpToDate,
+                });
+            }
+        }
+    }
+    pull_as(cfg, store, fetcher, &query, r, opts)
+}
+
+/// Resolves and fetches `query`, recording the result in the index as `r` (the same image
+/// reference, maybe without the digest `query` pins).
+fn pull_as(
+    cfg: &Config,
+    store: &Store,
+    fetcher: &dyn Fetcher,
+    query: &ImageRef,
+    r: &ImageRef,
+    opts: &PullOptions,
+) -> Result<Pulled, ImportError> {
     let progress = &*opts.progress;
-    progress.phase(&format!("resolving {}", r.display()));
-    let raw = match fetcher.inspect_raw(r, &opts.auth) {
+    progress.phase(&format!("resolving {}", query.display()));
+    let raw = match fetcher.inspect_raw(query, &opts.auth) {
         Ok(raw) => raw,
         Err(e) if e.is_unreachable() => {
-            let Some(image) = store.lookup(r)? else {
+            let Some(image) = store.lookup(query)? else {
                 return Err(e.into());
             };
             progress.warn(&format!(
@@ -131,8 +185,8 @@ pub fn pull_image(
         }
         Err(e) => return Err(e.into()),
     };
-    let resolved = oci::resolve(&raw, &r.display(), "linux", host_arch())?;
-    check_requested_digest(r, &resolved)?;
+    let resolved = oci::resolve(&raw, &query.display(), "linux", host_arch())?;
+    check_requested_digest(query, &resolved)?;
     let digest = resolved.digest.clone();
     let pinned = r.with_digest(&digest);
     let wait = wait_timings(store, opts);

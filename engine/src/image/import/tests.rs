@@ -560,3 +560,40 @@ fn archive_formats_are_detected_by_content() {
         "{e}"
     );
 }
+
+/// A step handed the digest its srun resolved: no registry request when the user's own index
+/// already names it; by digest (never by the moved tag) otherwise; the tag then names it.
+#[test]
+fn a_steps_resolved_digest_is_used_without_asking_the_registry_when_known() {
+    let e = env();
+    let f = Fake::default();
+    let tag = ImageRef::parse("reg.example/egret/app:1").unwrap();
+    let d1 = f.push("egret/app:1", simple_image("v1"));
+    let step = |d: &str| pull_for_step(&e.cfg, &e.store, &f, &tag, Some(d), &e.opts);
+    // Not in the index yet: fetched by digest, recorded under the tag.
+    let p = step(&d1).unwrap();
+    assert_eq!(p.status, PullStatus::Downloaded);
+    assert_eq!(f.inspects.load(Ordering::SeqCst), 1);
+    assert_eq!(e.store.find(&tag).unwrap().unwrap().registry_digest, d1);
+    // Known: nothing asked of the registry.
+    let p = step(&d1).unwrap();
+    assert_eq!(p.status, PullStatus::UpToDate);
+    assert_eq!(
+        f.inspects.load(Ordering::SeqCst),
+        1,
+        "no skopeo for a stored digest"
+    );
+    // The tag moves after srun resolved it: the step still gets what srun resolved.
+    let d2 = f.push("egret/app:1", simple_image("v2"));
+    let p = step(&d1).unwrap();
+    assert_eq!(unsquash_cat(&p.image.squashfs, "etc/content"), "v1");
+    // The next step's srun sees the new digest: fetched by digest, the tag follows.
+    let p = step(&d2).unwrap();
+    assert_eq!(unsquash_cat(&p.image.squashfs, "etc/content"), "v2");
+    assert_eq!(e.store.find(&tag).unwrap().unwrap().registry_digest, d2);
+    // A digest stored for nobody of this index is asked for (as the user), and refused when
+    // the registry does not have it.
+    let bogus = format!("sha256:{}", "0".repeat(64));
+    assert!(step(&bogus).is_err());
+    assert_eq!(f.inspects.load(Ordering::SeqCst), 3);
+}

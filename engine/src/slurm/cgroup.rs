@@ -280,7 +280,9 @@ mod tests {
         let mountinfo = "26 22 0:23 /job_5 /sys/fs/cgroup rw - cgroup2 cgroup2 rw";
         assert_eq!(
             resolve("0::/job_5/step_0/user/task_1", mountinfo),
-            vec![PathBuf::from("/sys/fs/cgroup/step_0/user/task_1/cgroup.procs")]
+            vec![PathBuf::from(
+                "/sys/fs/cgroup/step_0/user/task_1/cgroup.procs"
+            )]
         );
     }
 

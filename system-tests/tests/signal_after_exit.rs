@@ -12,8 +12,8 @@
 //!    whose command waits for a file (`forged-stop`); the real task 1 is refused. The real task
 //!    0 waits for a file too (`real-stop`), so the launcher lives on as long as the test wants.
 //!    Both see the test's directory in the container (`--container-mounts`).
-//! 2. While F's container runs, the test finds the launcher's child for F's container id: the
-//!    `join-cgroup` shim, which execs runc (`runc ... run ... egret-JOB.0.0.1`), one pid.
+//! 2. While F's container runs, the test finds the launcher's child for F's container id:
+//!    runc (`runc ... run ... egret-JOB.0.0.1`), which joined the task's cgroups itself.
 //! 3. `forged-stop`: the container ends, the launcher reaps runc and then sends F `Exit`.
 //! 4. The test makes a root-owned `sleep 60` get exactly runc's pid number (ns_last_pid).
 //! 5. F sends `{"Signal": 15}` and `{"Signal": 9}` frames on its still open connection and waits
@@ -203,8 +203,9 @@ fn comm(pid: u32) -> String {
         .to_string()
 }
 
-/// The launcher's child that runs container `id`: `egret-launcher join-cgroup ... -- runc ...
-/// run ... ID`, which execs runc in place (same pid). Not its `runc delete` children.
+/// The launcher's child that runs container `id`: `runc ... run ... ID` (older launchers: an
+/// `egret-launcher join-cgroup ... -- runc ...` shim that execs runc in place, same pid). Not
+/// its `runc delete` children.
 fn runc_of(id: &str) -> Option<(u32, u32)> {
     for entry in fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {

@@ -560,18 +560,24 @@ fn first_import_is_reported_then_the_cached_image_starts_silently() {
 #[test]
 fn container_cgroup_is_nested_in_the_tasks_cgroup() {
     // Whatever cgroup Slurm puts a task in, the container lives below it (limits and accounting
-    // apply), in every hierarchy, never at the root where runc would put it by default.
+    // apply) in the hierarchies that need a group of its own, never at the root where runc
+    // would put it by default; in the scheduling ones (cpu, cpuacct, cpuset) it stays in the
+    // task's own group, as a plain task does (no deeper hierarchy at every context switch).
     let host = srun(&["-n1", "cat", "/proc/self/cgroup"]);
     let inner = srun(&["-n1", &busybox(), "cat", "/proc/self/cgroup"]);
     let (host, inner) = (text(&host).0, text(&inner).0);
     let path = egret_test_support::cgroup_path;
-    for ctrl in ["memory", "cpu", "pids"] {
+    for ctrl in ["memory", "pids", "devices", "freezer"] {
         let (h, c) = (path(&host, ctrl), path(&inner, ctrl));
         let parent = h.trim_end_matches('/');
         assert!(
             c.starts_with(&format!("{parent}/egret-")),
             "{ctrl}: container in {c}, task in {h}"
         );
+    }
+    for ctrl in ["cpu", "cpuacct", "cpuset"] {
+        let (h, c) = (path(&host, ctrl), path(&inner, ctrl));
+        assert_eq!(c, h, "{ctrl}: the container is not in the task's own group");
     }
 }
 

@@ -1,14 +1,12 @@
 //! `egret-launcher`: the per-node, per-step root helper started by the SPANK plugin. Thin: the
 //! logic is `egret_engine::slurm`.
 //!
-//! - `egret-launcher serve` reads a `StepRequest` (JSON) on stdin and serves the step's tasks;
-//! - `egret-launcher join-cgroup FILE... -- PROGRAM ARGS...` joins cgroups, then execs PROGRAM.
+//! - `egret-launcher serve` reads a `StepRequest` (JSON) on stdin and serves the step's tasks.
+//!   (Its runc children join the tasks' cgroups themselves: there is no `join-cgroup` mode.)
 
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
-use egret_engine::slurm::{cgroup, protocol::StepRequest, step};
+use egret_engine::slurm::{protocol::StepRequest, step};
 use egret_engine::sys::process;
 
 fn main() -> ExitCode {
@@ -26,24 +24,6 @@ fn main() -> ExitCode {
                 }
             };
             ExitCode::from(step::serve(req).clamp(0, 255) as u8)
-        }
-        Some("join-cgroup") => {
-            let Some(sep) = args.iter().position(|a| a == "--") else {
-                eprintln!("egret-launcher join-cgroup: missing '--'");
-                return ExitCode::from(2);
-            };
-            let files: Vec<PathBuf> = args[1..sep].iter().map(PathBuf::from).collect();
-            if let Err(e) = cgroup::join(&files) {
-                eprintln!("egret: {e}");
-                return ExitCode::from(125);
-            }
-            let Some(program) = args.get(sep + 1) else {
-                eprintln!("egret-launcher join-cgroup: no program");
-                return ExitCode::from(2);
-            };
-            let err = Command::new(program).args(&args[sep + 2..]).exec();
-            eprintln!("egret: cannot run {program}: {err}");
-            ExitCode::from(127)
         }
         _ => {
             eprintln!(

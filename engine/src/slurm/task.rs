@@ -54,7 +54,7 @@ pub enum TaskError {
     Cgroup(#[from] CgroupError),
     #[error("{0}")]
     Workdir(#[from] WorkdirError),
-    #[error("cannot start runc: {0}")]
+    #[error("cannot start runc in the task's cgroups: {0}")]
     SpawnRunc(#[source] std::io::Error),
 }
 
@@ -182,10 +182,8 @@ fn start_container(
         &bundle_dir,
     )?;
     add_bind_mounts(&mut spec, &pmix.binds)?;
-    // runc's new cpuset cgroup would reset the affinity Slurm gave the task (--cpu-bind).
-    conn.task
-        .with_pid(|pid| spec::keep_affinity(&mut spec, pid))
-        .map_err(TaskError::TaskGone)??;
+    // No cpuset in the spec: the container stays in the task's cpuset cgroup, with the task's
+    // affinity (Slurm's --cpu-bind), see cgroup.rs; runc has no cpuset group to write it to.
     spec::write_spec(&bundle_dir, &spec)?;
     let passed = entry.as_ref().map(|e| &e.passed[..]).unwrap_or_default();
     let child = spawn_runc(p, conn, id, &bundle_dir, passed)?;
@@ -286,11 +284,15 @@ fn spawn_runc(
 ) -> Result<Child, TaskError> {
     let runc = Runc::from_config(&p.cfg);
     let extra = (conn.fds.len() + passed.len()).saturating_sub(3) as u32;
-    let inner = runc.command_logged(id, bundle_dir, extra, &bundle_dir.join("runc.log"));
-    let mut cmd = conn
+    let mut cmd = runc.command_logged(id, bundle_dir, extra, &bundle_dir.join("runc.log"));
+    // runc starts in the task's cgroups, entered by its own process before the exec, and only
+    // while the task is alive and still in them (cgroup.rs has the sequence). First, before the
+    // descriptor shuffle below reuses numbers.
+    let entry = conn
         .task
-        .with_pid(|pid| cgroup::join_then_exec(pid, &inner))
+        .with_pid(|pid| cgroup::entry(pid, &conn.task))
         .map_err(TaskError::TaskGone)??;
+    crate::sys::enter_cgroups::enter_on_exec(&mut cmd, entry);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -303,7 +305,10 @@ fn spawn_runc(
         .map(|f| f.as_raw_fd())
         .collect();
     crate::sys::fd::map_fds_on_exec(&mut cmd, &fds);
-    cmd.spawn().map_err(TaskError::SpawnRunc)
+    cmd.spawn().map_err(|e| match e.raw_os_error() {
+        Some(crate::sys::enter_cgroups::GONE) => TaskError::TaskGone(e),
+        _ => TaskError::SpawnRunc(e),
+    })
 }
 
 /// Waits for the container while forwarding the task's signals to runc (which forwards them to

@@ -9,6 +9,7 @@
 //! `mounts` and `user`.
 
 pub mod creds;
+pub mod enter_cgroups;
 pub mod fd;
 pub mod fs;
 pub mod in_root;

@@ -55,6 +55,21 @@ pub struct Runc {
 
 impl Runc {
     pub fn from_config(cfg: &Config) -> Runc {
+        // runc makes a missing state directory's parents 0700: runDir (usually runcRoot's
+        // parent) would then hide the launchers' sockets from users' tasks.
+        if let Some(parent) = cfg.runc_root.parent() {
+            if !parent.exists() {
+                use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+                let made = std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(parent);
+                if made.is_ok() {
+                    let _ =
+                        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755));
+                }
+            }
+        }
         Runc {
             path: cfg.runc_path.clone(),
             root: cfg.runc_root.clone(),
@@ -422,5 +437,30 @@ mod runc_log_tests {
         let log = r#"{"level":"error","msg":"runc run failed: unable to start container process: exec: \"nosuch\": executable file not found in $PATH"}"#;
         assert_eq!(runc_failure(log).unwrap().0, 127);
         assert_eq!(runc_failure(r#"{"level":"warning","msg":"x"}"#), None);
+    }
+}
+
+#[cfg(test)]
+mod run_dir_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn runcs_state_parent_is_made_searchable_before_runc_makes_it_private() {
+        let top = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            runc_root: top.path().join("run/egret/runc"),
+            ..Config::default()
+        };
+        let _ = Runc::from_config(&cfg);
+        let mode = std::fs::metadata(top.path().join("run/egret"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert!(
+            !cfg.runc_root.exists(),
+            "runc's own directory is runc's to make"
+        );
     }
 }

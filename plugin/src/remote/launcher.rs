@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -100,6 +100,14 @@ fn spawn(launcher: &Path, run_dir: &Path, request: &[u8]) -> Result<i32, Launche
             dir: run_dir.to_path_buf(),
             source,
         })?;
+    // Whoever made it first (runc making runcRoot's parents 0700, a umask): users' tasks must
+    // reach the launcher's socket in it.
+    fs::set_permissions(run_dir, fs::Permissions::from_mode(0o755)).map_err(|source| {
+        LauncherError::RunDir {
+            dir: run_dir.to_path_buf(),
+            source,
+        }
+    })?;
     // One old generation is kept: /run is memory.
     let log_path = run_dir.join("launcher.log");
     if fs::metadata(&log_path).is_ok_and(|m| m.len() > 8 << 20) {
@@ -117,7 +125,7 @@ fn spawn(launcher: &Path, run_dir: &Path, request: &[u8]) -> Result<i32, Launche
             source,
         })?;
     // A log left by an older version may be world-readable.
-    let _ = log.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600));
+    let _ = log.set_permissions(fs::Permissions::from_mode(0o600));
     let mut cmd = Command::new(launcher);
     // Nothing of the user's step reaches root's helper but the request: not the user's
     // working directory, not their environment.

@@ -172,3 +172,31 @@ fn the_mounted_home_is_remapped_root_s_home() {
     assert_eq!(lines(&out), [user.home, "mine", uid.as_str()], "{out}");
     let _ = std::fs::remove_file(&marker);
 }
+
+#[test]
+fn the_ssh_hook_runs_on_a_container_remapped_root_built() {
+    let user = common::TEST_USER;
+    // The user's keys (kept when they exist).
+    let o = common::run(&mut common::user_command(
+        user.name,
+        std::path::Path::new("/"),
+        &[],
+        &[common::EGRET_BIN, "ssh-keygen"],
+    ));
+    common::assert_success(&o, "egret ssh-keygen");
+    let img = common::registry_image("debian");
+    let script = format!(
+        "#!/bin/sh\n\
+         srun --container-image={img} --container-name=rrssh --container-remap-root \
+           sh -c 'echo installed > /usr/local/bin/rr-marker'\n\
+         srun --container-name=rrssh --container-ssh sh -c 'cat /usr/local/bin/rr-marker; id -u'\n"
+    );
+    let (code, out) = common::sbatch_wait_as(user, &script, &[]);
+    assert_eq!(code, 0, "{out}");
+    let commands: Vec<&str> = lines(&out)
+        .into_iter()
+        .filter(|l| !l.starts_with("srun:") && !l.starts_with("egret:"))
+        .collect();
+    let uid = user.uid.to_string();
+    assert_eq!(commands, ["installed", uid.as_str()], "{out}");
+}

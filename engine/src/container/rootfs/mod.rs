@@ -641,10 +641,7 @@ fn bind_with(
     if extras.unbindable {
         // runc makes every mount of the rootfs a slave before the container starts, which
         // clears the flag: runc binds the source once more on top, unbindable, after that.
-        let staged = rootfs
-            .bundle_dir
-            .join(DEVICES)
-            .join(format!("mount-{}", rootfs.spec_mounts.len()));
+        let staged = next_staged_mount(rootfs);
         let dir = st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits();
         let mut ms = MsFlags::MS_BIND;
         if extras.recursive {
@@ -743,10 +740,7 @@ fn bind_into_dev(
         return add_device(sys, rootfs, &device, user);
     }
     // Staged under a name of our own: nothing can swap the source between now and runc's bind.
-    let staged = rootfs
-        .bundle_dir
-        .join(DEVICES)
-        .join(format!("mount-{}", rootfs.spec_mounts.len()));
+    let staged = next_staged_mount(rootfs);
     let dir = kind == SFlag::S_IFDIR;
     stage(
         sys,
@@ -779,6 +773,14 @@ fn open_source(
         source: e.into(),
     })?;
     Ok((fd, st))
+}
+
+/// A fresh staging entry of the bundle for a mount runc makes (one per spec mount).
+fn next_staged_mount(rootfs: &Rootfs) -> PathBuf {
+    rootfs
+        .bundle_dir
+        .join(DEVICES)
+        .join(format!("mount-{}", rootfs.spec_mounts.len()))
 }
 
 /// Binds the open `source` (named `name` in errors) onto `staged`, a new directory (`dir`) or

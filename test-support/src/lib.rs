@@ -14,4 +14,5 @@ pub use cluster::*;
 
 pub mod engine_run;
 pub mod forged_task;
+pub mod multi;
 pub mod sandbox;

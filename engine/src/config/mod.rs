@@ -3,7 +3,10 @@
 //! Unknown keys and ill-typed values are errors that name the key: a typo in an admin's file must
 //! never silently turn a security setting off.
 
+mod node_dirs;
 pub mod security;
+
+pub use node_dirs::{is_plain_name, local_node_name};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -296,6 +299,14 @@ impl Config {
             source,
         })?;
         Config::parse_str(&text, path)
+    }
+
+    /// Reads a config file for the processes of Slurm node `node`: `%n` in the node-local
+    /// directories becomes its name (see `node_dirs`).
+    pub fn load_on(path: &Path, node: &str) -> Result<Config, ConfigError> {
+        let mut cfg = Config::load(path)?;
+        node_dirs::expand(&mut cfg, node);
+        Ok(cfg)
     }
 
     pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {

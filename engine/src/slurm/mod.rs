@@ -40,3 +40,5 @@ mod task_progress;
 pub mod unshare;
 mod user_squashfs;
 mod workdir;
+
+pub use plan::node_name;

@@ -94,6 +94,10 @@ pub fn set_store_mode(mode: StoreMode, extra: serde_json::Value) {
         StoreMode::Shared => SHARED_STORE,
     };
     obj.insert("localRepositoryBaseDir".into(), store.into());
+    obj.insert(
+        "localRepositoryShared".into(),
+        (mode == StoreMode::Shared).into(),
+    );
     if let Some(extra) = extra.as_object() {
         for (k, v) in extra {
             obj.insert(k.clone(), v.clone());
@@ -148,14 +152,53 @@ pub fn registry_log_mark() -> u64 {
         .len()
 }
 
-/// Per blob of `repo` (`127.0.0.1:5000/egret/...`), how many times it was downloaded (GET
-/// answered 200) since `mark`, and the bytes sent for it.
-pub fn blob_downloads(repo: &str, mark: u64) -> Vec<(String, usize, u64)> {
+/// Per blob of `repo` (`127.0.0.1:5000/egret/...`), how many times it was downloaded in full
+/// (GET answered 200 with all its bytes; a download cut short by a killed client is logged
+/// when the registry notices, and does not count) since `mark`, and the bytes sent for it.
+pub fn full_blob_downloads(repo: &str, mark: u64) -> Vec<(String, usize, u64)> {
+    let manifest = repo_manifest(repo);
+    let size_of = |blob: &str| -> Option<u64> {
+        std::iter::once(&manifest["config"])
+            .chain(manifest["layers"].as_array().into_iter().flatten())
+            .find(|d| d["digest"] == blob)
+            .and_then(|d| d["size"].as_u64())
+    };
+    let mut out: Vec<(String, usize, u64)> = Vec::new();
+    for (blob, bytes) in blob_requests(repo, mark) {
+        if size_of(&blob) != Some(bytes) {
+            continue;
+        }
+        match out.iter_mut().find(|(b, _, _)| *b == blob) {
+            Some(e) => {
+                e.1 += 1;
+                e.2 += bytes;
+            }
+            None => out.push((blob, 1, bytes)),
+        }
+    }
+    out
+}
+
+/// The manifest of `repo:latest` as the registry serves it.
+fn repo_manifest(repo: &str) -> serde_json::Value {
+    let path = repo.strip_prefix(REGISTRY).unwrap_or(repo);
+    let o = run(Command::new("curl").args([
+        "-sf",
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        &format!("http://{REGISTRY}/v2{path}/manifests/latest"),
+    ]));
+    let body = assert_success(&o, &format!("the manifest of {repo}"));
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("the manifest of {repo}: {e}"))
+}
+
+/// Every blob GET of `repo` answered 200 since `mark`: (blob, bytes sent).
+pub fn blob_requests(repo: &str, mark: u64) -> Vec<(String, u64)> {
     let text = fs::read(REGISTRY_LOG).unwrap_or_else(|e| panic!("{REGISTRY_LOG}: {e}"));
     let text = String::from_utf8_lossy(&text[mark.min(text.len() as u64) as usize..]).into_owned();
     let path = repo.strip_prefix(REGISTRY).unwrap_or(repo);
     let needle = format!("\"GET /v2{path}/blobs/");
-    let mut out: Vec<(String, usize, u64)> = Vec::new();
+    let mut out = Vec::new();
     for line in text.lines() {
         let Some(at) = line.find(&needle) else {
             continue;
@@ -175,14 +218,24 @@ pub fn blob_downloads(repo: &str, mark: u64) -> Vec<(String, usize, u64)> {
         let (Some("200"), Some(bytes)) = (after.next(), after.next()) else {
             continue;
         };
-        let bytes: u64 = bytes.parse().unwrap_or(0);
-        match out.iter_mut().find(|(b, _, _)| *b == blob) {
-            Some(e) => {
-                e.1 += 1;
-                e.2 += bytes;
-            }
-            None => out.push((blob, 1, bytes)),
-        }
+        out.push((blob, bytes.parse().unwrap_or(0)));
     }
     out
+}
+
+/// The id the multi cluster's next job will get.
+pub fn next_job_id() -> usize {
+    let o = Command::new("scontrol")
+        .env("SLURM_CONF", MULTI_SLURM_CONF)
+        .args(["show", "config"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("NEXT_JOB_ID")
+                .map(|v| v.trim_start_matches([' ', '=']).trim().to_string())
+        })
+        .and_then(|v| v.parse().ok())
+        .expect("NEXT_JOB_ID in the multi cluster's scontrol show config")
 }

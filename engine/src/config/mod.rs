@@ -113,6 +113,19 @@ pub struct Config {
     pub user_squashfs: UserSquashfsPolicy,
     #[serde(default = "default_sqfs2tar")]
     pub sqfs2tar_path: PathBuf,
+    /// Every node sees this store (it is on a filesystem the nodes share): the first node's
+    /// import serves them all. With node-local stores (false), the first node of a multi-node
+    /// step imports and hands the squashfs to the others with `sbcast` (see `slurm::fanout`).
+    #[serde(default)]
+    pub local_repository_shared: bool,
+    /// Slurm's file broadcast, run as the user (node-local stores, multi-node steps).
+    #[serde(default = "default_sbcast")]
+    pub sbcast_path: PathBuf,
+    /// munge and unmunge: root's signature on what the first node tells the others.
+    #[serde(default = "default_munge")]
+    pub munge_path: PathBuf,
+    #[serde(default = "default_unmunge")]
+    pub unmunge_path: PathBuf,
     /// The Sarus-only keys the file set (sorted), which egret ignored.
     #[serde(skip)]
     pub ignored_sarus_keys: Vec<String>,
@@ -268,6 +281,15 @@ fn default_runc_root() -> PathBuf {
 fn default_run_dir() -> PathBuf {
     "/run/egret".into()
 }
+fn default_sbcast() -> PathBuf {
+    "/usr/bin/sbcast".into()
+}
+fn default_munge() -> PathBuf {
+    "/usr/bin/munge".into()
+}
+fn default_unmunge() -> PathBuf {
+    "/usr/bin/unmunge".into()
+}
 fn default_sqfs2tar() -> PathBuf {
     "/usr/bin/sqfs2tar".into()
 }
@@ -356,6 +378,9 @@ impl Config {
             ("runDir", &self.run_dir),
             ("containersDir", &self.containers_dir),
             ("sqfs2tarPath", &self.sqfs2tar_path),
+            ("sbcastPath", &self.sbcast_path),
+            ("mungePath", &self.munge_path),
+            ("unmungePath", &self.unmunge_path),
         ];
         for (key, p) in absolute {
             if !p.is_absolute() {

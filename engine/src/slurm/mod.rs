@@ -21,6 +21,7 @@ mod accept;
 pub mod cgroup;
 pub mod client;
 mod entrypoint_log;
+pub mod fanout;
 pub mod multiprog;
 pub mod named;
 mod named_step;

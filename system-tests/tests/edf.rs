@@ -59,10 +59,11 @@ impl Home {
     /// `CMD ARGS` as the test user in `cwd` with this `HOME`, `env` added, and none of the
     /// caller's container defaults.
     fn command(&self, cwd: &Path, env: &[(&str, &str)], argv: &[&str]) -> Command {
-        let home = self.dir.display().to_string();
-        let mut all = vec![("HOME", home.as_str())];
-        all.extend_from_slice(env);
-        let mut cmd = common::user_command(TEST_USER.name, cwd, &all, argv);
+        // runuser sets HOME to the password database's: `env` sets this one after it.
+        let home = format!("HOME={}", self.dir.display());
+        let mut all = vec!["env", home.as_str()];
+        all.extend_from_slice(argv);
+        let mut cmd = common::user_command(TEST_USER.name, cwd, env, &all);
         for (k, _) in std::env::vars() {
             let ours = k.starts_with("PYXIS_CONTAINER_")
                 || k.starts_with("EGRET_CONTAINER_")
@@ -201,9 +202,10 @@ fn an_annotation_turns_a_hook_off() {
     h.edf("on", &format!("image = \"{}\"\n", busybox()));
     h.edf(
         "off",
-        &format!(
-            "base_environment = \"on\"\n[annotations]\ncom.hooks.timestamp.enabled = \"false\"\n"
-        ),
+        "base_environment = \"on\"
+[annotations]
+com.hooks.timestamp.enabled = \"false\"
+",
     );
     for (edf, written) in [("on", true), ("off", false)] {
         let log = h.path(&format!("{edf}.log"));
@@ -362,6 +364,9 @@ fn the_command_line_wins_then_the_edf_then_the_pyxis_variables() {
     );
 }
 
+/// An EDF's text, srun's extra options, extra variables, the line egret must print.
+type Case<'a> = (String, Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+
 /// Each mistake: one line of egret's naming the file, line and key, and no job queued.
 #[test]
 fn each_error_is_one_line_before_queueing() {
@@ -370,7 +375,7 @@ fn each_error_is_one_line_before_queueing() {
     h.edf("loop_a", "base_environment = \"loop_b\"\n");
     h.edf("loop_b", "base_environment = \"loop_a\"\n");
     h.edf("noimage", "workdir = \"/tmp\"\n");
-    let cases: Vec<(String, Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (format!("{img}mount = [\"/a:/a\"]\n"), vec![], vec![], "~/.edf/e.toml:2: mount: unknown key"),
         (format!("{img}writable = \"no\"\n"), vec![], vec![], "~/.edf/e.toml:2: writable: expected true or false"),
         (format!("{img}[env]\nX = 1\n"), vec![], vec![], "~/.edf/e.toml:3: env.X: expected a string"),
@@ -539,7 +544,7 @@ fn cscss_quick_start_edf_runs_unchanged() {
     );
     // srun resolves the tag with the srun's HOME, the nodes with the password database's.
     let real = Path::new(TEST_USER.home).join(".config/containers");
-    let _cleanup = RemoveOnDrop(Path::new(TEST_USER.home).join(".config"));
+    let _cleanup = RemoveOnDrop(real.join("registries.conf"));
     for dir in [h.path(".config/containers"), real.clone()] {
         fs::create_dir_all(&dir).unwrap();
         for d in [dir.parent().unwrap(), &dir] {
@@ -568,10 +573,14 @@ fn cscss_quick_start_edf_runs_unchanged() {
     assert_eq!(out, format!("{s}\nin-scratch\nID=egret-busybox\n"));
 }
 
+/// Removes the test user's registries.conf, and its directories if nothing else is in them.
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
+        let _ = fs::remove_file(&self.0);
+        let containers = self.0.parent().unwrap();
+        let _ = fs::remove_dir(containers);
+        let _ = fs::remove_dir(containers.parent().unwrap());
     }
 }

@@ -37,11 +37,7 @@ pub fn apply(opts: &mut ContainerOptions, r: &Resolved) -> Result<(), EdfError> 
         opts.writable = r.writable.as_ref().map(|s| s.value);
     }
     if !r.mounts.is_empty() {
-        let taken: Vec<PathBuf> = opts
-            .mounts
-            .as_deref()
-            .map(|m| destinations(m))
-            .unwrap_or_default();
+        let taken: Vec<PathBuf> = opts.mounts.as_deref().map(destinations).unwrap_or_default();
         let mut items: Vec<String> = r
             .mounts
             .iter()

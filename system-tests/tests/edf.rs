@@ -85,6 +85,18 @@ impl Home {
         self.srun_in(&self.dir, env, args)
     }
 
+    /// `sbatch --wait NAME.sh` (the script `text`) as the test user; the job's output.
+    fn sbatch_wait(&self, name: &str, text: &str) -> String {
+        let script = self.write(&format!("{name}.sh"), text);
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
+        let out = self.path(&format!("{name}.out"));
+        let output = format!("--output={}", out.display());
+        let argv = ["sbatch", "--wait", &output, script.to_str().unwrap()];
+        let o = common::run(&mut self.command(&self.dir, &[], &argv));
+        assert!(o.status.success(), "{}", describe(&o));
+        fs::read_to_string(&out).unwrap()
+    }
+
     fn ok(&self, env: &[(&str, &str)], args: &[&str]) -> String {
         let o = self.srun(env, args);
         assert!(o.status.success(), "srun {args:?}\n{}", describe(&o));
@@ -105,6 +117,13 @@ fn chown(p: &Path) {
 /// The busybox test image in enroot's form (`REGISTRY#IMAGE`), as CSCS's EDFs write them.
 fn busybox() -> String {
     format!("{}#egret/busybox", common::REGISTRY)
+}
+
+/// `o` failed saying `want`, and no job was queued since job id `before` was next.
+fn refused(o: &Output, want: &str, before: usize) {
+    assert!(!o.status.success(), "{}", describe(o));
+    assert!(stderr(o).contains(want), "want {want}\n{}", describe(o));
+    assert_eq!(common::next_job_id(), before, "a job was queued");
 }
 
 fn stderr(o: &Output) -> String {
@@ -257,13 +276,11 @@ fn the_search_path_edf_path_the_default_relative_and_absolute_paths() {
         &[("EDF_PATH", &path)],
         &["--environment=here", "true"],
     );
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("--environment=here: no here.toml in ~/a, ~/b (EDF_PATH)"),
-        "{}",
-        describe(&o)
+    refused(
+        &o,
+        "--environment=here: no here.toml in ~/a, ~/b (EDF_PATH)",
+        before,
     );
-    assert_eq!(common::next_job_id(), before, "a job was queued");
 }
 
 #[test]
@@ -424,14 +441,11 @@ fn each_error_is_one_line_before_queueing() {
         &[],
         &["sbatch", "--environment=e", script.to_str().unwrap()],
     );
-    let o = common::run(&mut cmd);
-    assert!(!o.status.success(), "{}", describe(&o));
-    assert!(
-        stderr(&o).contains("~/.edf/e.toml:2: bogus: unknown key"),
-        "{}",
-        describe(&o)
+    refused(
+        &common::run(&mut cmd),
+        "~/.edf/e.toml:2: bogus: unknown key",
+        before,
     );
-    assert_eq!(common::next_job_id(), before, "sbatch queued a job");
 }
 
 #[test]
@@ -441,38 +455,15 @@ fn sbatch_runs_the_script_and_its_steps_in_the_environment() {
         "batch",
         &format!("image = \"{}\"\n[env]\nMARK = \"edf-mark\"\n", busybox()),
     );
-    let out = h.path("job.out");
-    let script = h.write(
-        "job.sh",
-        "#!/bin/sh\n#SBATCH --environment=batch\ngrep ^ID= /etc/os-release\necho script $MARK\n",
+    let script =
+        "#!/bin/sh\n#SBATCH --environment=batch\ngrep ^ID= /etc/os-release\necho script $MARK\n";
+    assert_eq!(
+        h.sbatch_wait("job", script),
+        "ID=egret-busybox\nscript edf-mark\n"
     );
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
-    let output = format!("--output={}", out.display());
-    let mut cmd = h.command(
-        &h.dir,
-        &[],
-        &["sbatch", "--wait", &output, script.to_str().unwrap()],
-    );
-    let o = common::run(&mut cmd);
-    assert!(o.status.success(), "{}", describe(&o));
-    let text = fs::read_to_string(&out).unwrap();
-    assert_eq!(text, "ID=egret-busybox\nscript edf-mark\n");
     // A step of a plain batch script names its own environment.
-    let script = h.write(
-        "job2.sh",
-        "#!/bin/sh\nsrun --environment=batch sh -c 'echo step $MARK'\n",
-    );
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).unwrap();
-    let out2 = h.path("job2.out");
-    let output = format!("--output={}", out2.display());
-    let mut cmd = h.command(
-        &h.dir,
-        &[],
-        &["sbatch", "--wait", &output, script.to_str().unwrap()],
-    );
-    let o = common::run(&mut cmd);
-    assert!(o.status.success(), "{}", describe(&o));
-    assert_eq!(fs::read_to_string(&out2).unwrap(), "step edf-mark\n");
+    let script = "#!/bin/sh\nsrun --environment=batch sh -c 'echo step $MARK'\n";
+    assert_eq!(h.sbatch_wait("job2", script), "step edf-mark\n");
 }
 
 #[test]

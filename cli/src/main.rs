@@ -10,7 +10,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{check, containers, hooks, run, squashfs_file, ssh_keygen, store, CommandError};
+use commands::{
+    check, containers, env, hooks, run, squashfs_file, ssh_keygen, store, CommandError,
+};
 use context::Context;
 use privilege::Caller;
 
@@ -58,6 +60,8 @@ enum Cmd {
     Hooks(hooks::HooksArgs),
     /// Make your SSH keys for `--container-ssh` (once; --overwrite replaces them).
     SshKeygen(ssh_keygen::SshKeygenArgs),
+    /// Environment definition files: `env check NAME` prints what `srun --environment=NAME` gets.
+    Env(env::EnvArgs),
     /// Check that everything egret trusts as root is root-owned and not writable by others.
     Check,
     /// Print the version.
@@ -177,6 +181,7 @@ fn dispatch(cli: Cli, caller: Caller) -> Result<ExitCode, CommandError> {
         Cmd::Ps => containers::ps(c).map_err(E::Ps),
         Cmd::Kill(a) => containers::kill(c, a).map_err(E::Kill),
         Cmd::SshKeygen(a) => Ok(ssh_keygen::ssh_keygen(c, a)?),
+        Cmd::Env(a) => Ok(env::env(c, a)?),
         Cmd::Version => Ok(ExitCode::SUCCESS), // answered above
     }
 }

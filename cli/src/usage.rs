@@ -11,6 +11,10 @@ const COMMANDS: &[(&str, &str)] = &[
         "check",
         "Check that everything egret trusts as root is root-owned",
     ),
+    (
+        "env",
+        "Show what an environment definition file (EDF) resolves to",
+    ),
     ("export", "Write a stored image to a squashfs file"),
     ("hooks", "List configured hooks"),
     ("images", "List images"),

@@ -7,6 +7,8 @@
 //!   namespace, mounts and their user syntaxes, the OCI spec and environment, runc).
 //! - [`hooks`]: which OCI hooks a container gets (`hooks.d`) and the devices they need.
 //! - [`config`]: the admin's `egret.json` and the security checks of every path root trusts.
+//! - [`edf`]: CSCS's environment definition files (`--environment`), read as the user before
+//!   the job is queued.
 //! - [`slurm`]: the per-step root launcher behind `srun --container-image`, the task client,
 //!   their protocol and the option table.
 //! - [`sys`]: the only module allowed `unsafe`: thin safe wrappers over system calls.
@@ -16,6 +18,7 @@
 
 pub mod config;
 pub mod container;
+pub mod edf;
 pub mod hooks;
 pub mod image;
 pub mod slurm;

@@ -1,6 +1,9 @@
 //! srun, sbatch and salloc: everything is checked here, before the job is queued.
 
+use std::path::PathBuf;
+
 use egret_engine::config::Config;
+use egret_engine::edf::{self, EdfError, Resolved};
 use egret_engine::slurm::options::OptionError;
 use egret_engine::slurm::{multiprog, step_digest};
 
@@ -12,6 +15,9 @@ pub enum LocalError {
     /// The options (and `PYXIS_CONTAINER_*`/`EGRET_CONTAINER_*`) do not go together.
     #[error(transparent)]
     InvalidOptions(#[from] OptionError),
+    /// `--environment`: the EDF (read here, as the user) is refused.
+    #[error(transparent)]
+    Edf(#[from] EdfError),
 }
 
 /// `slurm_spank_init_post_opt`: checks that need every option at once.
@@ -31,11 +37,13 @@ pub fn init_post_opt(_sp: Spank, _args: &[String]) -> Result<(), LocalError> {
             std::env::remove_var(step_digest::VAR);
             // PYXIS_CONTAINER_*/EGRET_CONTAINER_* are checked here too, so a bad value fails
             // before the job is queued; slurmstepd reads them again from the job's environment.
-            state::with(|s| {
-                s.options.apply_env(|k| std::env::var(k).ok())?;
-                s.options.finish()
-            })
-            .map_err(LocalError::InvalidOptions)?;
+            // The EDF is read here, as the user, before the job is queued; the nodes get what
+            // it resolved to (edf::VAR), never the file.
+            std::env::remove_var(edf::VAR);
+            let handed = state::with(settle)?;
+            if let Some(text) = handed {
+                std::env::set_var(edf::VAR, text);
+            }
             if ffi::context() == ffi::Context::S_CTX_LOCAL {
                 start_resolution();
             }
@@ -43,6 +51,58 @@ pub fn init_post_opt(_sp: Spank, _args: &[String]) -> Result<(), LocalError> {
         }
         _ => Ok(()),
     }
+}
+
+/// The options in their order of precedence: the command line (already in the state), the
+/// EDF of `--environment` or `EGRET_ENVIRONMENT`, then the `PYXIS_`/`EGRET_CONTAINER_*`
+/// defaults. Returns the value of `edf::VAR` for the nodes when an EDF was given.
+fn settle(s: &mut state::State) -> Result<Option<String>, LocalError> {
+    let lookup = |k: &str| std::env::var(k).ok();
+    s.options.environment_from_env(lookup)?;
+    let resolved = match s.options.environment.clone() {
+        Some(value) => Some(resolve(&value)?),
+        None => None,
+    };
+    if let Some(r) = &resolved {
+        edf::apply(&mut s.options, r)?;
+    }
+    s.options.apply_env(lookup)?;
+    let handed = match &resolved {
+        Some(r) if !s.options.active() => {
+            return Err(EdfError::NoImage {
+                name: r.environment.clone(),
+            }
+            .into())
+        }
+        Some(r) => Some(r.encode()?),
+        None => None,
+    };
+    s.options.finish()?;
+    Ok(handed)
+}
+
+/// Resolves `--environment=value` in this process: its working directory, `$HOME` (or the
+/// password database's), `EDF_PATH` and the environment for `${VAR}`.
+fn resolve(value: &str) -> Result<Resolved, EdfError> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.dir)
+        })
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let env = |k: &str| std::env::var(k).ok();
+    let host = edf::Host {
+        search: edf::SearchPath {
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            home,
+            edf_path: std::env::var("EDF_PATH").ok(),
+        },
+        env: &env,
+    };
+    edf::resolve(value, &host)
 }
 
 /// srun: starts resolving the step's tag (skopeo as the user, who runs srun) so that it runs

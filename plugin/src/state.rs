@@ -61,6 +61,8 @@ pub static STATE: Mutex<State> = Mutex::new(State {
         unshare: None,
         init: false,
         ssh: false,
+        environment: None,
+        edf_env: Vec::new(),
     },
     remote_error: None,
     launcher_pid: None,

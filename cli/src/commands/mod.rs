@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod containers;
+pub mod env;
 pub mod hooks;
 pub mod run;
 pub mod squashfs_file;
@@ -43,6 +44,8 @@ pub enum CommandError {
     Kill(#[source] containers::ContainersError),
     #[error(transparent)]
     SshKeygen(#[from] ssh_keygen::SshKeygenError),
+    #[error(transparent)]
+    Env(#[from] egret_engine::edf::EdfError),
 }
 
 impl CommandError {

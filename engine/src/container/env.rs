@@ -14,7 +14,8 @@
 //!    `NVIDIA_VISIBLE_DEVICES=all` reaches no hook;
 //! 5. `TINI_SUBREAPER=1` with `--init`;
 //! 6. the site's `environment` rules: set, prepend, append (`:`-joined), unset;
-//! 7. the user's `--env NAME=VALUE`, and `--env NAME` / `--container-env NAME` (the host value).
+//! 7. the user's `--env NAME=VALUE`, an EDF's `[env]` (set, or unset by an empty value), and
+//!    `--env NAME` / `--container-env NAME` (the host value), in that order.
 //!
 //! The image's ENTRYPOINT under srun sees less (see [`entrypoint_env`]): as with pyxis, the
 //! host's other exported variables are added only after it, where it left them unset.
@@ -41,6 +42,8 @@ pub enum EnvRequest {
     /// `--env NAME` / `--container-env NAME`: the host's value over the image's; nothing if the
     /// host has no such variable.
     FromHost(String),
+    /// An EDF's `NAME = ""`: no such variable in the container, whoever set it before.
+    Unset(String),
 }
 
 impl EnvRequest {
@@ -230,6 +233,9 @@ fn build(
                 if let Some(v) = host_value(k) {
                     env.insert(k.clone(), v.to_string());
                 }
+            }
+            EnvRequest::Unset(k) => {
+                env.remove(k);
             }
         }
     }

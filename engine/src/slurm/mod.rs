@@ -26,7 +26,7 @@ pub mod multiprog;
 pub mod named;
 mod named_step;
 pub mod options;
-mod plan;
+pub(crate) mod plan;
 mod pmix;
 mod prepare;
 pub mod protocol;

@@ -8,6 +8,7 @@ mod task;
 
 use std::convert::Infallible;
 
+use egret_engine::edf::{self, EdfError, Resolved};
 use egret_engine::slurm::options::OptionError;
 
 pub use self::launcher::LauncherError;
@@ -25,6 +26,9 @@ pub enum RemoteError {
     Options(#[from] OptionError),
     #[error(transparent)]
     Launcher(#[from] LauncherError),
+    /// What srun resolved of `--environment`, refused as hostile input.
+    #[error(transparent)]
+    Edf(#[from] EdfError),
 }
 
 fn is_remote() -> bool {
@@ -44,8 +48,8 @@ pub fn user_init(sp: Spank, _args: &[String]) -> Result<(), Infallible> {
             .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=').map(str::to_string))
     };
     state::with(|s| {
-        if let Err(e) = s.options.apply_env(lookup) {
-            s.remote_error.get_or_insert(RemoteError::Options(e));
+        if let Err(e) = settle(&mut s.options, &lookup) {
+            s.remote_error.get_or_insert(e);
         }
         if s.options.entrypoint.is_none() && s.execute_entrypoint {
             s.options.entrypoint = Some(true);
@@ -60,5 +64,20 @@ pub fn user_init(sp: Spank, _args: &[String]) -> Result<(), Infallible> {
     if let Err(e) = launcher::start(sp) {
         state::with(|s| s.remote_error = Some(e.into()));
     }
+    Ok(())
+}
+
+/// The options in the order srun settled them (see `local::settle`), the EDF taken from what
+/// srun handed over in the job's environment and checked again: root never reads the file.
+fn settle(
+    opts: &mut egret_engine::slurm::options::ContainerOptions,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), RemoteError> {
+    opts.environment_from_env(lookup)?;
+    if let Some(value) = opts.environment.clone() {
+        let r = Resolved::decode(&value, lookup(edf::VAR).as_deref())?;
+        edf::apply(opts, &r)?;
+    }
+    opts.apply_env(lookup)?;
     Ok(())
 }

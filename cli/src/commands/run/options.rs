@@ -183,7 +183,7 @@ pub fn parse(
     let mut hook_env = host_env.clone();
     hook_env.extend(user_env.iter().filter_map(|r| match r {
         EnvRequest::Set(k, v) => Some((k.clone(), v.clone())),
-        EnvRequest::FromHost(_) => None,
+        EnvRequest::FromHost(_) | EnvRequest::Unset(_) => None,
     }));
     egret_engine::hooks::select::add_automatic_annotations(&mut annotations, &hook_env);
     Ok(Parsed {

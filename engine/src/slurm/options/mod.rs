@@ -84,6 +84,8 @@ pub const OPTIONS: &[OptionSpec] = &[
         "[egret] run an init process (tini) that reaps zombies (PID 1 with --container-pid=private)"),
     opt!("container-ssh", "", None,
         "[egret] SSH between the step's containers (keys: egret ssh-keygen); implies --container-pid=private"),
+    opt!("environment", "NAME|PATH", Required,
+        "[egret] run in the environment an EDF (CSCS's TOML file) defines: /abs.toml, ./rel.toml, or NAME.toml in EDF_PATH (default ~/.edf)"),
 ];
 
 /// The validated container settings of one step.
@@ -119,6 +121,13 @@ pub struct ContainerOptions {
     /// `--container-ssh`: the SSH and Slurm sync hooks, in a private PID namespace.
     #[serde(default)]
     pub ssh: bool,
+    /// `--environment` (or `EGRET_ENVIRONMENT`): the EDF the step's settings come from (see
+    /// `crate::edf`; srun resolved it, the nodes never read the file).
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// The EDF's `[env]`: set (None: unset) in the container over the image's.
+    #[serde(default)]
+    pub edf_env: Vec<(String, Option<String>)>,
 }
 
 /// Longest value we accept for any option: a path or a list of them, not a payload.
@@ -267,6 +276,7 @@ impl ContainerOptions {
                 set_once(&mut self.unshare, name, v())?;
             }
             "container-init" => self.init = true,
+            "environment" => set_once(&mut self.environment, name, v())?,
             "container-ssh" => {
                 // Its daemon must die with the container: a private PID namespace.
                 if self.pid_private == Some(false) {
@@ -289,7 +299,9 @@ impl ContainerOptions {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<(), OptionError> {
         for (index, spec) in OPTIONS.iter().enumerate() {
-            if spec.name.starts_with("no-") {
+            // `--environment`'s variables are read first (`environment_from_env`): the EDF
+            // must be merged before these defaults fill what is left.
+            if spec.name.starts_with("no-") || spec.name == "environment" {
                 continue;
             }
             let suffix = spec
@@ -327,9 +339,42 @@ impl ContainerOptions {
                 if let Some(t) = target.and_then(|t| index_of(&t)) {
                     self.set(t, None).map_err(err)?;
                 }
+            } else if spec.name == "container-env" {
+                // A default: the EDF's [env] wins over it for the names both give.
+                let names: Vec<&str> = val
+                    .split(',')
+                    .filter(|n| !self.edf_env.iter().any(|(e, _)| e == n))
+                    .collect();
+                if !names.is_empty() {
+                    self.set(index, Some(&names.join(","))).map_err(err)?;
+                }
             } else {
                 self.set(index, Some(&val)).map_err(err)?;
             }
+        }
+        Ok(())
+    }
+
+    /// `--environment` from the first of `crate::edf::ENV_DEFAULTS` that is set, when the
+    /// command line gave none.
+    pub fn environment_from_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), OptionError> {
+        if self.environment.is_some() {
+            return Ok(());
+        }
+        let found = crate::edf::ENV_DEFAULTS
+            .iter()
+            .find_map(|var| lookup(var).map(|val| (var.to_string(), val)));
+        if let Some((var, value)) = found {
+            let index = index_of("environment").expect("in OPTIONS");
+            self.set(index, Some(&value))
+                .map_err(|e| OptionError::Env {
+                    var,
+                    value,
+                    source: Box::new(e),
+                })?;
         }
         Ok(())
     }
@@ -355,6 +400,7 @@ impl ContainerOptions {
             "container-unshare" => self.unshare.is_some(),
             "container-init" => self.init,
             "container-ssh" => self.ssh,
+            "environment" => self.environment.is_some(),
             _ => false,
         }
     }

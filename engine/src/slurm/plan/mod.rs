@@ -185,15 +185,29 @@ pub fn process_request(
             EntrypointChoice::Skip
         },
         host_env: env,
-        user_env: opts
-            .env_names
-            .iter()
-            .map(|n| EnvRequest::FromHost(n.clone()))
-            .collect(),
+        user_env: user_env(opts),
         cwd: workdir(opts),
         terminal: hello.tty,
         umask,
     }
+}
+
+/// The EDF's `[env]` over the image's, then `--container-env` (the command line wins over the
+/// EDF; the EDF's names were left out of a `PYXIS_CONTAINER_ENV` default, see `apply_env`).
+pub fn user_env(opts: &ContainerOptions) -> Vec<EnvRequest> {
+    let edf = opts
+        .edf_env
+        .iter()
+        .filter(|(n, _)| !opts.env_names.contains(n))
+        .map(|(n, v)| match v {
+            Some(v) => EnvRequest::Set(n.clone(), v.clone()),
+            None => EnvRequest::Unset(n.clone()),
+        });
+    let host = opts
+        .env_names
+        .iter()
+        .map(|n| EnvRequest::FromHost(n.clone()));
+    edf.chain(host).collect()
 }
 
 /// Where `--container-mount-home` puts the user's `home` in the container, as pyxis's enroot

@@ -158,12 +158,24 @@ pub use send::{send, send_failure};
 pub fn remove_job(cfg: &Config, job: u32) {
     let _ = std::fs::remove_dir_all(cfg.run_dir.join("fanout").join(job.to_string()));
     let prefix = format!("egret-bcast-{job}.");
-    if let Ok(entries) = std::fs::read_dir(&cfg.temp_dir) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                // unlink never follows a symlink: whatever the user made of the name goes.
-                let _ = std::fs::remove_file(e.path());
+    let Ok(entries) = std::fs::read_dir(&cfg.temp_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        if meta.is_dir() {
+            // Only root's own staging directories (a user's directory of that name stays).
+            if std::os::unix::fs::MetadataExt::uid(&meta) == 0 {
+                let _ = std::fs::remove_dir_all(e.path());
             }
+        } else {
+            // unlink never follows a symlink: whatever the user made of the name goes.
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }

@@ -77,8 +77,9 @@ impl Staging {
             path: f.drop_dir.clone(),
             source,
         };
+        // Named after the job: the job epilog removes what a killed launcher left.
         let dir = tempfile::Builder::new()
-            .prefix("egret-bcast-src-")
+            .prefix(&format!("egret-bcast-{}.{}-src-", f.job, f.step))
             .tempdir_in(&f.drop_dir)
             .map_err(io)?;
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).map_err(io)?;

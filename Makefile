@@ -17,7 +17,7 @@ PYTHON ?= python3
 REGISTRY := 127.0.0.1:5000
 DEMO_IMAGE := $(REGISTRY)/egret/busybox
 
-.PHONY: help deps build install slurm registry images images-big cluster demo up \
+.PHONY: help deps build install slurm slurm-multi shared-fs registry images images-big cluster demo up \
         fmt-check clippy doc-paths lint check unit-test test test-infra bench fuzz fuzz-smoke wipe
 
 help:
@@ -36,6 +36,14 @@ install: build
 slurm:
 	bash scripts/cluster-up.sh
 
+# The eight-node cluster with node-local directories, and the network filesystem its nodes can
+# share a store on (the multi-node tests and benchmarks).
+slurm-multi: shared-fs
+	bash scripts/cluster-up.sh multi
+
+shared-fs:
+	bash scripts/shared-fs-up.sh
+
 registry:
 	bash scripts/registry-up.sh
 
@@ -45,7 +53,7 @@ images: registry
 images-big: registry
 	$(PYTHON) scripts/build-test-images.py --big
 
-cluster: slurm registry images
+cluster: slurm slurm-multi registry images
 
 # The demo fails (and with it `make up`) unless a containerised step really ran busybox.
 demo:

@@ -38,7 +38,8 @@
 #   BENCH_MPI_RUNS (15)      BENCH_MPI_ITERS (50000 round trips per run)
 #   BENCH_SAVE_RUNS (2)      BENCH_MEM_RUNS (3)
 #   BENCH_SKIP               space-separated sections to skip: import start srun salloc save memory
-#                            mpi trace
+#                            mpi trace multinode
+#   BENCH_MULTI_RUNS (1)     runs per mode and node count of the multi-node first step
 #   BENCH_OUT                a directory that receives the raw results, table.txt and table.md
 #   BENCH_SCRATCH_BASE       where the scratch directory goes (/var/lib/egret-bench): egret's
 #                            security checks refuse a store below a directory others can write
@@ -440,6 +441,16 @@ else
     log "6. mpi ping-pong, 8 B x $MPI_ITERS: native / --mpi-hook / image MPICH, $MPI_RUNS runs each"
     bash "$HERE/mpi-pingpong.sh" "$RES" "$SCRATCH" "$MPI_RUNS" 8 "$MPI_ITERS" "$REGISTRY/egret/mpich" ||
         fail mpi "MPI ping-pong (see $SCRATCH/mpi-pingpong.log)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 9. Multi-node: the first step of a new image on 1, 2, 4, 8 nodes, node-local and shared store
+if skipped multinode; then
+    log "9. multi-node first step: skipped"
+else
+    log "9. multi-node first step of a new $REGISTRY/egret/debian on 1, 2, 4, 8 nodes, node-local and shared"
+    bash "$HERE/multinode.sh" "$RES" "$SCRATCH" "$REGISTRY/egret/debian" "${BENCH_MULTI_RUNS:-1}" ||
+        fail multinode "multi-node first step (see $SCRATCH/multinode.log)"
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ PACKAGES=(
     runc squashfs-tools squashfs-tools-ng squashfuse fuse3 skopeo umoci docker-registry
     # a stock Debian test image (egret/debian) from this machine's apt sources
     mmdebstrap
+    # the network filesystem of the shared-store tests (scripts/shared-fs-up.sh)
+    glusterfs-server glusterfs-client
     # htpasswd (bcrypt) for the login-protected test registry on 127.0.0.1:5001
     apache2-utils
     # things bind-mounted into or used by containers and tests

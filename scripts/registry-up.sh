@@ -11,6 +11,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/detach.sh
+. "$HERE/detach.sh"
 SRC_CONFIG=$HERE/../etc/registry/config.yml
 CONF_DIR=/etc/egret-registry
 CONFIG=$CONF_DIR/config.yml
@@ -157,7 +159,10 @@ ensure_registry() {
         fi
         log "starting $name on $addr (log: $logfile, storage: $STORAGE)"
         # setsid: its own session, so it survives the calling shell, make and CI steps.
-        setsid docker-registry serve "$config" </dev/null >>"$logfile" 2>&1 &
+        (
+            close_inherited_fds
+            exec setsid docker-registry serve "$config"
+        ) </dev/null >>"$logfile" 2>&1 &
         echo $! >"$pidfile"
         echo "$stamp_want" >"$pidfile.config"
     fi

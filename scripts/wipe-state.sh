@@ -40,6 +40,18 @@ command -v scancel >/dev/null 2>&1 && timeout 10 scancel --full --signal=KILL --
 command -v scancel >/dev/null 2>&1 && getent passwd egretuser >/dev/null \
     && timeout 10 scancel --full --signal=KILL --user=egretuser >/dev/null 2>&1
 kill_named slurmctld slurmd slurmstepd egret-launcher egret runc docker-registry dropbear
+
+# The shared-store volume (scripts/shared-fs-up.sh): unmount, drop the volume, stop gluster.
+if mountpoint -q /mnt/egret-shared 2>/dev/null; then
+    umount /mnt/egret-shared 2>/dev/null || umount -l /mnt/egret-shared && log "unmounted /mnt/egret-shared"
+fi
+if command -v gluster >/dev/null 2>&1 && pgrep -x glusterd >/dev/null; then
+    if timeout 20 gluster --mode=script volume info egret-shared >/dev/null 2>&1; then
+        timeout 30 gluster --mode=script volume stop egret-shared force >/dev/null 2>&1
+        timeout 30 gluster --mode=script volume delete egret-shared >/dev/null 2>&1 && log "deleted gluster volume egret-shared"
+    fi
+fi
+kill_named glusterfsd glusterfs glusterd
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     systemctl stop slurmctld slurmd >/dev/null 2>&1 || true
 fi
@@ -61,6 +73,9 @@ paths=(
     /run/egret-cluster /etc/slurm/slurm.conf /etc/slurm/plugstack.conf
     /var/lib/slurm/slurmctld /var/log/slurm
     /run/slurmctld.pid /run/slurmd.pid
+    # the multi-node cluster (scripts/cluster-up.sh multi) and its shared volume's brick
+    /run/egret-cluster-multi /etc/slurm-multi /var/lib/slurm/slurmctld-multi /run/slurmctld-multi.pid
+    /var/lib/egret-gluster /mnt/egret-shared /var/lib/glusterd/vols/egret-shared
     # the test registry and images (scripts/registry-up.sh, scripts/build-test-images.py)
     /var/lib/egret-registry /etc/egret-registry /run/egret-registry.pid /run/egret-registry.pid.config
     /var/log/egret-registry.log /etc/containers/registries.conf.d/50-egret-local.conf
@@ -77,7 +92,7 @@ for p in "${paths[@]}"; do
     fi
 done
 shopt -s nullglob
-for p in /var/spool/slurmd-* /tmp/slurm-n* /run/slurmd-*.pid /tmp/egret-* /var/tmp/egret-*; do
+for p in /var/spool/slurmd-* /tmp/slurm-n* /tmp/slurm-m* /run/slurmd-*.pid /tmp/egret-* /var/tmp/egret-*; do
     rm -rf --one-file-system "$p" && log "removed $p"
 done
 

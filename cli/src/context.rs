@@ -55,9 +55,10 @@ impl Context {
             _ => None,
         };
         let default = Path::new(egret_engine::config::DEFAULT_CONFIG_PATH);
+        let node = egret_engine::config::local_node_name();
         let config = match &chosen {
-            Some(p) => Config::load(p)?,
-            None if default.exists() => Config::load(default)?,
+            Some(p) => Config::load_on(p, &node)?,
+            None if default.exists() => Config::load_on(default, &node)?,
             None => Config::default(),
         };
         if let Some(path) = chosen.as_deref().or(default.exists().then_some(default)) {

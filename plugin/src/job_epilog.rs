@@ -24,7 +24,8 @@ pub fn job_epilog(sp: Spank, args: &[String]) -> Result<(), JobEpilogError> {
     let (Some(uid), Some(job)) = (sp.uid(), sp.job_id()) else {
         return Ok(());
     };
-    let cfg = Config::load(&config)?;
+    let cfg = Config::load_on(&config, &egret_engine::config::local_node_name())?;
+    egret_engine::slurm::fanout::remove_job(&cfg, job);
     egret_engine::slurm::named::remove_job(&cfg, uid, job)
         .map_err(|source| JobEpilogError::RemoveNamed { job, source })
 }

@@ -120,7 +120,7 @@ fn start_resolution() {
     };
     // Without a configuration here (a submit host egret is not installed on), the nodes
     // resolve the tag.
-    let Ok(cfg) = Config::load(&config) else {
+    let Ok(cfg) = Config::load_on(&config, &egret_engine::config::local_node_name()) else {
         return;
     };
     match step_digest::start(&cfg, &image) {

@@ -12,6 +12,7 @@ PASS/MISS results are.
 """
 
 import glob
+import math
 import json
 import os
 import statistics
@@ -256,6 +257,43 @@ def timeline(res):
     return ""
 
 
+def multinode(res):
+    """Lines of the multi-node table (multinode.tsv from bench/multinode.sh), or [].
+
+    Targets (issue 19): per blob one download from the registry and one squash run whatever N,
+    and a first-step time that grows at most with log N: start(N) <= (1 + log2 N) x start(1).
+    """
+    path = os.path.join(res, "multinode.tsv")
+    if not os.path.exists(path):
+        return []
+    runs = {}
+    for line in open(path):
+        f = line.rstrip("\n").split("\t")
+        if len(f) != 7:
+            continue
+        mode, n, secs, downloads, maxper, nbytes, squashes = f
+        runs.setdefault((mode, int(n)), []).append(
+            (float(secs), int(downloads), int(maxper), int(nbytes), int(squashes)))
+    out = ["", "Multi-node first step of a new image (egret/debian, 58 MB; multi cluster, one host):",
+           "mode    N  start s  / N=1   blob downloads  max/blob  MB from registry  squash runs  target                 result"]
+    for mode in ("local", "shared"):
+        base = runs.get((mode, 1))
+        for n in (1, 2, 4, 8):
+            r = runs.get((mode, n))
+            if not r:
+                continue
+            start = statistics.median(x[0] for x in r)
+            growth = start / statistics.median(x[0] for x in base) if base else float("nan")
+            maxper = max(x[2] for x in r)
+            squashes = max(x[4] for x in r)
+            limit = 1 + math.log2(n)
+            ok = maxper == 1 and squashes == 1 and growth <= limit
+            out.append(f"{mode:<7} {n:<2} {start:7.2f}  {growth:5.2f}   {max(x[1] for x in r):>14}  {maxper:>8}"
+                       f"  {max(x[3] for x in r) / 1e6:>16.1f}  {squashes:>11}  1/blob, 1 squash, <= {limit:.0f}x  "
+                       f"{'PASS' if ok else 'MISS'}")
+    return out
+
+
 def main(argv):
     markdown = "--markdown" in argv
     args = [a for a in argv if a != "--markdown"]
@@ -295,6 +333,7 @@ def main(argv):
         out.append("")
         out.append("Peers, for context (design brief):")
         out.extend(f"  {line}" for line in PEERS)
+    out.extend(multinode(res))
     for name, why in failures:
         out.append(f"FAILED: {name}: {why}")
     if incomplete and not failures:

@@ -3,7 +3,10 @@
 //! Unknown keys and ill-typed values are errors that name the key: a typo in an admin's file must
 //! never silently turn a security setting off.
 
+mod node_dirs;
 pub mod security;
+
+pub use node_dirs::{is_plain_name, local_node_name};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -110,6 +113,19 @@ pub struct Config {
     pub user_squashfs: UserSquashfsPolicy,
     #[serde(default = "default_sqfs2tar")]
     pub sqfs2tar_path: PathBuf,
+    /// Every node sees this store (it is on a filesystem the nodes share): the first node's
+    /// import serves them all. With node-local stores (false), the first node of a multi-node
+    /// step imports and hands the squashfs to the others with `sbcast` (see `slurm::fanout`).
+    #[serde(default)]
+    pub local_repository_shared: bool,
+    /// Slurm's file broadcast, run as the user (node-local stores, multi-node steps).
+    #[serde(default = "default_sbcast")]
+    pub sbcast_path: PathBuf,
+    /// munge and unmunge: root's signature on what the first node tells the others.
+    #[serde(default = "default_munge")]
+    pub munge_path: PathBuf,
+    #[serde(default = "default_unmunge")]
+    pub unmunge_path: PathBuf,
     /// The Sarus-only keys the file set (sorted), which egret ignored.
     #[serde(skip)]
     pub ignored_sarus_keys: Vec<String>,
@@ -265,6 +281,15 @@ fn default_runc_root() -> PathBuf {
 fn default_run_dir() -> PathBuf {
     "/run/egret".into()
 }
+fn default_sbcast() -> PathBuf {
+    "/usr/bin/sbcast".into()
+}
+fn default_munge() -> PathBuf {
+    "/usr/bin/munge".into()
+}
+fn default_unmunge() -> PathBuf {
+    "/usr/bin/unmunge".into()
+}
 fn default_sqfs2tar() -> PathBuf {
     "/usr/bin/sqfs2tar".into()
 }
@@ -296,6 +321,14 @@ impl Config {
             source,
         })?;
         Config::parse_str(&text, path)
+    }
+
+    /// Reads a config file for the processes of Slurm node `node`: `%n` in the node-local
+    /// directories becomes its name (see `node_dirs`).
+    pub fn load_on(path: &Path, node: &str) -> Result<Config, ConfigError> {
+        let mut cfg = Config::load(path)?;
+        node_dirs::expand(&mut cfg, node);
+        Ok(cfg)
     }
 
     pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -345,6 +378,9 @@ impl Config {
             ("runDir", &self.run_dir),
             ("containersDir", &self.containers_dir),
             ("sqfs2tarPath", &self.sqfs2tar_path),
+            ("sbcastPath", &self.sbcast_path),
+            ("mungePath", &self.munge_path),
+            ("unmungePath", &self.unmunge_path),
         ];
         for (key, p) in absolute {
             if !p.is_absolute() {

@@ -21,6 +21,7 @@ mod accept;
 pub mod cgroup;
 pub mod client;
 mod entrypoint_log;
+pub mod fanout;
 pub mod multiprog;
 pub mod named;
 mod named_step;
@@ -40,3 +41,5 @@ mod task_progress;
 pub mod unshare;
 mod user_squashfs;
 mod workdir;
+
+pub use plan::node_name;

@@ -175,7 +175,11 @@ pub fn prepare(
 
 /// Nothing runs as root from files someone other than root could have changed.
 fn check_trust(cfg: &Config, req: &StepRequest) -> Result<(), PrepareError> {
-    let me: Vec<PathBuf> = std::env::current_exe().into_iter().collect();
+    let mut me: Vec<PathBuf> = std::env::current_exe().into_iter().collect();
+    // The programs of the image hand-over between nodes, when it may happen.
+    if super::fanout::may_apply(cfg, req) {
+        me.extend(super::fanout::Fanout::programs(cfg));
+    }
     Ok(crate::config::security::enforce(cfg, &req.config, &me)?)
 }
 

@@ -59,7 +59,8 @@ pub enum StepError {
 
 /// Runs the launcher; returns the process exit code.
 pub fn serve(req: StepRequest) -> i32 {
-    let cfg = match Config::load(&req.config) {
+    let node = crate::slurm::plan::node_name(&req.job_env, req.node_id);
+    let cfg = match Config::load_on(&req.config, &node) {
         Ok(c) => c,
         Err(e) => return log_failure(&req, &e.to_string()),
     };

@@ -7,6 +7,7 @@ use crate::container::user::UserIdentity;
 use crate::image::metadata::ImageMeta;
 use crate::image::reference::ImageSource;
 
+use super::fanout;
 use super::protocol::StepRequest;
 use super::user_squashfs::UserSquashfsError;
 use crate::image::import::ImportError;
@@ -28,6 +29,9 @@ pub enum StepImageError {
     Import(#[from] ImportError),
     #[error("{0}")]
     UserSquashfs(#[from] UserSquashfsError),
+    /// The step's first node could not import the image; this is its reason.
+    #[error("{0} (on the step's first node)")]
+    FirstNode(String),
 }
 
 /// Imports (at most once, under the store's locks) and returns the image file and its metadata.
@@ -66,15 +70,36 @@ pub fn resolve(
             };
             // The digest srun resolved once for every node of the step, if it could.
             let handed = super::step_digest::handed(&req.job_env, req.step_id, &r);
-            let img = crate::image::import::pull_for_step(
+            // Several nodes with stores of their own: the first imports, the others get its
+            // squashfs through Slurm's broadcast.
+            let digest = handed.as_deref().or(r.digest.as_deref());
+            let fanout = fanout::Fanout::for_step(cfg, req, user, digest);
+            let first = fanout.as_ref().filter(|f| f.is_first());
+            if let Some(f) = fanout.as_ref().filter(|f| !f.is_first()) {
+                if let Some(img) =
+                    fanout::receive(f, &store, &r, progress).map_err(StepImageError::FirstNode)?
+                {
+                    super::store_bound::apply(cfg, &store, &img.squashfs);
+                    return Ok((img.squashfs, img.meta));
+                }
+            }
+            let pulled = crate::image::import::pull_for_step(
                 cfg,
                 &store,
                 &fetcher,
                 &r,
                 handed.as_deref(),
                 &opts,
-            )?
-            .image;
+            )
+            .inspect_err(|e| {
+                if let Some(f) = first {
+                    fanout::send_failure(f, &e.to_string());
+                }
+            })?;
+            if let Some(f) = first {
+                fanout::send(f, &pulled.image, pulled.status.downloaded(), progress);
+            }
+            let img = pulled.image;
             super::store_bound::apply(cfg, &store, &img.squashfs);
             Ok((img.squashfs, img.meta))
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use egret_engine::config::{Config, ConfigError};
-use egret_engine::slurm::{protocol, step};
+use egret_engine::slurm::{node_name, protocol, step};
 use egret_engine::sys::process::{self, PidFd};
 
 use super::effective_root::EffectiveRoot;
@@ -53,7 +53,8 @@ pub fn start(sp: Spank) -> Result<(), LauncherError> {
         .ok_or(LauncherError::MissingItem("task count"))?;
     let (config_path, launcher, options) =
         state::with(|s| (s.config.clone(), s.launcher.clone(), s.options.clone()));
-    let cfg = Config::load(&config_path)?;
+    let job_env = sp.env();
+    let cfg = Config::load_on(&config_path, &node_name(&job_env, node))?;
     let socket = step::socket_path(&cfg.run_dir, job, step, node);
     let batch_script = (step == SLURM_BATCH_SCRIPT)
         .then(|| sp.argv().first().map(PathBuf::from))
@@ -69,7 +70,7 @@ pub fn start(sp: Spank) -> Result<(), LauncherError> {
         batch_script,
         socket: socket.clone(),
         config: config_path,
-        job_env: sp.env(),
+        job_env,
         global_scope: state::with(|s| s.global_scope),
     };
     let body = serde_json::to_vec(&req)?;

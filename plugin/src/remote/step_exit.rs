@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use egret_engine::config::Config;
-use egret_engine::slurm::step;
+use egret_engine::slurm::{node_name, step};
 use egret_engine::sys::process;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -17,7 +17,7 @@ use crate::ffi::Spank;
 use crate::state;
 
 /// Waits 3 s for the launcher, then kills it; then cleans up after it.
-pub fn exit(_sp: Spank, _args: &[String]) -> Result<(), Infallible> {
+pub fn exit(sp: Spank, _args: &[String]) -> Result<(), Infallible> {
     if !is_remote() {
         return Ok(());
     }
@@ -53,7 +53,10 @@ pub fn exit(_sp: Spank, _args: &[String]) -> Result<(), Infallible> {
     if let Some(socket) = socket {
         let _ = fs::remove_file(socket);
     }
-    if let (Some((job, step, node)), Ok(cfg)) = (step, Config::load(&config)) {
+    let Some((job, step, node)) = step else {
+        return Ok(());
+    };
+    if let Ok(cfg) = Config::load_on(&config, &node_name(&sp.env(), node)) {
         remove_runc_state(&cfg, &step::container_prefix(job, step, node));
     }
     Ok(())

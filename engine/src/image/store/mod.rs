@@ -265,8 +265,10 @@ impl Store {
     }
 
     /// The user's index entry for `r`, whether or not the image file is still present.
+    /// Lock-free: the index is only ever replaced by rename, so a reader sees the old file or
+    /// the new one, and never queues behind a writer (on a store shared by many nodes, every
+    /// node of a step reads at once).
     pub fn find(&self, r: &ImageRef) -> Result<Option<IndexEntry>, StoreError> {
-        let _lock = self.index_lock(LockMode::Shared)?;
         let index = Index::read(&self.index_path())?;
         Ok(index.images.into_iter().find(|e| e.matches(r)))
     }
@@ -354,8 +356,17 @@ impl Store {
             datasize: human_size(img.size),
             created: format_utc(now),
         };
-        let _lock = self.index_lock(LockMode::Exclusive)?;
         let path = self.index_path();
+        // Already recorded so (every later step of a job): nothing to write, no lock to take.
+        let same = |e: &IndexEntry| {
+            e.unique_key == entry.unique_key
+                && e.registry_digest == entry.registry_digest
+                && e.image_path == entry.image_path
+        };
+        if let Some(known) = Index::read(&path)?.images.into_iter().find(same) {
+            return Ok(known);
+        }
+        let _lock = self.index_lock(LockMode::Exclusive)?;
         let mut index = Index::read(&path)?;
         index.images.retain(|e| e.unique_key != entry.unique_key);
         index.images.push(entry.clone());

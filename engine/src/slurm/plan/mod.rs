@@ -37,7 +37,7 @@ pub enum PlanError {
 }
 
 /// `VALUE` of `NAME=VALUE` in the job's environment.
-fn job_var<'a>(job_env: &'a [String], name: &str) -> Option<&'a str> {
+pub(crate) fn job_var<'a>(job_env: &'a [String], name: &str) -> Option<&'a str> {
     job_env
         .iter()
         .find_map(|e| e.strip_prefix(name)?.strip_prefix('='))

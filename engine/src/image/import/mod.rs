@@ -463,6 +463,18 @@ fn squash_layout(
             }),
         });
     }
+    squash_inputs(cfg, inputs, &current, out, progress)
+}
+
+/// mksquashfs writes `out` from the flattened `inputs`; `current` follows the layer being
+/// merged (0-based, top-down), for progress.
+fn squash_inputs(
+    cfg: &Config,
+    inputs: Vec<LayerInput<'_>>,
+    current: &AtomicUsize,
+    out: &Path,
+    progress: &dyn Progress,
+) -> Result<(), ImportError> {
     let squashed = Mksquashfs::from_config(cfg).build(out, |stdin| {
         flatten(inputs, stdin, &mut |ev| match ev {
             FlattenEvent::Layer { index, .. } => current.store(index - 1, Ordering::Relaxed),

@@ -18,14 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::oci::{self, BlobDir, ImageManifest, VerifyingReader};
-use super::{check_platform, layer_phase, Counted, ImportError, PullOptions};
+use super::{check_platform, layer_phase, squash_inputs, Counted, ImportError, PullOptions};
 use crate::config::Config;
-use crate::image::flatten::{flatten, FlattenEvent, LayerInput};
+use crate::image::flatten::LayerInput;
 use crate::image::metadata::ImageMeta;
 use crate::image::progress::Progress;
 use crate::image::reference::ImageRef;
 use crate::image::registry::Fetcher;
-use crate::image::squash::Mksquashfs;
 use crate::image::store::{StoreError, WorkDir};
 
 /// How often a decoder looks for a blob that is not there yet: quickly at first (a layer
@@ -191,16 +190,7 @@ fn squash(
             }),
         })
         .collect();
-    let squashed = Mksquashfs::from_config(cfg).build(out, |stdin| {
-        flatten(inputs, stdin, &mut |ev| match ev {
-            FlattenEvent::Layer { index, .. } => current.store(index - 1, Ordering::Relaxed),
-            FlattenEvent::Warning(w) => progress.warn(&w),
-        })
-    })?;
-    for w in &squashed.warnings {
-        progress.warn(&format!("mksquashfs: {w}"));
-    }
-    Ok(())
+    squash_inputs(cfg, inputs, &current, out, progress)
 }
 
 /// Where the copy is, shared by the copy thread and the decoders.

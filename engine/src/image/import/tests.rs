@@ -104,6 +104,13 @@ enum Copying {
 }
 
 impl Fake {
+    fn copying(copying: Copying) -> Fake {
+        Fake {
+            copying,
+            ..Fake::default()
+        }
+    }
+
     fn push(&self, name: &str, img: FakeImage) -> String {
         let d = oci::sha256_digest(&img.manifest);
         let repo = name.split(':').next().unwrap();
@@ -242,6 +249,29 @@ fn write_layout(
     Ok(())
 }
 
+/// Pushes `egret/app:1` made of gzipped layers with these files (base first).
+fn push_layers(f: &Fake, layers: &[&[(&str, &str)]]) {
+    let blobs = layers.iter().map(|files| gz(&layer_tar(files))).collect();
+    f.push("egret/app:1", fake_image(blobs, serde_json::json!({})));
+}
+
+/// Pushes `egret/app:multi`, an index whose one entry, for this host, is `digest`.
+fn push_index(f: &Fake, digest: &str) {
+    let idx = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"digest": digest, "size": 1, "platform": {"os": "linux", "architecture": host_arch()}}]
+    });
+    let manifest = idx.to_string().into_bytes();
+    f.push(
+        "egret/app:multi",
+        FakeImage {
+            manifest,
+            blobs: HashMap::new(),
+        },
+    );
+}
+
 /// Whether a descriptor of this process names one of `paths`.
 fn open_in_this_process(paths: &[PathBuf]) -> bool {
     std::fs::read_dir("/proc/self/fd")
@@ -315,6 +345,13 @@ impl Env {
         assert!(tmp.is_empty(), "store tmp not empty: {tmp:?}");
         let dl: Vec<_> = std::fs::read_dir(&self.cfg.temp_dir).unwrap().collect();
         assert!(dl.is_empty(), "temp dir not empty: {dl:?}");
+    }
+
+    /// A failed import: nothing half-done, no image, no index entry.
+    fn assert_nothing_stored(&self) {
+        self.assert_clean();
+        assert_eq!(self.image_files(), 0);
+        assert!(self.store.list().unwrap().is_empty());
     }
 
     fn image_files(&self) -> usize {
@@ -462,9 +499,7 @@ fn missing_image_leaves_nothing_behind() {
         err.to_string(),
         "image reg.example/egret/nope:1 not found in the registry"
     );
-    e.assert_clean();
-    assert_eq!(e.image_files(), 0);
-    assert!(e.store.list().unwrap().is_empty());
+    e.assert_nothing_stored();
 }
 
 #[test]
@@ -490,9 +525,7 @@ fn corrupt_blob_fails_and_cleans_up() {
         err.contains("digest mismatch") || err.contains(&layer),
         "{err}"
     );
-    e.assert_clean();
-    assert_eq!(e.image_files(), 0);
-    assert!(e.store.list().unwrap().is_empty());
+    e.assert_nothing_stored();
 }
 
 #[test]
@@ -685,10 +718,7 @@ fn a_steps_resolved_digest_is_used_without_asking_the_registry_when_known() {
 #[test]
 fn layers_stream_into_the_flattener_while_the_download_runs() {
     let e = env();
-    let f = Fake {
-        copying: Copying::WaitForReader,
-        ..Fake::default()
-    };
+    let f = Fake::copying(Copying::WaitForReader);
     // A base layer big enough (16 MiB, incompressible, uncompressed) that reading it takes
     // a while: the fake sees its descriptor open.
     let mut noise = Vec::with_capacity(16 << 20);
@@ -727,23 +757,11 @@ fn layers_stream_into_the_flattener_while_the_download_runs() {
 #[test]
 fn a_layer_written_in_pieces_is_followed_to_its_size() {
     let e = env();
-    let f = Fake {
-        copying: Copying::InPieces,
-        ..Fake::default()
-    };
+    let f = Fake::copying(Copying::InPieces);
     let big: String = (0..200_000)
         .map(|i| char::from(b'a' + (i % 26) as u8))
         .collect();
-    f.push(
-        "egret/app:1",
-        fake_image(
-            vec![
-                gz(&layer_tar(&[("big", &big)])),
-                gz(&layer_tar(&[("top", "t")])),
-            ],
-            serde_json::json!({}),
-        ),
-    );
+    push_layers(&f, &[&[("big", &big)], &[("top", "t")]]);
     let p = e.pull(&f, "reg.example/egret/app:1").unwrap();
     assert_eq!(unsquash_cat(&p.image.squashfs, "big"), big);
     assert_eq!(unsquash_cat(&p.image.squashfs, "top"), "t");
@@ -753,29 +771,15 @@ fn a_layer_written_in_pieces_is_followed_to_its_size() {
 #[test]
 fn a_download_failing_midway_reports_the_download_error_and_leaves_nothing() {
     let e = env();
-    let f = Fake {
-        copying: Copying::FailAfterOneLayer,
-        ..Fake::default()
-    };
-    f.push(
-        "egret/app:1",
-        fake_image(
-            vec![
-                gz(&layer_tar(&[("base", "b")])),
-                gz(&layer_tar(&[("top", "t")])),
-            ],
-            serde_json::json!({}),
-        ),
-    );
+    let f = Fake::copying(Copying::FailAfterOneLayer);
+    push_layers(&f, &[&[("base", "b")], &[("top", "t")]]);
     let err = e.pull(&f, "reg.example/egret/app:1").unwrap_err();
     assert!(
         matches!(err, ImportError::Fetch(FetchError::Failed { .. })),
         "{err}"
     );
     assert!(err.to_string().contains("connection reset"), "{err}");
-    e.assert_clean();
-    assert_eq!(e.image_files(), 0);
-    assert!(e.store.list().unwrap().is_empty());
+    e.assert_nothing_stored();
 }
 
 #[test]
@@ -783,20 +787,7 @@ fn an_index_is_followed_by_the_platform_manifest_fetched_by_digest() {
     let e = env();
     let f = Fake::default();
     let d = f.push("egret/app:amd", simple_image("v1"));
-    let idx = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{"digest": d, "size": 1, "platform": {"os": "linux", "architecture": host_arch()}}]
-    })
-    .to_string()
-    .into_bytes();
-    f.push(
-        "egret/app:multi",
-        FakeImage {
-            manifest: idx,
-            blobs: HashMap::new(),
-        },
-    );
+    push_index(&f, &d);
     let p = e.pull(&f, "reg.example/egret/app:multi").unwrap();
     assert_eq!(p.image.digest, d);
     assert_eq!(unsquash_cat(&p.image.squashfs, "etc/content"), "v1");
@@ -817,21 +808,8 @@ fn a_platform_manifest_that_does_not_match_the_index_is_refused() {
         .lock()
         .unwrap()
         .insert(format!("egret/app@{d}"), simple_image("forged"));
-    let idx = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"digest": d, "size": 1, "platform": {"os": "linux", "architecture": host_arch()}}]
-    })
-    .to_string()
-    .into_bytes();
-    f.push(
-        "egret/app:multi",
-        FakeImage {
-            manifest: idx,
-            blobs: HashMap::new(),
-        },
-    );
+    push_index(&f, &d);
     let err = e.pull(&f, "reg.example/egret/app:multi").unwrap_err();
     assert!(matches!(err, ImportError::DigestMismatch { .. }), "{err}");
-    e.assert_clean();
-    assert_eq!(e.image_files(), 0);
+    e.assert_nothing_stored();
 }

@@ -132,15 +132,18 @@ impl FetchError {
     }
 }
 
-pub trait Fetcher {
+/// `Sync`: a pull copies on one thread while its layers are read on others.
+pub trait Fetcher: Sync {
     /// The manifest (or manifest list / index) `r` names, as the exact bytes the registry sent:
     /// its digest is computed over exactly these bytes.
     fn inspect_raw(&self, r: &ImageRef, auth: &FetchAuth) -> Result<Vec<u8>, FetchError>;
 
-    /// Copies the image `r` (pinned by digest) into the empty directory `dir` as skopeo's `dir:`
-    /// layout: `manifest.json` exactly as the registry sent it, each blob in a file named by the
-    /// hex of its digest. `tick(bytes, blobs)` is called now and then while it runs.
-    fn copy_to_dir(
+    /// Copies the image `r` (pinned by digest) into the empty directory `dir` as an OCI image
+    /// layout: each blob in `blobs/sha256/HEX`, renamed into that name once complete, layers
+    /// possibly several at once (their readers wait for them while the copy runs). The manifest
+    /// it writes may be a converted one: importers use the manifest they verified, not this one.
+    /// `tick(bytes, blobs)` is called now and then while it runs.
+    fn copy_to_layout(
         &self,
         r: &ImageRef,
         dir: &Path,
@@ -148,7 +151,7 @@ pub trait Fetcher {
         tick: &mut dyn FnMut(u64, usize),
     ) -> Result<(), FetchError>;
 
-    /// The user the fetch runs as, when not this process's own identity: `copy_to_dir`'s
+    /// The user the fetch runs as, when not this process's own identity: `copy_to_layout`'s
     /// directory must then be theirs, and what they wrote is read as untrusted.
     fn runs_as(&self) -> Option<(u32, u32)> {
         None
@@ -336,7 +339,7 @@ impl Fetcher for Skopeo {
         self.run(cmd, &r.display(), Some(r), || {})
     }
 
-    fn copy_to_dir(
+    fn copy_to_layout(
         &self,
         r: &ImageRef,
         dir: &Path,
@@ -352,17 +355,22 @@ impl Fetcher for Skopeo {
         }
         let authfile = TempAuth::new(r, auth, self.runs_as())?;
         let mut cmd = self.command();
+        // `oci:` rather than `dir:`: skopeo 1.9 copies a `dir:` image one layer at a time, base
+        // first, so the top layer, which the flattener needs first, came last (egret/big's import:
+        // 4.18 s against 3.81 s, medians of 3 alternating runs). `oci:` stores no signatures: dropping
+        // them keeps a copy from registries that publish some possible (policy.json is still
+        // checked before anything is copied), and uncompressed layers are taken as they are.
         cmd.arg("copy")
             .arg("--retry-times")
-            .arg(self.retry_times.to_string());
+            .arg(self.retry_times.to_string())
+            .arg("--remove-signatures")
+            .arg("--dest-oci-accept-uncompressed-layers");
         if let Some(f) = authfile.path(auth) {
             cmd.arg("--src-authfile").arg(f);
         }
-        let mut dest = std::ffi::OsString::from("dir:");
-        dest.push(dir);
-        cmd.arg(r.transport_ref()).arg(dest);
+        cmd.arg(r.transport_ref()).arg(oci_dest(dir));
         self.run(cmd, &r.display(), Some(r), || {
-            let (bytes, n) = dir_usage(dir);
+            let (bytes, n) = layout_usage(dir);
             tick(bytes, n);
         })
         .map(drop)
@@ -395,16 +403,24 @@ fn oci_dest(dir: &Path) -> std::ffi::OsString {
     d
 }
 
-/// Total size and number of the files in `dir` (blobs downloaded so far).
-fn dir_usage(dir: &Path) -> (u64, usize) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return (0, 0);
+/// Bytes downloaded so far into the OCI layout `dir` (blobs being written sit in `dir` itself,
+/// finished ones in `blobs/sha256`), and the number of finished blobs.
+fn layout_usage(dir: &Path) -> (u64, usize) {
+    let files = |d: &Path| -> Vec<u64> {
+        std::fs::read_dir(d)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.size())
+                    .collect()
+            })
+            .unwrap_or_default()
     };
-    entries
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .fold((0, 0), |(b, n), m| (b + m.size(), n + 1))
+    let writing: u64 = files(dir).iter().sum();
+    let done = files(&dir.join("blobs").join("sha256"));
+    (writing + done.iter().sum::<u64>(), done.len())
 }
 
 /// The OCI architecture name of this machine.

@@ -1,8 +1,10 @@
 //! Runs `mksquashfs - OUT -tar …` and feeds its stdin from the calling thread.
 //!
-//! No helper threads (the engine also runs in forks of slurmstepd): mksquashfs' stderr goes to
-//! an unlinked temporary file, read back once it has exited, so it can never block on a full
-//! pipe while we are blocked writing its stdin.
+//! mksquashfs' stderr goes to an unlinked temporary file, read back once it has exited, so it
+//! can never block on a full pipe while we are blocked writing its stdin, and no thread has to
+//! drain it. (The feeding closure may use threads: squashfs images are only made by egret's own
+//! processes, the CLI and `egret-launcher`, never inside slurmstepd, whose forks the SPANK
+//! plugin runs in; the plugin links no image code.)
 
 use std::ffi::OsString;
 use std::io::{self, Read, Seek};

@@ -13,10 +13,15 @@
 //!   upper layer that put entries under a path this layer makes a non-directory);
 //! - hardlinks are written after everything else (mksquashfs drops a link whose target it has
 //!   not seen yet) and dropped with a warning when the target is not in the merged tree.
+//!
+//! Decompression runs ahead on threads of its own (see [`decode`]); the merge itself is
+//! sequential, top-down.
 
-use std::collections::HashMap;
+mod decode;
+
+use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -62,10 +67,11 @@ impl FlattenError {
 }
 
 /// One layer blob, in image order (base layer first). `name` (usually the digest) is what error
-/// messages call it; the reader yields the blob as stored (compressed or not).
+/// messages call it; the reader yields the blob as stored (compressed or not). It is read on a
+/// decoder thread, hence `Send`.
 pub struct LayerInput<'a> {
     pub name: String,
-    pub reader: Box<dyn Read + 'a>,
+    pub reader: Box<dyn Read + Send + 'a>,
 }
 
 /// What the flattener tells its caller while it runs.
@@ -134,6 +140,8 @@ struct DeferredLink {
 }
 
 /// Flattens `layers` (base first) into one tar written to `out`, then finishes the archive.
+/// Layers are decoded on scoped threads, a few ahead of the merge (see [`decode`]); `out` is
+/// written from the calling thread only.
 pub fn flatten<W: Write>(
     layers: Vec<LayerInput<'_>>,
     out: W,
@@ -150,15 +158,26 @@ pub fn flatten<W: Write>(
         names: layers.iter().rev().map(|l| l.name.clone()).collect(),
     };
     let total = layers.len();
-    for (index, layer) in layers.into_iter().rev().enumerate() {
-        events(FlattenEvent::Layer {
-            index: index + 1,
-            total,
-            name: layer.name.clone(),
-        });
-        f.layer(index, layer, events)?;
-    }
-    f.finish(events)
+    let ahead = decode::max_ahead();
+    std::thread::scope(|s| {
+        let mut pending: VecDeque<LayerInput<'_>> = layers.into_iter().rev().collect();
+        let mut running: VecDeque<(String, decode::Decoded)> = VecDeque::new();
+        for index in 0..total {
+            while running.len() < ahead {
+                let Some(l) = pending.pop_front() else { break };
+                running.push_back((l.name.clone(), decode::spawn(s, l.name, l.reader)));
+            }
+            let (name, decoded) = running.pop_front().expect("one decoder per layer");
+            events(FlattenEvent::Layer {
+                index: index + 1,
+                total,
+                name: name.clone(),
+            });
+            // On an error the queues are dropped here, which stops the decoders still running.
+            f.layer(index, &name, decoded, events)?;
+        }
+        f.finish(events)
+    })
 }
 
 struct Flattener<W: Write> {
@@ -179,34 +198,53 @@ impl<W: Write> Flattener<W> {
     fn layer(
         &mut self,
         li: usize,
-        layer: LayerInput<'_>,
+        name: &str,
+        mut decoded: decode::Decoded,
         events: &mut dyn FnMut(FlattenEvent),
     ) -> Result<(), FlattenError> {
-        let name = layer.name;
-        let read_err = |source: io::Error| FlattenError::Read {
-            layer: name.clone(),
-            source,
+        // A failed decoder knows why (digest mismatch, bad compression): that is the error.
+        let read_err = |decoded: &decode::Decoded, source: io::Error| {
+            decoded.take_error().unwrap_or_else(|| FlattenError::Read {
+                layer: name.to_string(),
+                source,
+            })
         };
-        let mut input = BufReader::with_capacity(READ_BUFFER, layer.reader);
-        let decoded: Box<dyn Read + '_> = match detect(&mut input).map_err(read_err)? {
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-            Compression::Zstd => {
-                Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(read_err)?)
-            }
-            Compression::None => Box::new(input),
-            Compression::Unsupported(what) => {
-                return Err(FlattenError::Compression { layer: name, what })
+        let failed = {
+            let mut archive = tar::Archive::new(&mut decoded);
+            match archive.entries() {
+                Err(source) => Some(FlattenError::Read {
+                    layer: name.to_string(),
+                    source,
+                }),
+                Ok(entries) => {
+                    let mut failed = None;
+                    for entry in entries {
+                        let done = match entry {
+                            Ok(mut entry) => self.entry(li, name, &mut entry, events),
+                            Err(source) => Err(FlattenError::Read {
+                                layer: name.to_string(),
+                                source,
+                            }),
+                        };
+                        if let Err(e) = done {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    failed
+                }
             }
         };
-        let mut archive = tar::Archive::new(decoded);
-        for entry in archive.entries().map_err(read_err)? {
-            let mut entry = entry.map_err(read_err)?;
-            self.entry(li, &name, &mut entry, events)?;
+        if let Some(e) = failed {
+            // A read error of the entry (or its data) may be the decoder's own failure.
+            return Err(match e {
+                FlattenError::Read { source, .. } => read_err(&decoded, source),
+                other => other,
+            });
         }
-        // Read the blob to its end: the digest check of a verifying reader happens at EOF, and
-        // trailing garbage after the end-of-archive marker must not go unnoticed.
-        let mut rest = archive.into_inner();
-        io::copy(&mut rest, &mut io::sink()).map_err(read_err)?;
+        // The rest of the layer after the end-of-archive marker: the decoder reads the blob to
+        // its end (digest check, trailing garbage), and its verdict arrives with the last chunk.
+        io::copy(&mut decoded, &mut io::sink()).map_err(|e| read_err(&decoded, e))?;
         Ok(())
     }
 

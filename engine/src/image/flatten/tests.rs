@@ -552,3 +552,39 @@ fn hardlink_before_its_target_in_one_layer_works() {
     assert_eq!(r.get("early").link, "late");
     assert_eq!(r.stats.dropped_hardlinks, 0);
 }
+
+#[test]
+fn more_layers_than_decoders_merge_in_order() {
+    // Seven layers, more than the decoders that run at once: each one replaces `f`, whites out
+    // the previous layer's own file and adds its own.
+    let layers: Vec<Vec<u8>> = (0..7)
+        .map(|i| {
+            let mut l = L::new()
+                .file("f", &format!("v{i}"))
+                .file(&format!("own{i}"), "x");
+            if i > 0 {
+                l = l.file(&format!(".wh.own{}", i - 1), "");
+            }
+            if i % 2 == 0 {
+                l.gz()
+            } else {
+                l.zst()
+            }
+        })
+        .collect();
+    let r = run(layers).unwrap();
+    assert_eq!(r.get("f").data, "v6");
+    assert_eq!(r.paths(), vec!["f", "own6"]);
+}
+
+#[test]
+fn a_failing_lower_layer_reports_its_own_error() {
+    let top = L::new().file("a", "a").gz();
+    let mut bad = L::new().file("b", &"y".repeat(100_000)).gz();
+    bad.truncate(bad.len() / 3);
+    match run(vec![bad, top]) {
+        Err(FlattenError::Read { layer, .. }) => assert_eq!(layer, "L0"),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("accepted a truncated layer"),
+    }
+}

@@ -2,17 +2,19 @@
 //!
 //! Pull: resolve tag → digest (one manifest request, with the user's credentials, every time);
 //! if the store has that digest, record it in the user's index and stop; otherwise, under the
-//! digest's import lock, download into a temporary OCI layout, stream the layers through the
-//! flattener into mksquashfs, and rename the result into the store. Concurrent imports of one
+//! digest's import lock, download into a temporary directory while the layers stream through
+//! the flattener into mksquashfs as they arrive (see [`stream`]), and rename the result into the
+//! store once every digest checked out. Concurrent imports of one
 //! digest download it once: the others wait for the lock, then find it stored.
 
 pub mod oci;
+mod stream;
 
-use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -224,9 +226,17 @@ fn pull_as(
 
     let work = store.work_dir()?;
     let download = WorkDir::create(temp_dir, TEMP_PREFIX)?;
-    let layout = download_layout(fetcher, r, &pinned, &resolved, &download, opts)?;
-    let image = convert(cfg, store, &lock, &work, &layout, &digest, progress)?;
+    let out = work.path().join("image.squashfs");
+    let d = stream::Download {
+        fetcher,
+        r,
+        pinned: &pinned,
+        resolved: &resolved,
+        raw: &raw,
+    };
+    let meta = stream::download_and_squash(cfg, &d, &download, &out, opts)?;
     drop(download);
+    let image = store.install(&lock, &digest, &out, &meta)?;
     let replaced = record(store, r, &image)?;
     drop(lock);
     progress.done(&format!(
@@ -362,48 +372,6 @@ fn wait_timings(store: &Store, opts: &PullOptions) -> LockTimings {
     }
 }
 
-/// Downloads the image `pinned` names into `work/image`, reporting progress, and reads it back
-/// checked against the manifest digest resolved before: every byte the flattener reads later
-/// is verified against a digest this process computed. When the fetcher runs as a user, the
-/// directory is theirs (inside `work`, which only root can list) and root reads it through one
-/// descriptor, opening only regular files the user owns, without following links.
-fn download_layout(
-    fetcher: &dyn Fetcher,
-    r: &ImageRef,
-    pinned: &ImageRef,
-    resolved: &oci::Resolved,
-    work: &WorkDir,
-    opts: &PullOptions,
-) -> Result<Layout, ImportError> {
-    let progress = &*opts.progress;
-    let dir = work.path().join("image");
-    let io_err = |source| crate::image::store::StoreError::Io {
-        path: dir.clone(),
-        source,
-    };
-    std::fs::create_dir(&dir).map_err(io_err)?;
-    let fd = crate::sys::fs::open_dir(&dir).map_err(io_err)?;
-    let owner = fetcher.runs_as();
-    if let Some((uid, gid)) = owner {
-        // The user may pass through `work` to their directory, not list or change it.
-        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o711))
-            .map_err(io_err)?;
-        std::os::unix::fs::fchown(&fd, Some(uid), Some(gid)).map_err(io_err)?;
-    }
-    progress.phase(&format!("downloading {}", r.display()));
-    let (total, layers) = (resolved.download_size, resolved.layers.unwrap_or(0));
-    fetcher.copy_to_dir(pinned, &dir, &opts.auth, &mut |bytes, blobs| {
-        // The blob count includes the config and the manifest; layers are what people count.
-        progress.advance(bytes, total, blobs.saturating_sub(2).min(layers), layers)
-    })?;
-    Ok(Layout::read_pinned_dir(
-        &dir,
-        fd,
-        owner.map(|(uid, _)| uid),
-        &resolved.digest,
-    )?)
-}
-
 /// The registry must serve what a requested digest names (the index or the manifest itself).
 fn check_requested_digest(r: &ImageRef, resolved: &oci::Resolved) -> Result<(), ImportError> {
     if let Some(wanted) = &r.digest {
@@ -438,9 +406,15 @@ pub fn pull_to_file(
     let pinned = r.with_digest(&digest);
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
     let work = WorkDir::create(parent.unwrap_or(Path::new(".")), ".egret-import-")?;
-    let layout = download_layout(fetcher, r, &pinned, &resolved, &work, opts)?;
     let file = work.path().join("image.sqsh");
-    squash_layout(cfg, &layout, &file, progress)?;
+    let d = stream::Download {
+        fetcher,
+        r,
+        pinned: &pinned,
+        resolved: &resolved,
+        raw: &raw,
+    };
+    stream::download_and_squash(cfg, &d, &work, &file, opts)?;
     std::fs::rename(&file, out).map_err(|source| ImportError::Archive {
         path: out.to_path_buf(),
         reason: format!("cannot move the image into place: {source}"),
@@ -463,28 +437,20 @@ fn convert(
     Ok(store.install(lock, digest, &out, &layout.meta)?)
 }
 
-/// Flattens the layers of `layout` into the squashfs file `out`.
+/// Flattens the layers of `layout` (complete on disk: `load`) into the squashfs file `out`.
 fn squash_layout(
     cfg: &Config,
     layout: &Layout,
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<(), ImportError> {
-    if let Some(p) = &layout.meta.platform {
-        let host = format!("linux/{}", host_arch());
-        if !p.starts_with(&host) {
-            progress.warn(&format!("the image is built for {p}, this host is {host}"));
-        }
-    }
+    check_platform(&layout.meta, progress);
     let n = layout.layers.len();
-    progress.phase(&format!(
-        "squashing {n} layer{}",
-        if n == 1 { "" } else { "s" }
-    ));
+    progress.phase(&layer_phase(n));
     let total: u64 = layout.layers.iter().map(|l| l.size).sum();
-    let read = Cell::new(0u64);
-    let current = Cell::new(0usize);
-    let tick = |bytes| progress.advance(bytes, Some(total), current.get(), n);
+    let read = AtomicU64::new(0);
+    let current = AtomicUsize::new(0);
+    let tick = |bytes| progress.advance(bytes, Some(total), current.load(Ordering::Relaxed), n);
     let mut inputs = Vec::with_capacity(n);
     for l in &layout.layers {
         let reader = layout.open_layer(l)?;
@@ -497,9 +463,21 @@ fn squash_layout(
             }),
         });
     }
+    squash_inputs(cfg, inputs, &current, out, progress)
+}
+
+/// mksquashfs writes `out` from the flattened `inputs`; `current` follows the layer being
+/// merged (0-based, top-down), for progress.
+fn squash_inputs(
+    cfg: &Config,
+    inputs: Vec<LayerInput<'_>>,
+    current: &AtomicUsize,
+    out: &Path,
+    progress: &dyn Progress,
+) -> Result<(), ImportError> {
     let squashed = Mksquashfs::from_config(cfg).build(out, |stdin| {
         flatten(inputs, stdin, &mut |ev| match ev {
-            FlattenEvent::Layer { index, .. } => current.set(index - 1),
+            FlattenEvent::Layer { index, .. } => current.store(index - 1, Ordering::Relaxed),
             FlattenEvent::Warning(w) => progress.warn(&w),
         })
     })?;
@@ -509,18 +487,33 @@ fn squash_layout(
     Ok(())
 }
 
-/// Counts bytes read across all layers, for progress.
+/// The phase line of squashing `n` layers.
+fn layer_phase(n: usize) -> String {
+    format!("squashing {n} layer{}", if n == 1 { "" } else { "s" })
+}
+
+/// Warns when the image is built for another platform than this host's.
+fn check_platform(meta: &crate::image::metadata::ImageMeta, progress: &dyn Progress) {
+    if let Some(p) = &meta.platform {
+        let host = format!("linux/{}", host_arch());
+        if !p.starts_with(&host) {
+            progress.warn(&format!("the image is built for {p}, this host is {host}"));
+        }
+    }
+}
+
+/// Counts bytes read across all layers, for progress (layers are read on decoder threads).
 struct Counted<'a, R> {
     inner: R,
-    read: &'a Cell<u64>,
-    tick: &'a dyn Fn(u64),
+    read: &'a AtomicU64,
+    tick: &'a (dyn Fn(u64) + Sync),
 }
 
 impl<R: Read> Read for Counted<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.read.set(self.read.get() + n as u64);
-        (self.tick)(self.read.get());
+        let read = self.read.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        (self.tick)(read);
         Ok(n)
     }
 }

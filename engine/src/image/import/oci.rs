@@ -154,8 +154,7 @@ pub fn resolve(raw: &[u8], reference: &str, os: &str, arch: &str) -> Result<Reso
     })
 }
 
-/// An image inside a downloaded directory: an OCI layout (`index.json`, `blobs/sha256/HEX`), or
-/// skopeo's `dir:` layout (`manifest.json` as the registry sent it, blobs named `HEX`).
+/// An image inside a complete OCI layout (`index.json`, `blobs/sha256/HEX`): what `load` reads.
 #[derive(Debug, Clone)]
 pub struct Layout {
     files: LayoutFiles,
@@ -177,20 +176,11 @@ struct LayoutFiles {
     dir: PathBuf,
     fd: Arc<OwnedFd>,
     owner: Option<u32>,
-    blobs: BlobNames,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BlobNames {
-    /// `blobs/sha256/HEX` (OCI image layout).
-    Oci,
-    /// `HEX` (containers/image `dir:` transport).
-    Dir,
 }
 
 impl LayoutFiles {
     /// The root-created directory `dir` (its last component not followed).
-    fn open(dir: &Path, blobs: BlobNames) -> Result<Self, OciError> {
+    fn open(dir: &Path) -> Result<Self, OciError> {
         let fd = crate::sys::fs::open_dir(dir).map_err(|source| OciError::Io {
             path: dir.to_path_buf(),
             source,
@@ -199,7 +189,6 @@ impl LayoutFiles {
             dir: dir.to_path_buf(),
             fd: Arc::new(fd),
             owner: None,
-            blobs,
         })
     }
 
@@ -210,10 +199,7 @@ impl LayoutFiles {
             reason: e.to_string(),
         })?;
         let (algo, hex) = digest.split_once(':').expect("checked");
-        Ok(match self.blobs {
-            BlobNames::Oci => Path::new("blobs").join(algo).join(hex),
-            BlobNames::Dir => PathBuf::from(hex),
-        })
+        Ok(Path::new("blobs").join(algo).join(hex))
     }
 
     /// Opens `name` below the directory: a regular file, and the owner's when one is set.
@@ -312,7 +298,7 @@ impl Layout {
     /// [`Layout::read`] of a layout written by `owner` (a user's skopeo) into a directory root
     /// created for them: only regular files `owner` owns, with one link, are read.
     pub fn read_written_by(dir: &Path, owner: Option<u32>) -> Result<Layout, OciError> {
-        let mut files = LayoutFiles::open(dir, BlobNames::Oci)?;
+        let mut files = LayoutFiles::open(dir)?;
         files.owner = owner;
         let bad = |reason: String| OciError::Layout {
             path: dir.to_path_buf(),
@@ -339,32 +325,6 @@ impl Layout {
         Layout::from_manifest(files, &manifest_bytes, digest)
     }
 
-    /// Reads skopeo's `dir:` layout in the directory `fd` names (`dir` is its path, for
-    /// messages), written by the user `owner`: its `manifest.json` must be the manifest
-    /// `digest` names, the digest root resolved itself, and every blob is checked against it.
-    pub fn read_pinned_dir(
-        dir: &Path,
-        fd: OwnedFd,
-        owner: Option<u32>,
-        digest: &str,
-    ) -> Result<Layout, OciError> {
-        let files = LayoutFiles {
-            dir: dir.to_path_buf(),
-            fd: Arc::new(fd),
-            owner,
-            blobs: BlobNames::Dir,
-        };
-        let manifest_bytes = files.read_small(Path::new("manifest.json"))?;
-        let got = sha256_digest(&manifest_bytes);
-        if got != digest {
-            return Err(OciError::Layout {
-                path: dir.join("manifest.json"),
-                reason: format!("not the manifest resolved: expected {digest}, got {got}"),
-            });
-        }
-        Layout::from_manifest(files, &manifest_bytes, digest.to_string())
-    }
-
     fn from_manifest(
         files: LayoutFiles,
         manifest_bytes: &[u8],
@@ -375,51 +335,15 @@ impl Layout {
             path: dir.clone(),
             reason,
         };
-        let m: AnyManifest = serde_json::from_slice(manifest_bytes)
-            .map_err(|e| bad(format!("manifest {manifest_digest}: {e}")))?;
-        if m.manifests.is_some() {
-            return Err(bad(
-                "the layout holds an index, not an image manifest".into()
-            ));
-        }
-        let config = m
-            .config
-            .ok_or_else(|| bad("manifest has no config".into()))?;
-        let config_bytes = files.read_blob(&config.digest)?;
-        let cfg: ConfigFile = serde_json::from_slice(&config_bytes)
-            .map_err(|e| bad(format!("image config {}: {e}", config.digest)))?;
-        let layers = m.layers.unwrap_or_default();
-        for l in &layers {
-            if l.media_type.contains("encrypted") {
-                return Err(bad(format!(
-                    "layer {} is encrypted ({})",
-                    l.digest, l.media_type
-                )));
-            }
-            check_digest(&l.digest).map_err(|e| bad(format!("layer: {e}")))?;
-        }
-        let c = cfg.config.unwrap_or_default();
-        let platform = match (&cfg.os, &cfg.architecture, &cfg.variant) {
-            (os, arch, _) if os.is_empty() && arch.is_empty() => None,
-            (os, arch, Some(v)) => Some(format!("{os}/{arch}/{v}")),
-            (os, arch, None) => Some(format!("{os}/{arch}")),
-        };
-        let meta = ImageMeta {
-            cmd: c.cmd,
-            entrypoint: c.entrypoint,
-            working_dir: c.working_dir.filter(|w| !w.is_empty()),
-            env: c.env.unwrap_or_default(),
-            labels: c.labels.unwrap_or_default(),
-            user: c.user.filter(|u| !u.is_empty()),
-            image_id: Some(config.digest.trim_start_matches("sha256:").to_string()),
-            platform,
-        };
+        let m = ImageManifest::parse(manifest_bytes, &manifest_digest).map_err(bad)?;
+        let config_bytes = files.read_blob(&m.config.digest)?;
+        let meta = meta_from_config(&config_bytes, &m.config.digest).map_err(bad)?;
         Ok(Layout {
             files,
             manifest_digest,
-            config_digest: config.digest,
+            config_digest: m.config.digest,
             meta,
-            layers,
+            layers: m.layers,
         })
     }
 
@@ -428,6 +352,105 @@ impl Layout {
         let name = self.files.blob_name(&layer.digest)?;
         let f = self.files.open_file(&name)?;
         Ok(VerifyingReader::new(f, &layer.digest, Some(layer.size)))
+    }
+}
+
+/// The parts of an image manifest an import uses, checked: a config, and layers that are
+/// neither encrypted nor named by a malformed digest.
+#[derive(Debug, Clone)]
+pub struct ImageManifest {
+    pub config: Descriptor,
+    /// Base first.
+    pub layers: Vec<Descriptor>,
+}
+
+impl ImageManifest {
+    /// Parses the manifest `digest` names; the error is the reason alone.
+    pub fn parse(bytes: &[u8], digest: &str) -> Result<ImageManifest, String> {
+        let m: AnyManifest =
+            serde_json::from_slice(bytes).map_err(|e| format!("manifest {digest}: {e}"))?;
+        if m.manifests.is_some() {
+            return Err("the layout holds an index, not an image manifest".into());
+        }
+        let config = m.config.ok_or("manifest has no config")?;
+        check_digest(&config.digest).map_err(|e| format!("config: {e}"))?;
+        let layers = m.layers.unwrap_or_default();
+        for l in &layers {
+            if l.media_type.contains("encrypted") {
+                return Err(format!(
+                    "layer {} is encrypted ({})",
+                    l.digest, l.media_type
+                ));
+            }
+            check_digest(&l.digest).map_err(|e| format!("layer: {e}"))?;
+        }
+        Ok(ImageManifest { config, layers })
+    }
+}
+
+/// The image metadata in the config blob `digest` (already verified).
+fn meta_from_config(bytes: &[u8], digest: &str) -> Result<ImageMeta, String> {
+    let cfg: ConfigFile =
+        serde_json::from_slice(bytes).map_err(|e| format!("image config {digest}: {e}"))?;
+    let c = cfg.config.unwrap_or_default();
+    let platform = match (&cfg.os, &cfg.architecture, &cfg.variant) {
+        (os, arch, _) if os.is_empty() && arch.is_empty() => None,
+        (os, arch, Some(v)) => Some(format!("{os}/{arch}/{v}")),
+        (os, arch, None) => Some(format!("{os}/{arch}")),
+    };
+    Ok(ImageMeta {
+        cmd: c.cmd,
+        entrypoint: c.entrypoint,
+        working_dir: c.working_dir.filter(|w| !w.is_empty()),
+        env: c.env.unwrap_or_default(),
+        labels: c.labels.unwrap_or_default(),
+        user: c.user.filter(|u| !u.is_empty()),
+        image_id: Some(digest.trim_start_matches("sha256:").to_string()),
+        platform,
+    })
+}
+
+/// The blobs of an OCI layout (`blobs/sha256/HEX`) while skopeo may still be writing it, in the
+/// directory `fd` names, written by the user `owner`. skopeo renames a blob into its name once
+/// it is complete; either way every byte is checked against the digest of a manifest this
+/// process verified, never against anything skopeo wrote (its `index.json` and manifest are not
+/// read at all).
+#[derive(Debug, Clone)]
+pub struct BlobDir {
+    files: LayoutFiles,
+}
+
+impl BlobDir {
+    pub fn new(dir: &Path, fd: OwnedFd, owner: Option<u32>) -> BlobDir {
+        BlobDir {
+            files: LayoutFiles {
+                dir: dir.to_path_buf(),
+                fd: Arc::new(fd),
+                owner,
+            },
+        }
+    }
+
+    /// The blob `digest` names (to be read through a [`VerifyingReader`]), or None while it is
+    /// not there yet.
+    pub fn try_open(&self, digest: &str) -> Result<Option<File>, OciError> {
+        let name = self.files.blob_name(digest)?;
+        match self.files.open_file(&name) {
+            Ok(f) => Ok(Some(f)),
+            Err(OciError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The image metadata from the (verified) config blob `config`.
+    pub fn read_config(&self, config: &Descriptor) -> Result<ImageMeta, OciError> {
+        let bytes = self.files.read_blob(&config.digest)?;
+        meta_from_config(&bytes, &config.digest).map_err(|reason| OciError::Layout {
+            path: self.files.dir.clone(),
+            reason,
+        })
     }
 }
 

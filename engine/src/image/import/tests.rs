@@ -1,6 +1,7 @@
 //! Import logic against a fake registry (in memory) and the real mksquashfs.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -83,9 +84,33 @@ struct Fake {
     copy_delay: Duration,
     /// Serve these bytes instead of a blob's content (a corrupt download).
     corrupt_blob: Option<String>,
+    /// How the copy writes the layout (see [`Copying`]).
+    copying: Copying,
+}
+
+/// How the fake copy writes its layout.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Copying {
+    /// Everything at once, each blob renamed into place, as skopeo does.
+    #[default]
+    AtOnce,
+    /// The layers, then it waits until this process has a layer open (the flattener reading it
+    /// while the copy still runs) before it writes the rest; fails if that never happens.
+    WaitForReader,
+    /// Each layer written under its final name in two halves, a pause between them.
+    InPieces,
+    /// The first layer, then a failure.
+    FailAfterOneLayer,
 }
 
 impl Fake {
+    fn copying(copying: Copying) -> Fake {
+        Fake {
+            copying,
+            ..Fake::default()
+        }
+    }
+
     fn push(&self, name: &str, img: FakeImage) -> String {
         let d = oci::sha256_digest(&img.manifest);
         let repo = name.split(':').next().unwrap();
@@ -126,7 +151,7 @@ impl Fetcher for Fake {
         Ok(self.get(r)?.manifest)
     }
 
-    fn copy_to_dir(
+    fn copy_to_layout(
         &self,
         r: &ImageRef,
         dir: &Path,
@@ -137,7 +162,7 @@ impl Fetcher for Fake {
         self.copies.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(self.copy_delay);
         let img = self.get(r)?;
-        write_layout(&img, dir, self.corrupt_blob.as_deref());
+        write_layout(&img, dir, self.corrupt_blob.as_deref(), self.copying)?;
         tick(1, 1);
         Ok(())
     }
@@ -152,19 +177,108 @@ impl Fetcher for Fake {
     }
 }
 
-/// What skopeo's `dir:` transport writes: the manifest as served, blobs named by their hex.
-fn write_layout(img: &FakeImage, dir: &Path, corrupt: Option<&str>) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("manifest.json"), &img.manifest).unwrap();
-    for (d, data) in &img.blobs {
-        let data = if corrupt == Some(d.as_str()) {
+/// What skopeo's `oci:` transport writes: blobs in `blobs/sha256/HEX` (each written under a
+/// temporary name and renamed), then `index.json` (whose manifest egret never reads).
+fn write_layout(
+    img: &FakeImage,
+    dir: &Path,
+    corrupt: Option<&str>,
+    copying: Copying,
+) -> Result<(), FetchError> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let content = |d: &str| {
+        if corrupt == Some(d) {
             b"garbage".to_vec()
         } else {
-            data.clone()
-        };
-        std::fs::write(dir.join(&d[7..]), data).unwrap();
+            img.blobs[d].clone()
+        }
+    };
+    let put = |d: &str| {
+        let tmp = dir.join("oci-put-blob");
+        std::fs::write(&tmp, content(d)).unwrap();
+        std::fs::rename(&tmp, blobs.join(&d[7..])).unwrap();
+    };
+    let m: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+    let layers: Vec<String> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    for d in &layers {
+        match copying {
+            Copying::InPieces => {
+                let data = content(d);
+                let path = blobs.join(&d[7..]);
+                let mut f = std::fs::File::create(&path).unwrap();
+                std::io::Write::write_all(&mut f, &data[..data.len() / 2]).unwrap();
+                std::thread::sleep(Duration::from_millis(150));
+                std::io::Write::write_all(&mut f, &data[data.len() / 2..]).unwrap();
+            }
+            Copying::FailAfterOneLayer => {
+                put(d);
+                return Err(FetchError::Failed {
+                    what: "the fake copy".into(),
+                    detail: "connection reset".into(),
+                });
+            }
+            _ => put(d),
+        }
     }
-    std::fs::write(dir.join("version"), "Directory Transport Version: 1.1\n").unwrap();
+    if copying == Copying::WaitForReader {
+        let names: Vec<PathBuf> = layers.iter().map(|d| blobs.join(&d[7..])).collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !open_in_this_process(&names) {
+            if std::time::Instant::now() > deadline {
+                return Err(FetchError::Failed {
+                    what: "the fake copy".into(),
+                    detail: "no layer was read while the download ran".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let config = m["config"]["digest"].as_str().unwrap();
+    put(config);
+    let md = oci::sha256_digest(&img.manifest);
+    std::fs::write(blobs.join(&md[7..]), &img.manifest).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"digest": md, "size": img.manifest.len()}]});
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    Ok(())
+}
+
+/// Pushes `egret/app:1` made of gzipped layers with these files (base first).
+fn push_layers(f: &Fake, layers: &[&[(&str, &str)]]) {
+    let blobs = layers.iter().map(|files| gz(&layer_tar(files))).collect();
+    f.push("egret/app:1", fake_image(blobs, serde_json::json!({})));
+}
+
+/// Pushes `egret/app:multi`, an index whose one entry, for this host, is `digest`.
+fn push_index(f: &Fake, digest: &str) {
+    let idx = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"digest": digest, "size": 1, "platform": {"os": "linux", "architecture": host_arch()}}]
+    });
+    let manifest = idx.to_string().into_bytes();
+    f.push(
+        "egret/app:multi",
+        FakeImage {
+            manifest,
+            blobs: HashMap::new(),
+        },
+    );
+}
+
+/// Whether a descriptor of this process names one of `paths`.
+fn open_in_this_process(paths: &[PathBuf]) -> bool {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .any(|target| paths.contains(&target))
 }
 
 struct Env {
@@ -231,6 +345,13 @@ impl Env {
         assert!(tmp.is_empty(), "store tmp not empty: {tmp:?}");
         let dl: Vec<_> = std::fs::read_dir(&self.cfg.temp_dir).unwrap().collect();
         assert!(dl.is_empty(), "temp dir not empty: {dl:?}");
+    }
+
+    /// A failed import: nothing half-done, no image, no index entry.
+    fn assert_nothing_stored(&self) {
+        self.assert_clean();
+        assert_eq!(self.image_files(), 0);
+        assert!(self.store.list().unwrap().is_empty());
     }
 
     fn image_files(&self) -> usize {
@@ -378,9 +499,7 @@ fn missing_image_leaves_nothing_behind() {
         err.to_string(),
         "image reg.example/egret/nope:1 not found in the registry"
     );
-    e.assert_clean();
-    assert_eq!(e.image_files(), 0);
-    assert!(e.store.list().unwrap().is_empty());
+    e.assert_nothing_stored();
 }
 
 #[test]
@@ -406,9 +525,7 @@ fn corrupt_blob_fails_and_cleans_up() {
         err.contains("digest mismatch") || err.contains(&layer),
         "{err}"
     );
-    e.assert_clean();
-    assert_eq!(e.image_files(), 0);
-    assert!(e.store.list().unwrap().is_empty());
+    e.assert_nothing_stored();
 }
 
 #[test]
@@ -596,4 +713,103 @@ fn a_steps_resolved_digest_is_used_without_asking_the_registry_when_known() {
     let bogus = format!("sha256:{}", "0".repeat(64));
     assert!(step(&bogus).is_err());
     assert_eq!(f.inspects.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn layers_stream_into_the_flattener_while_the_download_runs() {
+    let e = env();
+    let f = Fake::copying(Copying::WaitForReader);
+    // A base layer big enough (16 MiB, incompressible, uncompressed) that reading it takes
+    // a while: the fake sees its descriptor open.
+    let mut noise = Vec::with_capacity(16 << 20);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while noise.len() < 16 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        noise.extend_from_slice(&x.to_le_bytes());
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(noise.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "a/noise", &noise[..]).unwrap();
+    let base = b.into_inner().unwrap();
+    let top = gz(&layer_tar(&[("a/.wh.old", ""), ("a/new", "n")]));
+    f.push(
+        "egret/ml:1",
+        fake_image(vec![base, top], serde_json::json!({"Cmd": ["/x"]})),
+    );
+    // The copy only finishes once a layer is being read: a pull that waited for the whole
+    // download before flattening would fail here.
+    let p = e.pull(&f, "reg.example/egret/ml:1").unwrap();
+    assert_eq!(unsquash_cat(&p.image.squashfs, "a/new"), "n");
+    assert_eq!(p.image.meta.cmd, Some(vec!["/x".to_string()]));
+    let text = e.text();
+    let (dl, sq) = (
+        text.find("egret: downloading").unwrap(),
+        text.find("egret: squashing 2 layers").unwrap(),
+    );
+    assert!(dl < sq, "{text}");
+    e.assert_clean();
+}
+
+#[test]
+fn a_layer_written_in_pieces_is_followed_to_its_size() {
+    let e = env();
+    let f = Fake::copying(Copying::InPieces);
+    let big: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    push_layers(&f, &[&[("big", &big)], &[("top", "t")]]);
+    let p = e.pull(&f, "reg.example/egret/app:1").unwrap();
+    assert_eq!(unsquash_cat(&p.image.squashfs, "big"), big);
+    assert_eq!(unsquash_cat(&p.image.squashfs, "top"), "t");
+    e.assert_clean();
+}
+
+#[test]
+fn a_download_failing_midway_reports_the_download_error_and_leaves_nothing() {
+    let e = env();
+    let f = Fake::copying(Copying::FailAfterOneLayer);
+    push_layers(&f, &[&[("base", "b")], &[("top", "t")]]);
+    let err = e.pull(&f, "reg.example/egret/app:1").unwrap_err();
+    assert!(
+        matches!(err, ImportError::Fetch(FetchError::Failed { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("connection reset"), "{err}");
+    e.assert_nothing_stored();
+}
+
+#[test]
+fn an_index_is_followed_by_the_platform_manifest_fetched_by_digest() {
+    let e = env();
+    let f = Fake::default();
+    let d = f.push("egret/app:amd", simple_image("v1"));
+    push_index(&f, &d);
+    let p = e.pull(&f, "reg.example/egret/app:multi").unwrap();
+    assert_eq!(p.image.digest, d);
+    assert_eq!(unsquash_cat(&p.image.squashfs, "etc/content"), "v1");
+    assert_eq!(
+        f.inspects.load(Ordering::SeqCst),
+        2,
+        "the tag, then the platform's manifest by its digest"
+    );
+}
+
+#[test]
+fn a_platform_manifest_that_does_not_match_the_index_is_refused() {
+    let e = env();
+    let f = Fake::default();
+    let d = f.push("egret/app:amd", simple_image("v1"));
+    // The registry answers the platform digest with another manifest.
+    f.images
+        .lock()
+        .unwrap()
+        .insert(format!("egret/app@{d}"), simple_image("forged"));
+    push_index(&f, &d);
+    let err = e.pull(&f, "reg.example/egret/app:multi").unwrap_err();
+    assert!(matches!(err, ImportError::DigestMismatch { .. }), "{err}");
+    e.assert_nothing_stored();
 }

@@ -507,10 +507,12 @@ pub fn multilayer_expected() -> serde_json::Value {
 
 /// The id the next job will get: unchanged when srun refused to queue one.
 pub fn next_job_id() -> usize {
-    let o = Command::new("scontrol")
-        .args(["show", "config"])
-        .output()
-        .unwrap();
+    next_job_id_of(Command::new("scontrol"))
+}
+
+/// `NEXT_JOB_ID` from `scontrol show config` run as `scontrol` (a cluster's `SLURM_CONF` set).
+pub(crate) fn next_job_id_of(mut scontrol: Command) -> usize {
+    let o = scontrol.args(["show", "config"]).output().unwrap();
     String::from_utf8_lossy(&o.stdout)
         .lines()
         .find_map(|l| {

@@ -225,17 +225,7 @@ pub fn blob_requests(repo: &str, mark: u64) -> Vec<(String, u64)> {
 
 /// The id the multi cluster's next job will get.
 pub fn next_job_id() -> usize {
-    let o = Command::new("scontrol")
-        .env("SLURM_CONF", MULTI_SLURM_CONF)
-        .args(["show", "config"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("NEXT_JOB_ID")
-                .map(|v| v.trim_start_matches([' ', '=']).trim().to_string())
-        })
-        .and_then(|v| v.parse().ok())
-        .expect("NEXT_JOB_ID in the multi cluster's scontrol show config")
+    let mut scontrol = Command::new("scontrol");
+    scontrol.env("SLURM_CONF", MULTI_SLURM_CONF);
+    crate::cluster::next_job_id_of(scontrol)
 }

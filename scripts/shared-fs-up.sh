@@ -46,6 +46,12 @@ if ! g volume info "$VOLUME" | grep -q '^Status: Started'; then
     g volume start "$VOLUME" force >/dev/null
 fi
 
+# A mount whose glusterfs client died (killed, or glusterd restarted under it) is still in the
+# mount table but fails every stat with "Transport endpoint is not connected": drop it first.
+if awk '{print $5}' /proc/self/mountinfo | grep -qx "$MOUNT" && ! stat "$MOUNT" >/dev/null 2>&1; then
+    log "dropping the dead mount on $MOUNT"
+    umount -l "$MOUNT"
+fi
 if ! mountpoint -q "$MOUNT"; then
     install -d -m 0755 "$MOUNT"
     log "mounting $HOST:/$VOLUME on $MOUNT"

@@ -42,8 +42,10 @@ command -v scancel >/dev/null 2>&1 && getent passwd egretuser >/dev/null \
 kill_named slurmctld slurmd slurmstepd egret-launcher egret runc docker-registry dropbear
 
 # The shared-store volume (scripts/shared-fs-up.sh): unmount, drop the volume, stop gluster.
-if mountpoint -q /mnt/egret-shared 2>/dev/null; then
-    umount /mnt/egret-shared 2>/dev/null || umount -l /mnt/egret-shared && log "unmounted /mnt/egret-shared"
+# The mount table, not mountpoint(1): a FUSE mount whose glusterfs client died fails stat with
+# "Transport endpoint is not connected", and would be left behind, blocking the next mount.
+if awk '{print $5}' /proc/self/mountinfo | grep -qx /mnt/egret-shared; then
+    { umount /mnt/egret-shared 2>/dev/null || umount -l /mnt/egret-shared; } && log "unmounted /mnt/egret-shared"
 fi
 if command -v gluster >/dev/null 2>&1 && pgrep -x glusterd >/dev/null; then
     if timeout 20 gluster --mode=script volume info egret-shared >/dev/null 2>&1; then

@@ -6,8 +6,10 @@
 //! it would have read the cgroups of root's process and put runc, as root, into them.
 //!
 //! The scheme, deterministic up to one race:
-//! 1. The test holds the user's image index lock (`users/<uid>/metadata.lock`, exclusive), so
-//!    the step's launcher waits in the image step before it can start any container.
+//! 1. The test holds the image's digest lock (`locks/sha256-<hex>.lock`, exclusive, as an import
+//!    of that image would), so the step's launcher waits in the image step (reusing a stored
+//!    image takes that lock shared; importing it, exclusive) before it can start any container.
+//!    The user's index is read without a lock, so holding that one would not hold the launcher.
 //! 2. The user's forger F (`FORGER`, python) forks P, which connects to the step's launcher
 //!    socket as soon as it accepts connections and sends a valid `Hello` for local task 5. The
 //!    socket itself was made by F before the fork: F still holds it once P is gone and reads the
@@ -15,7 +17,7 @@
 //! 3. P exits; F waits until the launcher has read every byte of the hello (SIOCOUTQ is 0:
 //!    its pidfd of P was taken while P was still unreaped), then reaps P and reports its number.
 //! 4. The test makes a root-owned `sleep` get exactly that number (ns_last_pid) and puts it into
-//!    cgroups of its own, then releases the index lock.
+//!    cgroups of its own, then releases the digest lock.
 //! 5. The launcher must answer P's slot with "the task exited before its container started" and
 //!    nothing may ever appear in the sleep's cgroups (runc, its shim, a container or a cgroup
 //!    runc made); runc never knows a container for task 5. The real tasks of the step run or
@@ -30,7 +32,6 @@ use egret_test_support as common;
 use egret_test_support::forged_task;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -38,7 +39,7 @@ use std::time::{Duration, Instant};
 use common::TEST_USER;
 use forged_task::{note, run_dir, Allocation, Running};
 
-/// Any stored or importable test image does: the index lock holds the launcher either way.
+/// Any stored or importable test image does: its digest lock holds the launcher either way.
 const IMAGE: &str = "busybox";
 /// The local task id the forged hello claims: one of the step's (0 and 1; the launcher refuses
 /// others and a second hello for one id), so the real task 1 is the one left without a slot.
@@ -107,17 +108,19 @@ except ConnectionResetError:
 note("reply", json.dumps({"frames": frames, "end": end}))
 "#;
 
-/// The user's image index lock (egret.json `localRepositoryBaseDir`).
-fn index_lock_path(uid: u32) -> PathBuf {
+/// The store's lock for `IMAGE`'s digest (egret.json `localRepositoryBaseDir`): what an import
+/// holds exclusively and a reuse shared.
+fn digest_lock_path() -> PathBuf {
     let text = fs::read_to_string(common::EGRET_CONFIG).expect("read egret.json");
     let cfg: serde_json::Value = serde_json::from_str(&text).expect("parse egret.json");
     let base = cfg["localRepositoryBaseDir"]
         .as_str()
         .unwrap_or("/var/lib/egret/store");
+    let digest = common::registry_digest(IMAGE, "latest");
+    let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
     Path::new(base)
-        .join("users")
-        .join(uid.to_string())
-        .join("metadata.lock")
+        .join("locks")
+        .join(format!("sha256-{hex}.lock"))
 }
 
 /// The test's own cgroups (one per hierarchy that has a pid number's worth of meaning to
@@ -256,8 +259,8 @@ enum Outcome {
     SlotLost,
 }
 
-/// Ends an attempt in which P lost the race for a slot (nothing was tested): frees the image
-/// index so the real tasks run, waits for srun, then drops the forger, the trap and the job in
+/// Ends an attempt in which P lost the race for a slot (nothing was tested): frees the image's
+/// digest lock so the real tasks run, waits for srun, then drops the forger, the trap and the job in
 /// that order and checks that nothing leaked.
 fn slot_lost(
     lock: fs::File,
@@ -290,9 +293,9 @@ fn scenario(attempt: u32) -> Outcome {
     let step_prefix = format!("egret-{}.0.0.", job.0);
     let mut trap = Trap::create(attempt);
 
-    // 1. The launcher will wait for the user's index before it can start anything.
-    let lock_path = index_lock_path(TEST_USER.uid);
-    let created = !lock_path.exists();
+    // 1. The launcher will wait for the image's digest lock before it can start anything.
+    let lock_path = digest_lock_path();
+    fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
     let lock = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -300,11 +303,7 @@ fn scenario(attempt: u32) -> Outcome {
         .truncate(false)
         .open(&lock_path)
         .unwrap_or_else(|e| panic!("open {}: {e}", lock_path.display()));
-    if created {
-        // As the store itself makes it.
-        fs::set_permissions(&lock_path, fs::Permissions::from_mode(0o644)).unwrap();
-    }
-    lock.lock().expect("lock the user's image index");
+    lock.lock().expect("lock the image's digest");
 
     // 2. The forger polls for the socket; then the step starts.
     let log = |name: &str| fs::File::create(dir.join(name)).unwrap();
@@ -403,7 +402,7 @@ fn scenario(attempt: u32) -> Outcome {
     assert!(
         !answered.contains("\"frames\": [{"),
         "the launcher answered the forged task before its pid number was reused: it did not \
-         wait for the image index where this test assumes\n{}",
+         wait for the image's digest lock where this test assumes\n{}",
         context()
     );
     let early: Vec<String> = common::runc_state_entries()
@@ -412,7 +411,7 @@ fn scenario(attempt: u32) -> Outcome {
         .collect();
     assert!(
         early.is_empty(),
-        "the step started containers while its image index was locked: {early:?}: the \
+        "the step started containers while its image's digest was locked: {early:?}: the \
          launcher did not wait where this test assumes\n{}",
         context()
     );

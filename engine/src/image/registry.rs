@@ -138,6 +138,10 @@ pub trait Fetcher: Sync {
     /// its digest is computed over exactly these bytes.
     fn inspect_raw(&self, r: &ImageRef, auth: &FetchAuth) -> Result<Vec<u8>, FetchError>;
 
+    /// The config blob of the image manifest `r` names, as the exact bytes the registry sent
+    /// (`copy_to_layout` may have written a converted one under another digest).
+    fn inspect_config(&self, r: &ImageRef, auth: &FetchAuth) -> Result<Vec<u8>, FetchError>;
+
     /// Copies the image `r` (pinned by digest) into the empty directory `dir` as an OCI image
     /// layout: each blob in `blobs/sha256/HEX`, renamed into that name once complete, layers
     /// possibly several at once (their readers wait for them while the copy runs). The manifest
@@ -332,6 +336,19 @@ impl Fetcher for Skopeo {
         cmd.arg("--command-timeout")
             .arg(format!("{}s", self.inspect_timeout.as_secs()));
         cmd.arg("inspect").arg("--raw");
+        if let Some(f) = authfile.path(auth) {
+            cmd.arg("--authfile").arg(f);
+        }
+        cmd.arg(r.transport_ref());
+        self.run(cmd, &r.display(), Some(r), || {})
+    }
+
+    fn inspect_config(&self, r: &ImageRef, auth: &FetchAuth) -> Result<Vec<u8>, FetchError> {
+        let authfile = TempAuth::new(r, auth, self.runs_as())?;
+        let mut cmd = self.command();
+        cmd.arg("--command-timeout")
+            .arg(format!("{}s", self.inspect_timeout.as_secs()));
+        cmd.arg("inspect").arg("--raw").arg("--config");
         if let Some(f) = authfile.path(auth) {
             cmd.arg("--authfile").arg(f);
         }

@@ -388,6 +388,30 @@ impl ImageManifest {
     }
 }
 
+/// The image metadata in `bytes`, the config blob `config` names as fetched from the registry
+/// on its own (not from a layout), once they are checked against its digest and size.
+pub fn meta_from_fetched_config(
+    bytes: &[u8],
+    config: &Descriptor,
+    reference: &str,
+) -> Result<ImageMeta, OciError> {
+    let manifest_err = |reason| OciError::Manifest {
+        reference: reference.to_string(),
+        reason,
+    };
+    let got = sha256_digest(bytes);
+    if got != config.digest || (config.size != 0 && bytes.len() as u64 != config.size) {
+        return Err(manifest_err(format!(
+            "the registry's image config is not the one its manifest names: expected {} \
+             ({} bytes), got {got} ({} bytes)",
+            config.digest,
+            config.size,
+            bytes.len()
+        )));
+    }
+    meta_from_config(bytes, &config.digest).map_err(manifest_err)
+}
+
 /// The image metadata in the config blob `digest` (already verified).
 fn meta_from_config(bytes: &[u8], digest: &str) -> Result<ImageMeta, String> {
     let cfg: ConfigFile =

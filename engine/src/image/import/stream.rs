@@ -91,13 +91,34 @@ pub(super) fn download_and_squash(
         Ok(m) => m,
         Err(e) => return fail(e),
     };
-    match blobs.read_config(&m.config) {
+    match config(d, &blobs, &m, opts) {
         Ok(meta) => {
             check_platform(&meta, progress);
             Ok(meta)
         }
-        Err(e) => fail(e.into()),
+        Err(e) => fail(e),
     }
+}
+
+/// The image's metadata from its config blob. skopeo converts a Docker schema 2 image into an
+/// OCI one as it copies, and the converted config is serialised anew under another digest: the
+/// layout then lacks the blob the verified manifest names, which is fetched on its own instead
+/// (layers keep their digests through the conversion).
+fn config(
+    d: &Download<'_>,
+    blobs: &BlobDir,
+    m: &ImageManifest,
+    opts: &PullOptions,
+) -> Result<ImageMeta, ImportError> {
+    if blobs.try_open(&m.config.digest)?.is_some() {
+        return Ok(blobs.read_config(&m.config)?);
+    }
+    let bytes = d.fetcher.inspect_config(d.pinned, &opts.auth)?;
+    Ok(oci::meta_from_fetched_config(
+        &bytes,
+        &m.config,
+        &d.pinned.display(),
+    )?)
 }
 
 /// The directory skopeo writes into, `work/image`. When the fetcher runs as a user the

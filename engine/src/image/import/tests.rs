@@ -86,6 +86,9 @@ struct Fake {
     corrupt_blob: Option<String>,
     /// How the copy writes the layout (see [`Copying`]).
     copying: Copying,
+    /// `inspect_config` answers with another image's config.
+    forged_config: bool,
+    config_inspects: AtomicUsize,
 }
 
 /// How the fake copy writes its layout.
@@ -101,6 +104,9 @@ enum Copying {
     InPieces,
     /// The first layer, then a failure.
     FailAfterOneLayer,
+    /// As skopeo copies a Docker schema 2 image into an OCI layout: the config re-serialised,
+    /// so under a digest the verified manifest does not name.
+    ConvertingConfig,
 }
 
 impl Fake {
@@ -149,6 +155,19 @@ impl Fetcher for Fake {
     fn inspect_raw(&self, r: &ImageRef, _: &FetchAuth) -> Result<Vec<u8>, FetchError> {
         self.inspects.fetch_add(1, Ordering::SeqCst);
         Ok(self.get(r)?.manifest)
+    }
+
+    fn inspect_config(&self, r: &ImageRef, _: &FetchAuth) -> Result<Vec<u8>, FetchError> {
+        self.config_inspects.fetch_add(1, Ordering::SeqCst);
+        let img = self.get(r)?;
+        let m: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+        let config = img.blobs[m["config"]["digest"].as_str().unwrap()].clone();
+        if self.forged_config {
+            let mut v: serde_json::Value = serde_json::from_slice(&config).unwrap();
+            v["config"]["User"] = "0".into();
+            return Ok(v.to_string().into_bytes());
+        }
+        Ok(config)
     }
 
     fn copy_to_layout(
@@ -240,7 +259,13 @@ fn write_layout(
         }
     }
     let config = m["config"]["digest"].as_str().unwrap();
-    put(config);
+    if copying == Copying::ConvertingConfig {
+        let converted: serde_json::Value = serde_json::from_slice(&img.blobs[config]).unwrap();
+        let bytes = serde_json::to_vec_pretty(&converted).unwrap();
+        std::fs::write(blobs.join(&oci::sha256_digest(&bytes)[7..]), bytes).unwrap();
+    } else {
+        put(config);
+    }
     let md = oci::sha256_digest(&img.manifest);
     std::fs::write(blobs.join(&md[7..]), &img.manifest).unwrap();
     let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"digest": md, "size": img.manifest.len()}]});
@@ -811,5 +836,46 @@ fn a_platform_manifest_that_does_not_match_the_index_is_refused() {
     push_index(&f, &d);
     let err = e.pull(&f, "reg.example/egret/app:multi").unwrap_err();
     assert!(matches!(err, ImportError::DigestMismatch { .. }), "{err}");
+    e.assert_nothing_stored();
+}
+
+#[test]
+fn a_config_the_copy_converted_is_fetched_from_the_registry_and_checked() {
+    let e = env();
+    let f = Fake::copying(Copying::ConvertingConfig);
+    let d = f.push("egret/app:1", simple_image("v1"));
+    let p = e.pull(&f, "reg.example/egret/app:1").unwrap();
+    assert_eq!(p.image.digest, d);
+    assert_eq!(unsquash_cat(&p.image.squashfs, "etc/content"), "v1");
+    assert_eq!(p.image.meta.cmd, Some(vec!["/bin/sh".to_string()]));
+    assert_eq!(p.image.meta.user.as_deref(), Some("1000"));
+    assert_eq!(f.config_inspects.load(Ordering::SeqCst), 1);
+    e.assert_clean();
+}
+
+#[test]
+fn a_config_in_the_layout_is_read_without_asking_the_registry() {
+    let e = env();
+    let f = Fake::default();
+    f.push("egret/app:1", simple_image("v1"));
+    e.pull(&f, "reg.example/egret/app:1").unwrap();
+    assert_eq!(f.config_inspects.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_fetched_config_the_manifest_does_not_name_is_refused() {
+    let e = env();
+    let f = Fake {
+        copying: Copying::ConvertingConfig,
+        forged_config: true,
+        ..Fake::default()
+    };
+    f.push("egret/app:1", simple_image("v1"));
+    let err = e.pull(&f, "reg.example/egret/app:1").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is not the one its manifest names"),
+        "{err}"
+    );
     e.assert_nothing_stored();
 }

@@ -4,7 +4,8 @@
 //!
 //! The srun tests give the task the variables Slurm's gres plugin would set
 //! (`CUDA_VISIBLE_DEVICES`, `ROCR_VISIBLE_DEVICES`, `GPU_DEVICE_ORDINAL`, `SLURM_STEP_GPUS`)
-//! with `srun --export`: the test cluster has no gres configured. Their spec files go to
+//! in srun's environment (which srun exports to the tasks; `--export=VAR=1,0` cannot carry a
+//! comma): the test cluster has no gres configured. Their spec files go to
 //! `/run/egret-cdi-test`, the spec directory the test machine's egret.json adds.
 
 use std::fs;
@@ -190,6 +191,8 @@ fn egret_run_without_a_spec_brings_the_task_nvidia_gpus() {
             &script,
         ])
         .env("CUDA_VISIBLE_DEVICES", "1")
+        // cargo's own library path would follow egret's in the container.
+        .env_remove("LD_LIBRARY_PATH")
         .output()
         .unwrap();
     let text = common::assert_success(&out, "egret run with CUDA_VISIBLE_DEVICES=1");
@@ -241,6 +244,17 @@ impl Drop for TestSpecs {
     }
 }
 
+/// `srun ARGS` as root with the variables `env` added to what it exports to the tasks.
+fn srun_env(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    common::require_installed_build();
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=10", "120", "srun"]).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    common::run(&mut cmd)
+}
+
 fn busybox() -> String {
     format!("--container-image={}", common::registry_image("busybox"))
 }
@@ -257,27 +271,25 @@ fn srun_task_gpus_from_gres_variables_nvidia_and_amd() {
     // NVIDIA, as Slurm with ConstrainDevices sets it for the step's GPUs 1 and 3 (positions 1,0
     // among them: this task got both, in that order).
     let img = busybox();
-    let out = common::srun_ok(&[
-        "-n1",
-        "--export=ALL,CUDA_VISIBLE_DEVICES=1,0,SLURM_STEP_GPUS=1,3",
-        &img,
-        "sh",
-        "-c",
-        &probe,
-    ]);
+    let out = srun_env(
+        &[("CUDA_VISIBLE_DEVICES", "1,0"), ("SLURM_STEP_GPUS", "1,3")],
+        &["-n1", &img, "sh", "-c", &probe],
+    );
+    let out = common::assert_success(&out, "srun with CUDA_VISIBLE_DEVICES=1,0");
     assert_eq!(
         out,
         "nvidia1:enxio\nnvidia3:enxio\nCUDA=1,0 ROCR= ORD= KIND=nvidia.com/gpu HAS=yesyes\n"
     );
     // AMD: ROCR_VISIBLE_DEVICES and GPU_DEVICE_ORDINAL, renumbered from 0; two tasks.
-    let out = common::srun_ok(&[
-        "-n2",
-        "--export=ALL,ROCR_VISIBLE_DEVICES=0,GPU_DEVICE_ORDINAL=0,SLURM_STEP_GPUS=2",
-        &img,
-        "sh",
-        "-c",
-        &probe,
-    ]);
+    let out = srun_env(
+        &[
+            ("ROCR_VISIBLE_DEVICES", "0"),
+            ("GPU_DEVICE_ORDINAL", "0"),
+            ("SLURM_STEP_GPUS", "2"),
+        ],
+        &["-n2", &img, "sh", "-c", &probe],
+    );
+    let out = common::assert_success(&out, "srun with ROCR_VISIBLE_DEVICES=0");
     // The two tasks' lines may interleave.
     let mut lines: Vec<&str> = out.lines().collect();
     lines.sort_unstable();

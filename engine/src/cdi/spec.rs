@@ -260,11 +260,7 @@ fn check(spec: &Spec) -> Result<(), Problem> {
 /// Fails when the file's version predates `(major, minor)`, which `field` needs.
 type Needs<'a> = dyn Fn(&str, (u32, u32)) -> Result<(), Problem> + 'a;
 
-fn check_edits(
-    e: &ContainerEdits,
-    at: &str,
-    needs: &Needs<'_>,
-) -> Result<(), Problem> {
+fn check_edits(e: &ContainerEdits, at: &str, needs: &Needs<'_>) -> Result<(), Problem> {
     for (i, kv) in e.env.iter().enumerate() {
         match kv.split_once('=') {
             Some((k, _)) if !k.is_empty() && !k.contains('\0') && !kv.contains('\0') => {}

@@ -73,6 +73,9 @@ elif [ "$(cat "$CONFIG" 2>/dev/null)" != "{}" ]; then
 fi
 chown root:root "$CONFIG"
 
+# the NVIDIA driver list of nodes without a CDI spec (nvidia.libraryList)
+put "$REPO/etc/nvliblist.conf" "$ETC_DIR/nvliblist.conf" 0644
+
 # seccomp profiles named by egret.json
 install -d -o root -g root -m 0755 "$ETC_DIR/seccomp"
 for src in "$REPO"/etc/seccomp/*.json; do put "$src" "$ETC_DIR/seccomp/$(basename "$src")" 0644; done

@@ -6,6 +6,8 @@
 //! - [`container`]: from a squashfs file to a running container (the rootfs in a private mount
 //!   namespace, mounts and their user syntaxes, the OCI spec and environment, runc).
 //! - [`hooks`]: which OCI hooks a container gets (`hooks.d`) and the devices they need.
+//! - [`cdi`]: GPUs and other vendor devices from CDI specs, per Slurm task, and the built-in
+//!   NVIDIA support for nodes without a spec.
 //! - [`config`]: the admin's `egret.json` and the security checks of every path root trusts.
 //! - [`edf`]: CSCS's environment definition files (`--environment`), read as the user before
 //!   the job is queued.
@@ -16,6 +18,7 @@
 //! Dependencies point down the list: `slurm` uses `container`, `hooks` and `image`; `container`
 //! uses `image` only for image metadata; everything may use `config` and `sys`.
 
+pub mod cdi;
 pub mod config;
 pub mod container;
 pub mod edf;

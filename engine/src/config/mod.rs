@@ -95,6 +95,12 @@ pub struct Config {
     pub site_mounts: Vec<SiteMount>,
     #[serde(default)]
     pub site_devices: Vec<SiteDevice>,
+    /// CDI specs and the devices users may name (see `crate::cdi`).
+    #[serde(default)]
+    pub cdi: CdiConfig,
+    /// The built-in NVIDIA support of nodes without a CDI spec for their NVIDIA GPUs.
+    #[serde(default)]
+    pub nvidia: NvidiaConfig,
     #[serde(default)]
     pub environment: EnvironmentRules,
     #[serde(default)]
@@ -203,6 +209,80 @@ pub struct SiteDevice {
     /// A subset of `rwm`; defaults to `rwm`.
     #[serde(default)]
     pub access: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CdiConfig {
+    /// Spec directories, lowest priority first: a device defined again later wins.
+    #[serde(default = "default_cdi_dirs")]
+    pub spec_dirs: Vec<PathBuf>,
+    /// The CDI names users may ask for by name (`KIND=NAME`, `KIND=*`, `*`); none by default.
+    /// A task's own GPUs (Slurm's) need no entry.
+    #[serde(default)]
+    pub allowed_devices: Vec<String>,
+    /// What Slurm's per-task GPU variables count (see `crate::cdi::select`).
+    #[serde(default)]
+    pub slurm_gpu_indices: crate::cdi::select::GpuIndices,
+}
+
+impl Default for CdiConfig {
+    fn default() -> Self {
+        CdiConfig {
+            spec_dirs: default_cdi_dirs(),
+            allowed_devices: Vec::new(),
+            slurm_gpu_indices: Default::default(),
+        }
+    }
+}
+
+fn default_cdi_dirs() -> Vec<PathBuf> {
+    vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")]
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NvidiaConfig {
+    /// Bring a task's NVIDIA GPUs in without a CDI spec (as Apptainer's `--nv`).
+    #[serde(default = "yes")]
+    pub fallback: bool,
+    /// The driver's libraries and programs to bind (Apptainer's nvliblist.conf format); the
+    /// built-in list when the file does not exist.
+    #[serde(default = "default_nvliblist")]
+    pub library_list: PathBuf,
+    /// Where the device nodes are (tests point it at fake nodes).
+    #[serde(default = "default_dev")]
+    pub dev_dir: PathBuf,
+    /// The linker cache the libraries are looked up in.
+    #[serde(default = "default_ld_cache")]
+    pub ld_cache: PathBuf,
+    #[serde(default = "default_ldconfig")]
+    pub ldconfig: PathBuf,
+}
+
+impl Default for NvidiaConfig {
+    fn default() -> Self {
+        NvidiaConfig {
+            fallback: true,
+            library_list: default_nvliblist(),
+            dev_dir: default_dev(),
+            ld_cache: default_ld_cache(),
+            ldconfig: default_ldconfig(),
+        }
+    }
+}
+
+fn default_nvliblist() -> PathBuf {
+    PathBuf::from("/etc/egret/nvliblist.conf")
+}
+fn default_dev() -> PathBuf {
+    PathBuf::from("/dev")
+}
+fn default_ld_cache() -> PathBuf {
+    PathBuf::from("/etc/ld.so.cache")
+}
+fn default_ldconfig() -> PathBuf {
+    PathBuf::from("/sbin/ldconfig")
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -414,6 +494,33 @@ impl Config {
                         "siteDevices: access '{a}' must be a subset of 'rwm'"
                     ));
                 }
+            }
+        }
+        let n = &self.nvidia;
+        let cdi_paths = self.cdi.spec_dirs.iter().map(|d| ("cdi.specDirs", d));
+        let nvidia_paths = [
+            ("nvidia.libraryList", &n.library_list),
+            ("nvidia.devDir", &n.dev_dir),
+            ("nvidia.ldCache", &n.ld_cache),
+            ("nvidia.ldconfig", &n.ldconfig),
+        ];
+        for (key, p) in cdi_paths.chain(nvidia_paths) {
+            if !p.is_absolute() {
+                return Err(format!(
+                    "key '{key}' must be an absolute path, got '{}'",
+                    p.display()
+                ));
+            }
+        }
+        for a in &self.cdi.allowed_devices {
+            let kind_only = a.strip_suffix("=*");
+            let ok = a == "*"
+                || kind_only.is_some_and(|k| crate::cdi::spec::check_kind(k).is_ok())
+                || crate::cdi::spec::split_qualified(a).is_some();
+            if !ok {
+                return Err(format!(
+                    "cdi.allowedDevices: '{a}' is not KIND=NAME, KIND=* or * (e.g. nvidia.com/gpu=*)"
+                ));
             }
         }
         if self.repository_metadata_lock_timings.timeout_ms == 0 {

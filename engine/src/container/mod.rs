@@ -5,6 +5,7 @@
 //! [`spec`] and [`env`] write `config.json` → [`runtime`] runs runc.
 
 pub mod env;
+pub mod ldcache;
 pub mod mounts;
 pub mod remap_root;
 pub mod rootfs;

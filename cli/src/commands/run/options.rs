@@ -17,7 +17,8 @@ pub struct RunArgs {
     /// Bind mount a host path (repeatable): type=bind,src=HOST,dst=CONTAINER[,readonly].
     #[arg(long = "mount", value_name = "SPEC")]
     mounts: Vec<String>,
-    /// Make a host device available (repeatable): HOST[:CONTAINER][:ACCESS], ACCESS ⊆ rwm.
+    /// Make a host device available (repeatable): HOST[:CONTAINER][:ACCESS], ACCESS ⊆ rwm, or a
+    /// CDI device by name (VENDOR/CLASS=NAME, e.g. nvidia.com/gpu=0) the site allows.
     #[arg(long = "device", value_name = "DEVICE")]
     devices: Vec<String>,
     /// Working directory inside the container (absolute; created if missing).
@@ -87,6 +88,8 @@ pub enum OptionError {
     Mount(#[source] MountError),
     #[error("bad --device {0}, see 'egret run --help'")]
     Device(#[source] MountError),
+    #[error("bad --device: {0}, see 'egret run --help'")]
+    CdiDevice(#[source] egret_engine::cdi::CdiError),
     #[error("bad --env '{}': {source}, see 'egret run --help'", .input.escape_debug())]
     Env { input: String, source: EnvError },
     #[error("bad --annotation '{}': expected KEY=VALUE, see 'egret run --help'", .0.escape_debug())]
@@ -137,8 +140,17 @@ pub fn parse(
         .iter()
         .map(|m| mounts::parse_sarus_mount(m).map_err(OptionError::Mount))
         .collect::<Result<Vec<_>, _>>()?;
-    let devices = a
+    // `--device` takes a host path or a CDI name (`nvidia.com/gpu=0`), as podman's does.
+    let (cdi_devices, paths): (Vec<String>, Vec<String>) = a
         .devices
+        .iter()
+        .cloned()
+        .partition(|d| egret_engine::cdi::select::is_cdi_name(d));
+    for d in &cdi_devices {
+        egret_engine::cdi::select::check_allowed(d, &["*".to_string()])
+            .map_err(OptionError::CdiDevice)?;
+    }
+    let devices = paths
         .iter()
         .map(|d| mounts::parse_device(d).map_err(OptionError::Device))
         .collect::<Result<Vec<_>, _>>()?;
@@ -207,6 +219,7 @@ pub fn parse(
             readonly_root: false,
             init: a.init,
             hostname: None,
+            cdi_devices,
         },
         pass_fds,
     })

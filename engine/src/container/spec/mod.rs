@@ -60,6 +60,8 @@ pub enum SpecError {
     Seccomp { path: PathBuf, msg: String },
     #[error(transparent)]
     Hooks(#[from] HooksError),
+    #[error(transparent)]
+    Cdi(#[from] crate::cdi::CdiError),
     #[error("cannot build the container spec: {0}")]
     Build(String),
     #[error("cannot write {}: {source}", path.display())]
@@ -118,6 +120,8 @@ pub struct SpecOptions {
     pub init: bool,
     /// Setting a hostname gives the container its own UTS namespace.
     pub hostname: Option<String>,
+    /// CDI devices asked for by name (`--device`, `--container-device`), beside the task's GPUs.
+    pub cdi_devices: Vec<String>,
 }
 
 impl Default for SpecOptions {
@@ -129,6 +133,7 @@ impl Default for SpecOptions {
             readonly_root: false,
             init: false,
             hostname: None,
+            cdi_devices: Vec::new(),
         }
     }
 }
@@ -246,6 +251,16 @@ pub fn build_spec_wrapped(
         }
         None => plain.clone(),
     };
+    // The task's GPUs and the named CDI devices: egret brings them itself, so the site's GPU
+    // hooks (selected by egret's annotations) must not bring them again.
+    let gpus = crate::cdi::apply::plan(cfg, &process.host_env, &opts.cdi_devices)?;
+    let mut annotations = opts.annotations.clone();
+    if gpus.nvidia {
+        annotations.remove(crate::hooks::annotations::NVIDIA_ENABLED);
+    }
+    if gpus.amd {
+        annotations.remove(crate::hooks::annotations::AMDGPU_ENABLED);
+    }
     let mut args = Vec::new();
     if opts.init {
         if !rootfs.init {
@@ -379,11 +394,11 @@ pub fn build_spec_wrapped(
         .build()?;
     spec.set_hostname(opts.hostname.clone());
     spec.set_domainname(None);
-    spec.set_annotations(if opts.annotations.is_empty() {
+    spec.set_annotations(if annotations.is_empty() {
         None
     } else {
         Some(
-            opts.annotations
+            annotations
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect::<HashMap<_, _>>(),
@@ -392,11 +407,12 @@ pub fn build_spec_wrapped(
     spec.set_hooks(hooks(
         cfg,
         rootfs,
-        &opts.annotations,
+        &annotations,
         plain.first().map(String::as_str),
     )?);
     // Devices the selected hooks bind in must be usable there.
     crate::hooks::devices::allow_hook_devices(&mut spec)?;
+    crate::cdi::apply(&mut spec, &gpus)?;
     Ok((spec, after))
 }
 

@@ -61,6 +61,12 @@ pub enum OptionError {
         #[source]
         source: MountError,
     },
+    #[error("--container-device={value}: {source}")]
+    BadCdiDevice {
+        value: String,
+        #[source]
+        source: crate::cdi::CdiError,
+    },
     #[error("--container-annotation={value}: expected KEY=VALUE")]
     AnnotationNotKeyValue { value: String },
     #[error("--container-annotation={value}: empty key")]

@@ -219,6 +219,16 @@ impl ContainerOptions {
             }
             "container-device" => {
                 for d in v().split(',') {
+                    if crate::cdi::select::is_cdi_name(d) {
+                        // A CDI name: its syntax here, the site's allow list on the node.
+                        crate::cdi::select::check_allowed(d, &["*".to_string()]).map_err(
+                            |source| OptionError::BadCdiDevice {
+                                value: d.to_string(),
+                                source,
+                            },
+                        )?;
+                        continue;
+                    }
                     crate::container::mounts::parse_device(d).map_err(|source| {
                         OptionError::BadDevice {
                             value: d.to_string(),

@@ -120,6 +120,7 @@ pub fn plan_devices(spec: Option<&str>) -> Result<Vec<DeviceRequest>, PlanError>
         return Ok(Vec::new());
     };
     spec.split(',')
+        .filter(|d| !crate::cdi::select::is_cdi_name(d))
         .map(|d| {
             mounts::parse_device(d).map_err(|e| PlanError::Device {
                 spec: d.to_string(),
@@ -267,5 +268,15 @@ pub fn spec_options(
         readonly_root: opts.writable == Some(false),
         init: opts.init,
         hostname: None,
+        cdi_devices: cdi_devices(opts.devices.as_deref()),
     }
+}
+
+/// The CDI names of `--container-device=A,B,...` (its other entries are host device paths).
+pub fn cdi_devices(spec: Option<&str>) -> Vec<String> {
+    spec.into_iter()
+        .flat_map(|s| s.split(','))
+        .filter(|d| crate::cdi::select::is_cdi_name(d))
+        .map(String::from)
+        .collect()
 }

@@ -32,6 +32,7 @@ use egret_test_support as common;
 use egret_test_support::forged_task;
 
 use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -295,7 +296,17 @@ fn scenario(attempt: u32) -> Outcome {
 
     // 1. The launcher will wait for the image's digest lock before it can start anything.
     let lock_path = digest_lock_path();
-    fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    // On an empty store: its directories as the store makes them (`locks` private to root).
+    let locks = lock_path.parent().unwrap();
+    fs::create_dir_all(locks.parent().unwrap()).unwrap();
+    if let Err(e) = fs::DirBuilder::new().mode(0o700).create(locks) {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::AlreadyExists,
+            "create {}: {e}",
+            locks.display()
+        );
+    }
     let lock = fs::OpenOptions::new()
         .read(true)
         .write(true)

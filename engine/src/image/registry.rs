@@ -203,6 +203,25 @@ impl Skopeo {
         self
     }
 
+    /// `skopeo inspect ARGS r`'s output, bounded by `inspect_timeout`.
+    fn inspect(
+        &self,
+        r: &ImageRef,
+        auth: &FetchAuth,
+        args: &[&str],
+    ) -> Result<Vec<u8>, FetchError> {
+        let authfile = TempAuth::new(r, auth, self.runs_as())?;
+        let mut cmd = self.command();
+        cmd.arg("--command-timeout")
+            .arg(format!("{}s", self.inspect_timeout.as_secs()));
+        cmd.arg("inspect").args(args);
+        if let Some(f) = authfile.path(auth) {
+            cmd.arg("--authfile").arg(f);
+        }
+        cmd.arg(r.transport_ref());
+        self.run(cmd, &r.display(), Some(r), || {})
+    }
+
     fn command(&self) -> Command {
         let mut c = Command::new(&self.path);
         if let Some(u) = &self.user {
@@ -331,29 +350,11 @@ impl Running {
 
 impl Fetcher for Skopeo {
     fn inspect_raw(&self, r: &ImageRef, auth: &FetchAuth) -> Result<Vec<u8>, FetchError> {
-        let authfile = TempAuth::new(r, auth, self.runs_as())?;
-        let mut cmd = self.command();
-        cmd.arg("--command-timeout")
-            .arg(format!("{}s", self.inspect_timeout.as_secs()));
-        cmd.arg("inspect").arg("--raw");
-        if let Some(f) = authfile.path(auth) {
-            cmd.arg("--authfile").arg(f);
-        }
-        cmd.arg(r.transport_ref());
-        self.run(cmd, &r.display(), Some(r), || {})
+        self.inspect(r, auth, &["--raw"])
     }
 
     fn inspect_config(&self, r: &ImageRef, auth: &FetchAuth) -> Result<Vec<u8>, FetchError> {
-        let authfile = TempAuth::new(r, auth, self.runs_as())?;
-        let mut cmd = self.command();
-        cmd.arg("--command-timeout")
-            .arg(format!("{}s", self.inspect_timeout.as_secs()));
-        cmd.arg("inspect").arg("--raw").arg("--config");
-        if let Some(f) = authfile.path(auth) {
-            cmd.arg("--authfile").arg(f);
-        }
-        cmd.arg(r.transport_ref());
-        self.run(cmd, &r.display(), Some(r), || {})
+        self.inspect(r, auth, &["--raw", "--config"])
     }
 
     fn copy_to_layout(

@@ -110,8 +110,9 @@ fn config(
     m: &ImageManifest,
     opts: &PullOptions,
 ) -> Result<ImageMeta, ImportError> {
-    if blobs.try_open(&m.config.digest)?.is_some() {
-        return Ok(blobs.read_config(&m.config)?);
+    match blobs.read_config(&m.config) {
+        Err(oci::OciError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+        done => return Ok(done?),
     }
     let bytes = d.fetcher.inspect_config(d.pinned, &opts.auth)?;
     Ok(oci::meta_from_fetched_config(

@@ -142,9 +142,14 @@ impl WorkDir {
                 .tempdir_in(parent)
                 .map_err(io_err)?
                 .keep();
-            let dir = File::open(&path).map_err(io_err)?;
+            // A concurrent cleanup sees the new directory unlocked for a moment and may remove
+            // it before it is opened or after it is locked: either way, start over.
+            let dir = match File::open(&path) {
+                Ok(dir) => dir,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(e)),
+            };
             match dir.try_lock() {
-                // A concurrent cleanup may have taken and removed it in between: start over.
                 Ok(()) if same_inode(&dir, &path) => return Ok(WorkDir { path, _lock: dir }),
                 Ok(()) | Err(TryLockError::WouldBlock) => continue,
                 Err(TryLockError::Error(e)) => return Err(io_err(e)),

@@ -264,6 +264,39 @@ fn stale_work_dirs_are_cleaned_live_ones_kept() {
 }
 
 #[test]
+fn work_dirs_survive_a_concurrent_cleanup() {
+    // A new work dir is unlocked between its mkdir and its lock; a cleanup running then may
+    // remove it. Creating one must retry, never fail, however the two interleave.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 1000, 1000, &timings(1000)).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let cleaner = s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                store.clean_stale();
+            }
+        });
+        let creators: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    for _ in 0..3000 {
+                        let w = store.work_dir().unwrap();
+                        assert!(w.path().is_dir(), "a returned work dir exists");
+                    }
+                })
+            })
+            .collect();
+        let failed = creators.into_iter().filter_map(|c| c.join().err()).count();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        cleaner.join().unwrap();
+        assert_eq!(
+            failed, 0,
+            "creating a work dir failed under a concurrent cleanup"
+        );
+    });
+}
+
+#[test]
 fn readonly_open_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("none");

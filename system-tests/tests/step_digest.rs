@@ -126,6 +126,62 @@ fn all_tasks_of_a_two_node_step_run_the_same_digest() {
     eprintln!("images run while the tag moved: {seen:?}");
 }
 
+/// The user agents of the registry's requests for `tag`'s manifest by tag since `mark`.
+fn tag_requests_since(tag: &str, mark: u64) -> Vec<String> {
+    let (name, t) = tag.rsplit_once(':').unwrap();
+    let path = format!(
+        "/v2/{}/manifests/{t} ",
+        name.strip_prefix(&format!("{}/", common::REGISTRY))
+            .unwrap()
+    );
+    let log = fs::read(common::multi::REGISTRY_LOG).unwrap();
+    String::from_utf8_lossy(&log[mark as usize..])
+        .lines()
+        .filter(|l| l.contains(&path))
+        .map(|l| l.rsplit('"').nth(1).unwrap_or("").to_string())
+        .collect()
+}
+
+/// srun asks a registry that skopeo's configuration leaves plain itself (skopeo's start-up was
+/// most of srun's wait), and leaves one its user has credentials for to skopeo.
+#[test]
+fn srun_asks_a_plain_registry_itself_and_one_with_credentials_through_skopeo() {
+    common::require_root();
+    let dir = common::scratch_dir(Some(TEST_USER));
+    let tag = test_tag("direct");
+    push("busybox", &tag);
+    let want = digest_of(&tag);
+    let opt = format!("--container-image={tag}");
+    let mark = common::multi::registry_log_mark();
+    let o = user_srun(&dir, &[], &["-n1", &opt, "sh", "-c", SHOW]);
+    let out = common::assert_success(&o, "a step on a plain registry");
+    assert!(out.contains(&format!("step={tag}@{want}\n")), "{out}");
+    // The registry logs a request once it is answered.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let agents = tag_requests_since(&tag, mark);
+    assert!(
+        !agents.is_empty() && agents.iter().all(|a| a.starts_with("egret/")),
+        "the tag's manifest was not asked for by srun itself: {agents:?}"
+    );
+    // With credentials for the registry in the user's auth file, skopeo asks.
+    let w = SkopeoWitness::install(&dir, "egret-step-digest-direct", false);
+    let env = [("REGISTRY_AUTH_FILE", w.auth.to_str().unwrap())];
+    let mark = common::multi::registry_log_mark();
+    let o = user_srun(&dir, &env, &["-n1", &opt, "sh", "-c", SHOW]);
+    let out = common::assert_success(&o, "a step with credentials for the registry");
+    assert!(out.contains(&format!("step={tag}@{want}\n")), "{out}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let agents = tag_requests_since(&tag, mark);
+    assert!(
+        !agents.is_empty() && agents.iter().all(|a| a.starts_with("skopeo/")),
+        "with credentials the tag was not resolved by skopeo: {agents:?}"
+    );
+    assert!(
+        w.take().iter().any(|c| c == "srun"),
+        "srun's skopeo did not use the credentials"
+    );
+}
+
 /// A credential helper for the test registry that writes the name of the process that
 /// started skopeo (`srun`, or a node's `egret-launcher`) to a log (and, with `fail_in_srun`,
 /// fails the registry request when that is srun), and removes itself.

@@ -9,6 +9,7 @@
 pub mod all_root;
 pub mod flatten;
 pub mod import;
+pub mod manifest_get;
 pub mod metadata;
 pub mod progress;
 pub mod reference;

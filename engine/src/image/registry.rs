@@ -314,7 +314,12 @@ impl Running {
         deadline: Option<std::time::Instant>,
         mut tick: impl FnMut(),
     ) -> Result<Vec<u8>, FetchError> {
-        // Poll quickly at first (a manifest request takes milliseconds), then back off.
+        // Woken by skopeo's exit itself (its pidfd; opened while it is our unreaped child),
+        // not by the next tick of a poll: srun waits on this before it launches the step.
+        // `tick` runs often at first, then every POLL.
+        let exited =
+            crate::sys::process::PidFd::open(nix::unistd::Pid::from_raw(self.child.id() as i32))
+                .ok();
         let mut pause = Duration::from_millis(2);
         let status = loop {
             match self.child.try_wait().map_err(temp_err)? {
@@ -329,7 +334,15 @@ impl Running {
                 }
                 None => {
                     tick();
-                    std::thread::sleep(pause);
+                    let left =
+                        deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+                    let wait = left.map_or(pause, |l| l.min(pause));
+                    match &exited {
+                        Some(pidfd) => {
+                            pidfd.wait_exit(wait);
+                        }
+                        None => std::thread::sleep(wait),
+                    }
                     pause = (pause * 2).min(POLL);
                 }
             }

@@ -10,7 +10,10 @@
 //! 1. The launcher reads the task's `/proc/PID/cgroup` and opens the `cgroup.procs` files it
 //!    names, by the number its pidfd gives, and checks that the pidfd still names that number
 //!    afterwards: the files are the task's, not those of whoever got the number next.
-//! 2. The forked child writes `0` to each (joins): no helper program, no extra exec.
+//! 2. The forked child writes `0` to each (joins): no helper program, no extra exec. Groups
+//!    the launcher is already in (the same line in its own `/proc/self/cgroup`) are not
+//!    written: a migration costs an RCU grace period when none ran for a while, even onto the
+//!    same group; the child checks that it is still in them.
 //! 3. The child takes the task's CPU affinity (a v1 cpuset join reset it).
 //! 4. The child reads the task's membership again and polls the task's pidfd: the task must not
 //!    have exited (zombies count as exited) and must still be in the same groups, *after* the
@@ -85,8 +88,16 @@ pub fn entry(pid: i32, task: &PidFd) -> Result<Entry, CgroupError> {
     let membership_path = format!("/proc/{pid}/cgroup");
     let membership = read(&membership_path)?;
     let mountinfo = String::from_utf8_lossy(&read("/proc/self/mountinfo")?).into_owned();
+    // Where the launcher (and so its child) already is the task's group, no write: a write to
+    // `cgroup.procs` migrates even onto the same group, and the first migration after an idle
+    // spell waits for an RCU grace period (5-9 ms here). The child checks it is still there.
+    let own = read("/proc/self/cgroup")?;
+    let (to_join, already) = split_joins(
+        &String::from_utf8_lossy(&membership),
+        &String::from_utf8_lossy(&own),
+    );
     let mut procs = Vec::new();
-    for path in resolve(&String::from_utf8_lossy(&membership), &mountinfo) {
+    for path in resolve(&to_join, &mountinfo) {
         let required = !optional(&path);
         match fs::OpenOptions::new().write(true).open(&path) {
             Ok(f) => procs.push((OwnedFd::from(f), required)),
@@ -105,9 +116,27 @@ pub fn entry(pid: i32, task: &PidFd) -> Result<Entry, CgroupError> {
         owner,
         membership_path: CString::new(membership_path).expect("no NUL in a /proc path"),
         membership,
+        already: already.into_iter().map(String::into_bytes).collect(),
         affinity,
         hide,
     })
+}
+
+/// Splits the task's `/proc/PID/cgroup` text into the lines whose group the launcher is not in
+/// (to join, as a text for [`resolve`]) and those it is already in (`own`, the launcher's text,
+/// has the same line: same hierarchy, same path), which need no write.
+pub fn split_joins(membership: &str, own: &str) -> (String, Vec<String>) {
+    let mut to_join = String::new();
+    let mut already = Vec::new();
+    for line in membership.lines().filter(|l| !l.is_empty()) {
+        if own.lines().any(|o| o == line) {
+            already.push(line.to_string());
+        } else {
+            to_join.push_str(line);
+            to_join.push('\n');
+        }
+    }
+    (to_join, already)
 }
 
 /// Hierarchies that may refuse a process and hold no limit (systemd's named one, the empty
@@ -242,6 +271,31 @@ mod tests {
             ]
         );
         assert!(optional(&files[2]) && optional(&files[3]) && !optional(&files[0]));
+    }
+
+    #[test]
+    fn groups_the_launcher_is_already_in_are_not_joined_again() {
+        let task = "4:memory:/slurm/uid_0/job_5/step_0/task_0\n3:cpu,cpuacct:/\n1:name=systemd:/\n";
+        let own = "4:memory:/slurm/uid_0/job_5/step_0\n3:cpu,cpuacct:/\n1:name=systemd:/\n";
+        let (to_join, already) = split_joins(task, own);
+        assert_eq!(to_join, "4:memory:/slurm/uid_0/job_5/step_0/task_0\n");
+        assert_eq!(already, vec!["3:cpu,cpuacct:/", "1:name=systemd:/"]);
+        assert_eq!(
+            resolve(&to_join, HYBRID),
+            vec![PathBuf::from(
+                "/sys/fs/cgroup/memory/slurm/uid_0/job_5/step_0/task_0/cgroup.procs"
+            )]
+        );
+        // Same path, another hierarchy: not the same group.
+        let (to_join, already) = split_joins("4:memory:/\n", "3:cpu,cpuacct:/\n");
+        assert_eq!((to_join.as_str(), already.len()), ("4:memory:/\n", 0));
+        // Pure v2: the one line decides.
+        let v2 = "0::/system.slice/slurmstepd.scope/job_5/step_0/user/task_0\n";
+        assert_eq!(
+            split_joins(v2, "0::/system.slice/slurmstepd.scope/job_5/step_0/slurm\n").0,
+            v2
+        );
+        assert!(split_joins(v2, v2).0.is_empty());
     }
 
     #[test]

@@ -3,16 +3,23 @@
 //! nodes of a step run the same image even when the tag moves during the launch, and a node
 //! that has the image runs no skopeo at all.
 //!
+//! srun asks the registry itself ([`manifest_get`], on a thread of its own) where skopeo's
+//! configuration would change nothing about the request, and runs skopeo otherwise or when the
+//! direct request fails: srun launches the step only once it has the answer, and skopeo's own
+//! start-up (a Go program) was most of that wait.
+//!
 //! The handed digest is the user's word, nothing more: the launcher uses it only as the name
 //! of what to fetch (see `image::import::pull_for_step`), so a forged or stale value can at
 //! worst name another image the user may read. Whatever goes wrong in srun (no registry from
 //! the submit node, a slow answer), nothing is handed over and each node resolves the tag
 //! itself, as without this.
 
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::image::import::oci;
+use crate::image::manifest_get::{self, policy, ManifestGetError};
 use crate::image::reference::{ImageRef, ImageSource};
 use crate::image::registry::{host_arch, FetchError, Running, Skopeo};
 
@@ -37,8 +44,16 @@ pub enum StepDigestError {
 #[derive(Debug)]
 pub struct Pending {
     reference: ImageRef,
-    skopeo: Running,
+    how: How,
+    skopeo: Skopeo,
     deadline: Instant,
+}
+
+#[derive(Debug)]
+enum How {
+    /// The request on a thread of its own.
+    Direct(JoinHandle<Result<Vec<u8>, ManifestGetError>>),
+    Skopeo(Running),
 }
 
 /// Starts resolving `image` (the step's `--container-image`) as this process's user, or
@@ -53,15 +68,29 @@ pub fn start(cfg: &Config, image: &str) -> Option<Result<Pending, StepDigestErro
     }
     let mut skopeo = Skopeo::new(cfg);
     skopeo.inspect_timeout = SUBMIT_TIMEOUT;
+    let deadline = Instant::now() + SUBMIT_TIMEOUT + Duration::from_secs(2);
+    let site = policy::Site::of_process(&r.registry);
+    let how = match policy::plain_access(&site, &r.registry, &r.repository) {
+        Ok(scheme) => {
+            let direct = r.clone();
+            let spawned = std::thread::Builder::new()
+                .name("egret-resolve".into())
+                .spawn(move || manifest_get::get(&direct, scheme, SUBMIT_TIMEOUT));
+            match spawned {
+                Ok(h) => Ok(How::Direct(h)),
+                Err(_) => skopeo.start_inspect(&r).map(How::Skopeo),
+            }
+        }
+        Err(_) => skopeo.start_inspect(&r).map(How::Skopeo),
+    };
     Some(
-        skopeo
-            .start_inspect(&r)
-            .map(|skopeo| Pending {
-                reference: r,
-                skopeo,
-                deadline: Instant::now() + SUBMIT_TIMEOUT + Duration::from_secs(2),
-            })
-            .map_err(StepDigestError::from),
+        how.map(|how| Pending {
+            reference: r,
+            how,
+            skopeo,
+            deadline,
+        })
+        .map_err(StepDigestError::from),
     )
 }
 
@@ -69,7 +98,18 @@ impl Pending {
     /// Waits for the answer; returns the value of [`VAR`] (`REF@sha256:...`, the digest of the
     /// manifest for this host's platform, as the nodes would choose it).
     pub fn finish(self) -> Result<String, StepDigestError> {
-        let raw = self.skopeo.finish(Some(self.deadline), || {})?;
+        let raw = match self.how {
+            How::Skopeo(running) => running.finish(Some(self.deadline), || {})?,
+            How::Direct(thread) => match thread.join() {
+                Ok(Ok(raw)) => raw,
+                // Whatever the direct request could not do, skopeo may (its configuration,
+                // its TLS settings), within what is left of the deadline.
+                Ok(Err(_)) | Err(_) => self
+                    .skopeo
+                    .start_inspect(&self.reference)?
+                    .finish(Some(self.deadline), || {})?,
+            },
+        };
         let display = self.reference.display();
         let resolved = oci::resolve(&raw, &display, "linux", host_arch())?;
         Ok(self.reference.with_digest(&resolved.digest).display())

@@ -27,6 +27,9 @@ pub struct Entry {
     pub membership_path: CString,
     /// That file's text when `procs` were resolved from it.
     pub membership: Vec<u8>,
+    /// Lines of `/proc/self/cgroup` the child must still show (groups it shares with the owner
+    /// and so was not told to join: the launcher's, inherited at the fork).
+    pub already: Vec<Vec<u8>>,
     /// CPU affinity to take after the joins (a cpuset join resets it), `None` to keep.
     pub affinity: Option<libc::cpu_set_t>,
     /// Mount points to unmount in a mount namespace of the child's own (the hierarchies its
@@ -41,6 +44,7 @@ pub fn enter_on_exec(cmd: &mut Command, entry: Entry) {
     let mut entry = entry;
     // Room for the membership text and then some: a longer text is a changed one.
     let mut buf = vec![0u8; entry.membership.len() + 256];
+    let mut own = vec![0u8; 8192];
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe system
     // calls (write, open, read, close, poll, sched_setaffinity, unshare, mount, umount2) on
     // descriptors, strings and a buffer allocated before the fork; it allocates nothing and
@@ -64,22 +68,9 @@ pub fn enter_on_exec(cmd: &mut Command, entry: Entry) {
                 }
             }
             // 3. Read the owner's membership now, after the join, by its number...
-            let fd = libc::open(e.membership_path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-            if fd < 0 {
+            let Some(len) = read_file(&e.membership_path, &mut buf) else {
                 return Err(io::Error::from_raw_os_error(GONE));
-            }
-            let mut len = 0usize;
-            loop {
-                let n = libc::read(fd, buf.as_mut_ptr().add(len).cast(), buf.len() - len);
-                if n <= 0 {
-                    break;
-                }
-                len += n as usize;
-                if len == buf.len() {
-                    break;
-                }
-            }
-            libc::close(fd);
+            };
             // 4. ...then make sure the number still named it: a pidfd polls readable once its
             //    process exited (zombies included), and while it has not, nobody else can hold
             //    the number. Checked after the read, so the read was of the owner.
@@ -95,6 +86,21 @@ pub fn enter_on_exec(cmd: &mut Command, entry: Entry) {
             //    process that moved could have been replaced in them by anything).
             if buf[..len] != e.membership[..] {
                 return Err(io::Error::from_raw_os_error(GONE));
+            }
+            // 5b. The groups not joined are the child's own (inherited): still so, or the
+            //     launcher was moved after they were compared, and runc would start elsewhere.
+            if !e.already.is_empty() {
+                let Some(len) = read_file(c"/proc/self/cgroup", &mut own) else {
+                    return Err(io::Error::last_os_error());
+                };
+                let text = &own[..len];
+                if !e
+                    .already
+                    .iter()
+                    .all(|l| text.split(|b| *b == b'\n').any(|o| o == &l[..]))
+                {
+                    return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+                }
             }
             // 6. Hide: in a copy of the mount namespace (the launcher's own stays whole for the
             //    next task), unmount the hierarchies runc must not make groups in; runc skips a
@@ -122,6 +128,31 @@ pub fn enter_on_exec(cmd: &mut Command, entry: Entry) {
     };
 }
 
+/// Reads `path` into `buf` (up to its length) with open/read/close alone, so it may run between
+/// fork and exec; the length read, `None` when it cannot be opened.
+///
+/// # Safety
+/// Async-signal-safe: no allocation, no lock; `buf` was allocated before the fork.
+unsafe fn read_file(path: &std::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
+    // SAFETY: a NUL-terminated path; reads stay within `buf`; the descriptor is ours to close.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return None;
+        }
+        let mut len = 0usize;
+        while len < buf.len() {
+            let n = libc::read(fd, buf.as_mut_ptr().add(len).cast(), buf.len() - len);
+            if n <= 0 {
+                break;
+            }
+            len += n as usize;
+        }
+        libc::close(fd);
+        Some(len)
+    }
+}
+
 /// The CPU affinity of process `pid` in the form [`Entry::affinity`] takes.
 pub fn affinity_of(pid: i32) -> io::Result<libc::cpu_set_t> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; the kernel writes at most its size.
@@ -145,6 +176,7 @@ mod tests {
             owner: me.as_fd().try_clone_to_owned().unwrap(),
             membership_path: CString::new(format!("/proc/{}/cgroup", std::process::id())).unwrap(),
             membership,
+            already: Vec::new(),
             affinity: None,
             hide: Vec::new(),
         }
@@ -164,6 +196,24 @@ mod tests {
         enter_on_exec(&mut cmd, entry_for_self(b"0::/elsewhere\n".to_vec()));
         let err = cmd.status().unwrap_err();
         assert_eq!(err.raw_os_error(), Some(GONE), "{err}");
+    }
+
+    #[test]
+    fn a_group_not_joined_must_still_be_the_childs_own() {
+        let text = std::fs::read(format!("/proc/{}/cgroup", std::process::id())).unwrap();
+        let line = text.split(|b| *b == b'\n').next().unwrap().to_vec();
+        let mut cmd = Command::new("true");
+        let mut entry = entry_for_self(text.clone());
+        entry.already = vec![line];
+        enter_on_exec(&mut cmd, entry);
+        assert!(cmd.status().unwrap().success());
+        // A group the child is not in: refused before the program starts.
+        let mut cmd = Command::new("true");
+        let mut entry = entry_for_self(text);
+        entry.already = vec![b"99:nonesuch:/elsewhere".to_vec()];
+        enter_on_exec(&mut cmd, entry);
+        let err = cmd.status().unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EAGAIN), "{err}");
     }
 
     #[test]

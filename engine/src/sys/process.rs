@@ -151,6 +151,15 @@ impl PidFd {
         matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
     }
 
+    /// Waits up to `timeout` for the process to exit; whether it has (reaped or not). Wakes at
+    /// the exit itself, not at the next tick of a polling loop.
+    pub fn wait_exit(&self, timeout: std::time::Duration) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
+    }
+
     /// The descriptor, for `setns(2)` into the process's namespaces and for poll.
     pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd;

@@ -19,5 +19,6 @@ pub mod devices;
 mod fixtures;
 pub mod listing;
 pub mod mpi;
+pub mod pattern;
 pub mod schema;
 pub mod select;

@@ -5,8 +5,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Hook, HookBuilder};
-use regex::Regex;
 use serde::Deserialize;
+
+use super::pattern::Pattern;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HooksError {
@@ -102,8 +103,8 @@ impl Stage {
 pub struct When {
     pub always: Option<bool>,
     /// (key pattern, value pattern), as written and compiled.
-    pub annotations: Vec<(String, String, Regex, Regex)>,
-    pub commands: Vec<Regex>,
+    pub annotations: Vec<(String, String, Pattern, Pattern)>,
+    pub commands: Vec<Pattern>,
     pub has_bind_mounts: Option<bool>,
 }
 
@@ -165,7 +166,7 @@ pub fn parse_hook(file: &Path, text: &str) -> Result<HookConfig, HooksError> {
         )));
     }
     let compile = |pattern: &str| {
-        Regex::new(pattern).map_err(|e| invalid(format!("bad regex '{pattern}': {e}")))
+        Pattern::new(pattern).map_err(|e| invalid(format!("bad regex '{pattern}': {e}")))
     };
     let mut annotations = Vec::new();
     for (k, v) in def.when.annotations.unwrap_or_default() {

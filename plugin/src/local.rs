@@ -108,11 +108,12 @@ fn resolve(value: &str) -> Result<Resolved, EdfError> {
 /// srun: starts resolving the step's tag (skopeo as the user, who runs srun) so that it runs
 /// while Slurm allocates and creates the step; `local_user_init` collects it.
 fn start_resolution() {
-    let (on, image, config) = state::with(|s| {
+    let (on, image, config, launcher) = state::with(|s| {
         (
             s.resolve_on_submit,
             s.options.image.clone(),
             s.config.clone(),
+            s.launcher.clone(),
         )
     });
     let Some(image) = image.filter(|_| on) else {
@@ -123,7 +124,7 @@ fn start_resolution() {
     let Ok(cfg) = Config::load_on(&config, &egret_engine::config::local_node_name()) else {
         return;
     };
-    match step_digest::start(&cfg, &image) {
+    match step_digest::start(&cfg, &launcher, &image) {
         Some(Ok(p)) => state::with(|s| s.pending_digest = Some(p)),
         Some(Err(e)) => ffi::log_info(&format!("egret: {e}; the nodes resolve {image}")),
         None => {}

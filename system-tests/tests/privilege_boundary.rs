@@ -564,3 +564,70 @@ fn a_task_cannot_replace_the_top_level_entries_of_the_shared_root() {
     assert!(out.contains("created"), "users still write in /: {out}");
     assert!(out.contains("0 1777"), "/ is root's and sticky: {out}");
 }
+
+/// The inodes of the Unix sockets at `/run/egret/step-JOB.*.sock`: the listener while it
+/// listens, and the launcher's ends of the tasks' connections (which show its path too).
+fn step_sockets(job: &str) -> Vec<String> {
+    let table = fs::read_to_string("/proc/net/unix").unwrap();
+    table
+        .lines()
+        .filter(|l| l.contains(&format!("/run/egret/step-{job}.")))
+        .filter_map(|l| l.split_whitespace().nth(6).map(str::to_string))
+        .collect()
+}
+
+/// slurmstepd binds the step's socket (as root) before it forks the tasks and hands it to the
+/// launcher: nothing but the launcher may hold the listener, neither the user's task processes
+/// (forked from slurmstepd afterwards) nor the container or runc (the launcher's children):
+/// whoever could accept on it could pose as the launcher to the step's other tasks.
+#[test]
+fn only_the_launcher_holds_the_steps_sockets() {
+    common::require_root();
+    let dir = common::scratch_dir(Some(TEST_USER));
+    let mut step = common::user_command(
+        TEST_USER.name,
+        &dir,
+        &[],
+        &[
+            "srun",
+            "-n2",
+            &format!("--container-image={}", common::registry_image("busybox")),
+            "sh",
+            "-c",
+            "echo job=$SLURM_JOB_ID; sleep 4",
+        ],
+    );
+    step.stdout(std::process::Stdio::piped());
+    let mut child = step.spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let job = line
+        .trim()
+        .strip_prefix("job=")
+        .expect("the step's job id")
+        .to_string();
+    // A listener inherited by anyone else would outlive the launcher's copy and show here.
+    let inodes = step_sockets(&job);
+    assert!(!inodes.is_empty(), "no socket of job {job}'s step");
+    let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    let mut holders = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if fs::read_link(fd.path())
+                .is_ok_and(|l| targets.contains(&l.to_string_lossy().into_owned()))
+            {
+                let comm = fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                holders.push(comm.trim().to_string());
+            }
+        }
+    }
+    let _ = child.wait();
+    assert!(
+        !holders.is_empty() && holders.iter().all(|c| c == "egret-launcher"),
+        "the step's sockets are held by {holders:?}"
+    );
+}

@@ -3,6 +3,9 @@
 //!
 //! - `egret-launcher serve` reads a `StepRequest` (JSON) on stdin and serves the step's tasks.
 //!   (Its runc children join the tasks' cgroups themselves: there is no `join-cgroup` mode.)
+//! - `egret-launcher inspect-tag REF`, run by srun as the user: the raw manifest REF's tag
+//!   names, fetched without skopeo where skopeo's configuration changes nothing (exit 3 when it
+//!   would: srun then runs skopeo).
 
 use std::process::ExitCode;
 
@@ -25,6 +28,13 @@ fn main() -> ExitCode {
             };
             ExitCode::from(step::serve(req).clamp(0, 255) as u8)
         }
+        Some("inspect-tag") if args.len() == 2 => ExitCode::from(
+            egret_engine::image::manifest_get::inspect_tag_main(
+                &args[1],
+                egret_engine::slurm::step_digest::SUBMIT_TIMEOUT,
+            )
+            .clamp(0, 255) as u8,
+        ),
         _ => {
             eprintln!(
                 "egret-launcher is started by the egret SPANK plugin; it is not a user command"

@@ -251,31 +251,8 @@ impl Skopeo {
         self.spawn(cmd, what, r)?.finish(None, tick)
     }
 
-    fn spawn(
-        &self,
-        mut cmd: Command,
-        what: &str,
-        r: Option<&ImageRef>,
-    ) -> Result<Running, FetchError> {
-        // Files rather than pipes: no reader threads, and skopeo can never block on us.
-        let mut out = tempfile::tempfile().map_err(temp_err)?;
-        let mut err = tempfile::tempfile().map_err(temp_err)?;
-        cmd.stdout(out.try_clone().map_err(temp_err)?);
-        cmd.stderr(err.try_clone().map_err(temp_err)?);
-        let child = cmd.spawn().map_err(|source| FetchError::Spawn {
-            path: self.path.clone(),
-            source,
-        })?;
-        // Only the child holds the write ends now; ours are for reading back.
-        out.rewind().map_err(temp_err)?;
-        err.rewind().map_err(temp_err)?;
-        Ok(Running {
-            child,
-            out,
-            err,
-            what: what.to_string(),
-            reference: r.cloned(),
-        })
+    fn spawn(&self, cmd: Command, what: &str, r: Option<&ImageRef>) -> Result<Running, FetchError> {
+        Running::spawn(cmd, what, r)
     }
 
     /// Starts `skopeo inspect --raw` for `r` and returns at once: srun resolves the step's tag
@@ -307,6 +284,33 @@ pub struct Running {
 }
 
 impl Running {
+    /// Starts `cmd` (skopeo, or another program answering for it) with its output collected.
+    pub fn spawn(
+        mut cmd: Command,
+        what: &str,
+        r: Option<&ImageRef>,
+    ) -> Result<Running, FetchError> {
+        // Files rather than pipes: no reader threads, and the child can never block on us.
+        let mut out = tempfile::tempfile().map_err(temp_err)?;
+        let mut err = tempfile::tempfile().map_err(temp_err)?;
+        cmd.stdout(out.try_clone().map_err(temp_err)?);
+        cmd.stderr(err.try_clone().map_err(temp_err)?);
+        let child = cmd.spawn().map_err(|source| FetchError::Spawn {
+            path: PathBuf::from(cmd.get_program()),
+            source,
+        })?;
+        // Only the child holds the write ends now; ours are for reading back.
+        out.rewind().map_err(temp_err)?;
+        err.rewind().map_err(temp_err)?;
+        Ok(Running {
+            child,
+            out,
+            err,
+            what: what.to_string(),
+            reference: r.cloned(),
+        })
+    }
+
     /// Waits for skopeo (killing it at `deadline`, if one is given), polling `tick` meanwhile;
     /// returns its stdout, or the classified error.
     pub fn finish(

@@ -52,7 +52,9 @@ pub fn run_task(
     fds: &[RawFd],
 ) -> Result<i32, ClientError> {
     let mut sock = connect(socket, launcher_alive)?;
-    protocol::send_hello(&sock, hello, fds)?;
+    // The socket exists before the launcher runs (the plugin binds it): a launcher that ended
+    // before it accepted us resets the connection.
+    protocol::send_hello(&sock, hello, fds).map_err(gone_if_reset)?;
     SOCKET_FD.store(sock.as_raw_fd(), Ordering::SeqCst);
     install_forwarders();
     loop {
@@ -62,12 +64,25 @@ pub fn run_task(
             Ok(ToTask::Error(msg)) => return Err(ClientError::Launcher(msg)),
             Err(ProtocolError::Closed) => return Err(ClientError::LauncherGone),
             Err(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(gone_if_reset(e)),
         }
     }
 }
 
-/// The launcher creates its socket before anything slow, but may still be starting.
+/// A connection the launcher never served (it ended first) is the launcher gone.
+fn gone_if_reset(e: ProtocolError) -> ClientError {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+    match &e {
+        ProtocolError::Io(io) if matches!(io.kind(), ConnectionReset | BrokenPipe) => {
+            ClientError::LauncherGone
+        }
+        ProtocolError::Sys(nix::Error::ECONNRESET | nix::Error::EPIPE) => ClientError::LauncherGone,
+        _ => e.into(),
+    }
+}
+
+/// The socket normally exists before the task does (the plugin binds it); an older plugin's
+/// launcher creates it itself, early, but may still be starting.
 fn connect(socket: &Path, launcher_alive: &dyn Fn() -> bool) -> Result<UnixStream, ClientError> {
     let limit = Duration::from_secs(60);
     let start = Instant::now();

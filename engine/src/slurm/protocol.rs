@@ -51,6 +51,10 @@ pub struct StepRequest {
     /// plugstack `container_scope=global`: named containers outlive the job.
     #[serde(default)]
     pub global_scope: bool,
+    /// The descriptor on which the plugin passes `socket`, already bound and listening (see
+    /// `step::bind_socket`); `None`: the launcher binds it.
+    #[serde(default)]
+    pub listener_fd: Option<i32>,
 }
 
 /// A task introduces itself. The descriptors listed in `fds` arrive in the same order.

@@ -6,6 +6,7 @@
 //! inside that task's cgroup → teardown when the last local task ends.
 
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,8 @@ pub enum StepError {
 
 /// Runs the launcher; returns the process exit code.
 pub fn serve(req: StepRequest) -> i32 {
+    // First: the inherited listener must be closed before anything could start a child.
+    let inherited = inherited_listener(&req);
     let node = crate::slurm::plan::node_name(&req.job_env, req.node_id);
     let cfg = match Config::load_on(&req.config, &node) {
         Ok(c) => c,
@@ -75,7 +78,7 @@ pub fn serve(req: StepRequest) -> i32 {
     };
     ignore_job_signals();
     watch_slurmstepd(&cfg, &req);
-    let listener = match listen(&req) {
+    let listener = match inherited.map_or_else(|| bind_socket(&req.socket, req.uid, req.gid), Ok) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("egret-launcher: {e}");
@@ -216,17 +219,35 @@ fn log_failure(req: &StepRequest, msg: &str) -> i32 {
     1
 }
 
-/// The step's socket, only the job's user (and root) may connect to.
-fn listen(req: &StepRequest) -> std::io::Result<UnixListener> {
-    if let Some(dir) = req.socket.parent() {
+/// The step's socket at `path`, listening; only the job's user (`uid`, `gid`) and root may
+/// connect. slurmstepd's plugin binds it before it starts the launcher, so a task connects at
+/// once, however far the launcher has got, and its hello waits in the socket.
+pub fn bind_socket(path: &Path, uid: u32, gid: u32) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
-    let _ = fs::remove_file(&req.socket);
-    let listener = UnixListener::bind(&req.socket)?;
+    let _ = fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
     // Only the job's user (and root) may hand tasks to this launcher.
-    nix::unistd::chown(&req.socket, Some(req.uid.into()), Some(req.gid.into()))?;
-    fs::set_permissions(&req.socket, fs::Permissions::from_mode(0o600))?;
+    nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
     Ok(listener)
+}
+
+/// The listening socket the plugin passed (`req.listener_fd`), if that descriptor is a Unix
+/// socket bound to the step's path. The inherited number itself is closed either way: no
+/// child of the launcher may inherit the listener in turn.
+fn inherited_listener(req: &StepRequest) -> Option<UnixListener> {
+    let n = req.listener_fd.filter(|n| *n > 2)?;
+    let fd = crate::sys::fd::dup_inherited(n)?;
+    let _ = nix::unistd::close(n);
+    let stat = nix::sys::stat::fstat(fd.as_raw_fd()).ok()?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return None;
+    }
+    let listener = UnixListener::from(fd);
+    let addr = listener.local_addr().ok()?;
+    (addr.as_pathname() == Some(req.socket.as_path())).then_some(listener)
 }
 
 #[cfg(test)]

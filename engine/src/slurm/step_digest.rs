@@ -3,9 +3,9 @@
 //! nodes of a step run the same image even when the tag moves during the launch, and a node
 //! that has the image runs no skopeo at all.
 //!
-//! srun asks the registry itself ([`manifest_get`], on a thread of its own) where skopeo's
-//! configuration would change nothing about the request, and runs skopeo otherwise or when the
-//! direct request fails: srun launches the step only once it has the answer, and skopeo's own
+//! srun asks the registry itself (`egret-launcher inspect-tag`, see [`manifest_get`]) where
+//! skopeo's configuration would change nothing about the request, and runs skopeo otherwise
+//! or when that fails: srun launches the step only once it has the answer, and skopeo's own
 //! start-up (a Go program) was most of that wait.
 //!
 //! The handed digest is the user's word, nothing more: the launcher uses it only as the name
@@ -14,12 +14,12 @@
 //! the submit node, a slow answer), nothing is handed over and each node resolves the tag
 //! itself, as without this.
 
-use std::thread::JoinHandle;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::image::import::oci;
-use crate::image::manifest_get::{self, policy, ManifestGetError};
 use crate::image::reference::{ImageRef, ImageSource};
 use crate::image::registry::{host_arch, FetchError, Running, Skopeo};
 
@@ -51,15 +51,20 @@ pub struct Pending {
 
 #[derive(Debug)]
 enum How {
-    /// The request on a thread of its own.
-    Direct(JoinHandle<Result<Vec<u8>, ManifestGetError>>),
+    /// `egret-launcher inspect-tag`.
+    Direct(Running),
     Skopeo(Running),
 }
 
 /// Starts resolving `image` (the step's `--container-image`) as this process's user, or
 /// returns `None` when there is nothing to resolve: a squashfs file, a reference pinned by
-/// digest, or a value the option table refuses anyway.
-pub fn start(cfg: &Config, image: &str) -> Option<Result<Pending, StepDigestError>> {
+/// digest, or a value the option table refuses anyway. `launcher` answers for skopeo where it
+/// can (a submit host without it runs skopeo).
+pub fn start(
+    cfg: &Config,
+    launcher: &Path,
+    image: &str,
+) -> Option<Result<Pending, StepDigestError>> {
     let ImageSource::Registry(r) = ImageSource::parse(image).ok()? else {
         return None;
     };
@@ -69,18 +74,13 @@ pub fn start(cfg: &Config, image: &str) -> Option<Result<Pending, StepDigestErro
     let mut skopeo = Skopeo::new(cfg);
     skopeo.inspect_timeout = SUBMIT_TIMEOUT;
     let deadline = Instant::now() + SUBMIT_TIMEOUT + Duration::from_secs(2);
-    let site = policy::Site::of_process(&r.registry);
-    let how = match policy::plain_access(&site, &r.registry, &r.repository) {
-        Ok(scheme) => {
-            let direct = r.clone();
-            let spawned = std::thread::Builder::new()
-                .name("egret-resolve".into())
-                .spawn(move || manifest_get::get(&direct, scheme, SUBMIT_TIMEOUT));
-            match spawned {
-                Ok(h) => Ok(How::Direct(h)),
-                Err(_) => skopeo.start_inspect(&r).map(How::Skopeo),
-            }
-        }
+    let mut direct = Command::new(launcher);
+    direct
+        .arg("inspect-tag")
+        .arg(r.display())
+        .stdin(Stdio::null());
+    let how = match Running::spawn(direct, &r.display(), Some(&r)) {
+        Ok(running) => Ok(How::Direct(running)),
         Err(_) => skopeo.start_inspect(&r).map(How::Skopeo),
     };
     Some(
@@ -100,11 +100,11 @@ impl Pending {
     pub fn finish(self) -> Result<String, StepDigestError> {
         let raw = match self.how {
             How::Skopeo(running) => running.finish(Some(self.deadline), || {})?,
-            How::Direct(thread) => match thread.join() {
-                Ok(Ok(raw)) => raw,
+            How::Direct(running) => match running.finish(Some(self.deadline), || {}) {
+                Ok(raw) => raw,
                 // Whatever the direct request could not do, skopeo may (its configuration,
                 // its TLS settings), within what is left of the deadline.
-                Ok(Err(_)) | Err(_) => self
+                Err(_) => self
                     .skopeo
                     .start_inspect(&self.reference)?
                     .finish(Some(self.deadline), || {})?,
@@ -166,8 +166,9 @@ mod tests {
     #[test]
     fn nothing_to_resolve_for_files_and_pinned_references() {
         let cfg = Config::default();
-        assert!(start(&cfg, "/tmp/x.sqsh").is_none());
-        assert!(start(&cfg, &format!("busybox@{D}")).is_none());
-        assert!(start(&cfg, "UPPER::case").is_none());
+        let l = Path::new("/nonexistent/egret-launcher");
+        assert!(start(&cfg, l, "/tmp/x.sqsh").is_none());
+        assert!(start(&cfg, l, &format!("busybox@{D}")).is_none());
+        assert!(start(&cfg, l, "UPPER::case").is_none());
     }
 }

@@ -273,20 +273,45 @@ pub fn die_with_parent_on_exec(cmd: &mut Command) {
 /// Makes `cmd`'s process run fully as root (no supplementary groups, gid and uid 0: real,
 /// effective and saved) with no descriptor above stdio: for a root helper started from a process
 /// whose effective uid is root but whose other ids are a user's (slurmstepd in `user_init`), and
-/// whose own descriptors (sockets to slurmd, logs) must not leak to the helper.
-pub fn run_as_root_on_exec(cmd: &mut Command) {
+/// whose own descriptors (sockets to slurmd, logs) must not leak to the helper. `keep` (3 or
+/// above) is the one exception: the helper inherits it under its number.
+pub fn run_as_root_on_exec(cmd: &mut Command, keep: Option<RawFd>) {
+    let keep = keep.filter(|k| *k >= 3).map(|k| k as u32);
+    // Marked close-on-exec rather than closed, so that a failed exec can still report its
+    // errno on std's own (close-on-exec) pipe; closed where the kernel lacks the flag.
+    fn close_on_exec(first: u32, last: u32) {
+        const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+        // SAFETY: close_range takes integers and touches only this process's descriptor table.
+        unsafe {
+            if libc::syscall(libc::SYS_close_range, first, last, CLOSE_RANGE_CLOEXEC) != 0 {
+                libc::syscall(libc::SYS_close_range, first, last, 0u32);
+            }
+        }
+    }
     // SAFETY: the closure runs between fork and exec and only makes raw system calls
-    // (setgroups, setresgid, setresuid, close_range), which are async-signal-safe; it allocates
-    // nothing and takes no lock. Raw calls change only the calling thread, the child's only one.
+    // (setgroups, setresgid, setresuid, close_range, fcntl), which are async-signal-safe; it
+    // allocates nothing and takes no lock. Raw calls change only the calling thread, the
+    // child's only one.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
                 || libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0
                 || libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0
             {
                 return Err(io::Error::last_os_error());
             }
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            match keep {
+                Some(k) => {
+                    if libc::fcntl(k as i32, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    if k > 3 {
+                        close_on_exec(3, k - 1);
+                    }
+                    close_on_exec(k + 1, u32::MAX);
+                }
+                None => close_on_exec(3, u32::MAX),
+            }
             Ok(())
         })
     };

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,6 +37,12 @@ pub enum LauncherError {
     Spawn {
         launcher: PathBuf,
         source: io::Error,
+    },
+    #[error("cannot create the step's socket {}: {source}", .path.display())]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("cannot talk to the launcher: {0}")]
     SendRequest(#[source] io::Error),
@@ -72,11 +79,23 @@ pub fn start(sp: Spank) -> Result<(), LauncherError> {
         config: config_path,
         job_env,
         global_scope: state::with(|s| s.global_scope),
+        listener_fd: None,
     };
-    let body = serde_json::to_vec(&req)?;
+
     let pid = {
         let _root = EffectiveRoot::enter().map_err(LauncherError::BecomeRoot)?;
-        spawn(&launcher, &cfg.run_dir, &body)?
+        // Bound here, before the tasks are forked: they connect at once, whatever the launcher
+        // is doing yet (no retry loop, no sleep), and their hellos wait in the socket. This
+        // process keeps no copy: the tasks forked from it must not hold the listener.
+        let listener =
+            step::bind_socket(&socket, uid, gid).map_err(|source| LauncherError::Socket {
+                path: socket.clone(),
+                source,
+            })?;
+        let mut req = req;
+        req.listener_fd = Some(listener.as_raw_fd());
+        let body = serde_json::to_vec(&req)?;
+        spawn(&launcher, &cfg.run_dir, &body, &listener)?
     };
     // Opened while it is our unreaped child, so the number still names it.
     let pidfd = PidFd::open(nix::unistd::Pid::from_raw(pid)).ok();
@@ -91,7 +110,12 @@ pub fn start(sp: Spank) -> Result<(), LauncherError> {
 
 /// Spawns `launcher serve` fully as root, logging to `run_dir/launcher.log`, and writes
 /// `request` to its stdin. Returns its pid.
-fn spawn(launcher: &Path, run_dir: &Path, request: &[u8]) -> Result<i32, LauncherError> {
+fn spawn(
+    launcher: &Path,
+    run_dir: &Path,
+    request: &[u8],
+    listener: &std::os::unix::net::UnixListener,
+) -> Result<i32, LauncherError> {
     // An explicit mode: slurmstepd's umask may be the user's (SLURM_UMASK=0000).
     fs::DirBuilder::new()
         .recursive(true)
@@ -140,7 +164,9 @@ fn spawn(launcher: &Path, run_dir: &Path, request: &[u8]) -> Result<i32, Launche
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(log);
-    process::run_as_root_on_exec(&mut cmd);
+    // Of slurmstepd's descriptors only the step's socket, under its own number (named in the
+    // request).
+    process::run_as_root_on_exec(&mut cmd, Some(listener.as_raw_fd()));
     let mut child = cmd.spawn().map_err(|source| LauncherError::Spawn {
         launcher: launcher.to_path_buf(),
         source,

@@ -34,6 +34,10 @@ pub fn exit(sp: Spank, _args: &[String]) -> Result<(), Infallible> {
         return Ok(());
     };
     let deadline = Instant::now() + Duration::from_secs(3);
+    // Woken by the launcher's exit itself where its pidfd is held, not by the next poll tick.
+    if let Some(l) = &launcher {
+        l.wait_exit(deadline.saturating_duration_since(Instant::now()));
+    }
     while !process::reap_if_exited(pid) {
         if Instant::now() > deadline {
             // By pidfd: the number may have been reaped by slurmstepd and reused meanwhile.

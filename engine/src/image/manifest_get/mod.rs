@@ -1,7 +1,9 @@
-//! A tag's manifest without skopeo: one HTTP request (two more for an anonymous token), in
-//! the calling process, as its user. srun resolves each step's tag before the step is
-//! launched, and skopeo, a Go program, takes 10 ms before it sends anything (15-20 ms in all
-//! against a local registry); this takes well under one.
+//! A tag's manifest without skopeo: one HTTP request (two more for an anonymous token), as the
+//! caller. srun resolves each step's tag before the step is launched, and skopeo, a Go program,
+//! takes 10 ms before it sends anything (15-20 ms in all against a local registry); this, run
+//! as `egret-launcher inspect-tag REF` ([`inspect_tag_main`]), about 2. A process of its own
+//! rather than a thread of srun's: srun changes its environment while it creates the step, and
+//! TLS and name resolution read it.
 //!
 //! Only for what skopeo would do the same way ([`policy::plain_access`]); anything else
 //! (credentials, mirrors, a client certificate, a proxy) returns [`ManifestGetError::Skopeo`]
@@ -95,6 +97,47 @@ pub fn get(r: &ImageRef, scheme: Scheme, timeout: Duration) -> Result<Vec<u8>, M
         });
     }
     Ok(body)
+}
+
+/// Exit status of [`inspect_tag_main`] when skopeo must answer instead (nothing on stdout).
+pub const EXIT_USE_SKOPEO: i32 = 3;
+
+/// `egret-launcher inspect-tag REF`, as the user: the raw manifest on stdout and 0; or
+/// [`EXIT_USE_SKOPEO`] where skopeo's configuration applies; or 1 when the request failed.
+/// Either way the reason goes to stderr.
+pub fn inspect_tag_main(reference: &str, timeout: Duration) -> i32 {
+    let r = match ImageRef::parse(reference) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let site = Site::of_process(&r.registry);
+    let scheme = match policy::plain_access(&site, &r.registry, &r.repository) {
+        Ok(s) => s,
+        Err(why) => {
+            eprintln!("{why}");
+            return EXIT_USE_SKOPEO;
+        }
+    };
+    match get(&r, scheme, timeout) {
+        Ok(raw) => match std::io::Write::write_all(&mut std::io::stdout().lock(), &raw) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("stdout: {e}");
+                1
+            }
+        },
+        Err(ManifestGetError::Skopeo(why)) => {
+            eprintln!("{why}");
+            EXIT_USE_SKOPEO
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
 }
 
 fn request_error(url: &str, e: ureq::Error) -> ManifestGetError {

@@ -21,7 +21,7 @@ pub enum LocalError {
 }
 
 /// `slurm_spank_init_post_opt`: checks that need every option at once.
-pub fn init_post_opt(_sp: Spank, _args: &[String]) -> Result<(), LocalError> {
+pub fn init_post_opt(sp: Spank, _args: &[String]) -> Result<(), LocalError> {
     if ffi::context() == ffi::Context::S_CTX_LOCAL && srun_multi_prog() {
         // slurmstepd chooses a multi-prog task's command only when it execs it, after egret has
         // taken the task over: tell the tasks to read the file themselves.
@@ -47,6 +47,10 @@ pub fn init_post_opt(_sp: Spank, _args: &[String]) -> Result<(), LocalError> {
             if ffi::context() == ffi::Context::S_CTX_LOCAL {
                 start_resolution();
             }
+            Ok(())
+        }
+        ffi::Context::S_CTX_REMOTE => {
+            crate::remote::start_step(sp);
             Ok(())
         }
         _ => Ok(()),

@@ -32,6 +32,8 @@ pub struct State {
     pub socket: Option<PathBuf>,
     /// (job, step, node) of the step this slurmstepd runs.
     pub step: Option<(u32, u32, u32)>,
+    /// slurmstepd has settled the options and started the launcher (or failed to).
+    pub launch_attempted: bool,
 }
 
 pub static STATE: Mutex<State> = Mutex::new(State {
@@ -69,6 +71,7 @@ pub static STATE: Mutex<State> = Mutex::new(State {
     launcher_pidfd: None,
     socket: None,
     step: None,
+    launch_attempted: false,
 });
 
 /// Runs `f` on the state. A panic while it was locked (caught by the entry point) leaves the

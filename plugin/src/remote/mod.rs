@@ -1,5 +1,5 @@
-//! slurmstepd: start the step's launcher (`user_init`), hand each task to it (`task_init`), and
-//! make sure nothing outlives the step (`exit`).
+//! slurmstepd: start the step's launcher (`init_post_opt`, else `user_init`), hand each task to
+//! it (`task_init`), and make sure nothing outlives the step (`exit`).
 
 mod effective_root;
 mod launcher;
@@ -35,11 +35,22 @@ fn is_remote() -> bool {
     ffi::context() == ffi::Context::S_CTX_REMOTE
 }
 
-/// `slurm_spank_user_init`: start the launcher. Errors are kept for `task_init`, which can show
-/// them on the user's terminal; failing here would drain the node for batch steps.
+/// `slurm_spank_user_init`: start the launcher, if `init_post_opt` has not (see [`start_step`]).
 pub fn user_init(sp: Spank, _args: &[String]) -> Result<(), Infallible> {
-    if !is_remote() {
-        return Ok(());
+    if is_remote() {
+        start_step(sp);
+    }
+    Ok(())
+}
+
+/// Settles the step's options and starts its launcher, once per slurmstepd. Called from
+/// `slurm_spank_init_post_opt`, as root and about 5 ms before `user_init`: the launcher then
+/// sets the rootfs up while slurmstepd finishes its own set-up, and the task finds it ready.
+/// Errors are kept for `task_init`, which can show them on the user's terminal; failing here
+/// would drain the node for batch steps.
+pub fn start_step(sp: Spank) {
+    if state::with(|s| std::mem::replace(&mut s.launch_attempted, true)) {
+        return;
     }
     let job_env = sp.env();
     let lookup = |k: &str| {
@@ -59,12 +70,11 @@ pub fn user_init(sp: Spank, _args: &[String]) -> Result<(), Infallible> {
         }
     });
     if !state::with(|s| s.options.active() && s.remote_error.is_none()) {
-        return Ok(());
+        return;
     }
     if let Err(e) = launcher::start(sp) {
         state::with(|s| s.remote_error = Some(e.into()));
     }
-    Ok(())
 }
 
 /// The options in the order srun settled them (see `local::settle`), the EDF taken from what

@@ -8,7 +8,8 @@
 #               (mksquashfs' default, what Sarus uses without mksquashfsOptions).
 #   2  start:   `egret run egret/busybox /bin/true` with the installed /etc/egret/egret.json (its
 #               hooks, seccomp profile, security checks, the system store)  vs  raw `runc run` of a
-#               bundle of the same image (umoci unpack + `runc spec`)
+#               bundle of the same image (umoci unpack + `runc spec`); 2b: the same bundle with
+#               the installed seccomp profile
 #   3  size:    `egret run egret/huge`  vs  `egret run egret/busybox`; the same through srun
 #   4  srun:    `srun --container-image=egret/busybox /bin/true`  vs  plain `srun /bin/true`,
 #               -n1 and -n8, as separate jobs and as steps inside one salloc; target: the
@@ -337,9 +338,16 @@ json.dump(c, open(p, "w"), indent=2)
 EOF
     then
         RAW_BUNDLE=$B
-        log "2. start: runc run / egret run busybox, $START_RUNS runs each"
+        # 2b's reference: the same bundle with the installed seccomp profile, as egret's
+        # config.json carries it (runc compiles the filter at every start).
+        BS=$SCRATCH/runc-bundle-seccomp
+        mkdir -p "$BS" && ln -sfn "$B/rootfs" "$BS/rootfs" &&
+            python3 "$HERE/with-seccomp.py" "$B/config.json" "$BS/config.json" /etc/egret/egret.json ||
+            fail start "could not prepare the raw runc bundle with the seccomp profile"
+        log "2. start: runc run (plain, with the seccomp profile) / egret run busybox, $START_RUNS runs each"
         bench_rounds start "$START_RUNS" 5 \
             runc "runc --root $SCRATCH/runc-state run -b $B egret-bench-$$" \
+            runc-seccomp "runc --root $SCRATCH/runc-state run -b $BS egret-bench-s$$" \
             egret-busybox "egret run $BUSYBOX /bin/true" ||
             fail start "runc run / egret run busybox"
         log "3. size: egret run huge / egret run busybox, $START_RUNS runs each"

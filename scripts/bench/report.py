@@ -35,6 +35,8 @@ ROWS = [
      "imp:egret-zstd", "imp:sarus-gzip", 0.35),
     ("2", "start", "ratio", "start: egret run busybox (installed config) / raw runc run",
      "hf:egret-busybox", "hf:runc", 1.2),
+    ("2b", "start", "ratio", "start: egret run busybox / raw runc run, installed seccomp profile",
+     "hf:egret-busybox", "hf:runc-seccomp", 1.2),
     ("3a", "start", "ratio", "size: egret run huge / egret run busybox",
      "hf:size-huge", "hf:size-busybox", 1.05),
     ("3b", "srun", "ratio", "size: srun --container-image huge / busybox (jobs)",

@@ -145,6 +145,20 @@ pub fn private_copy(image: &str, name: &str) -> String {
     repo
 }
 
+/// Where the registry log ends once it has been still for 300 ms: after a client was killed,
+/// the registry may still be finishing (and then logging) the requests that client made.
+pub fn registry_log_settled_mark() -> u64 {
+    let mut last = registry_log_mark();
+    let mut still = 0;
+    while still < 3 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = registry_log_mark();
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+    last
+}
+
 /// Where the registry log ends now: count requests after it with [`blob_downloads`].
 pub fn registry_log_mark() -> u64 {
     fs::metadata(REGISTRY_LOG)

@@ -341,7 +341,7 @@ EOF
         # 2b's reference: the same bundle with the installed seccomp profile, as egret's
         # config.json carries it (runc compiles the filter at every start).
         BS=$SCRATCH/runc-bundle-seccomp
-        mkdir -p "$BS" && ln -sfn "$B/rootfs" "$BS/rootfs" &&
+        mkdir -p "$BS" &&
             python3 "$HERE/with-seccomp.py" "$B/config.json" "$BS/config.json" /etc/egret/egret.json ||
             fail start "could not prepare the raw runc bundle with the seccomp profile"
         log "2. start: runc run (plain, with the seccomp profile) / egret run busybox, $START_RUNS runs each"

@@ -32,12 +32,13 @@ use egret_test_support as common;
 use egret_test_support::forged_task;
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TEST_USER;
+use egret_engine::config::Config;
+use egret_engine::image::store::{Lock, LockMode, Store};
 use forged_task::{note, run_dir, Allocation, Running};
 
 /// Any stored or importable test image does: its digest lock holds the launcher either way.
@@ -109,19 +110,17 @@ except ConnectionResetError:
 note("reply", json.dumps({"frames": frames, "end": end}))
 "#;
 
-/// The store's lock for `IMAGE`'s digest (egret.json `localRepositoryBaseDir`): what an import
-/// holds exclusively and a reuse shared.
-fn digest_lock_path() -> PathBuf {
-    let text = fs::read_to_string(common::EGRET_CONFIG).expect("read egret.json");
-    let cfg: serde_json::Value = serde_json::from_str(&text).expect("parse egret.json");
-    let base = cfg["localRepositoryBaseDir"]
-        .as_str()
-        .unwrap_or("/var/lib/egret/store");
+/// Holds the store's exclusive lock of `IMAGE`'s digest (egret.json's
+/// `localRepositoryBaseDir`, opened as the launcher opens it, creating its layout on an empty
+/// store): what an import holds exclusively and a reuse shared.
+fn lock_image_digest() -> Lock {
+    let cfg = Config::load(Path::new(common::EGRET_CONFIG)).expect("load egret.json");
+    let timings = &cfg.repository_metadata_lock_timings;
+    let store = Store::open(&cfg.local_repository_base_dir, 0, 0, timings).expect("open the store");
     let digest = common::registry_digest(IMAGE, "latest");
-    let hex = digest.strip_prefix("sha256:").expect("a sha256 digest");
-    Path::new(base)
-        .join("locks")
-        .join(format!("sha256-{hex}.lock"))
+    store
+        .lock_digest(&digest, LockMode::Exclusive, "the pid_reuse test", timings)
+        .expect("lock the image's digest")
 }
 
 /// The test's own cgroups (one per hierarchy that has a pid number's worth of meaning to
@@ -264,7 +263,7 @@ enum Outcome {
 /// digest lock so the real tasks run, waits for srun, then drops the forger, the trap and the job in
 /// that order and checks that nothing leaked.
 fn slot_lost(
-    lock: fs::File,
+    lock: Lock,
     mut srun: Running,
     rest: (Running, Trap, Allocation),
     before: &common::LeakSnapshot,
@@ -295,26 +294,7 @@ fn scenario(attempt: u32) -> Outcome {
     let mut trap = Trap::create(attempt);
 
     // 1. The launcher will wait for the image's digest lock before it can start anything.
-    let lock_path = digest_lock_path();
-    // On an empty store: its directories as the store makes them (`locks` private to root).
-    let locks = lock_path.parent().unwrap();
-    fs::create_dir_all(locks.parent().unwrap()).unwrap();
-    if let Err(e) = fs::DirBuilder::new().mode(0o700).create(locks) {
-        assert_eq!(
-            e.kind(),
-            std::io::ErrorKind::AlreadyExists,
-            "create {}: {e}",
-            locks.display()
-        );
-    }
-    let lock = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", lock_path.display()));
-    lock.lock().expect("lock the image's digest");
+    let lock = lock_image_digest();
 
     // 2. The forger polls for the socket; then the step starts.
     let log = |name: &str| fs::File::create(dir.join(name)).unwrap();

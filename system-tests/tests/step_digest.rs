@@ -142,6 +142,28 @@ fn tag_requests_since(tag: &str, mark: u64) -> Vec<String> {
         .collect()
 }
 
+/// Runs a one-task step on `tag` as the test user with `env`, checks it was handed the digest
+/// `want`, and returns the user agents of the requests for the tag's manifest it made (once
+/// the registry, which logs a request when it has answered it, is done logging).
+fn tag_agents_of_step(
+    dir: &Path,
+    env: &[(&str, &str)],
+    tag: &str,
+    want: &str,
+    what: &str,
+) -> Vec<String> {
+    let opt = format!("--container-image={tag}");
+    let mark = common::multi::registry_log_mark();
+    let o = user_srun(dir, env, &["-n1", &opt, "sh", "-c", SHOW]);
+    let out = common::assert_success(&o, what);
+    assert!(
+        out.contains(&format!("step={tag}@{want}\n")),
+        "{what}: {out}"
+    );
+    common::multi::registry_log_settled_mark();
+    tag_requests_since(tag, mark)
+}
+
 /// srun asks a registry that skopeo's configuration leaves plain itself (skopeo's start-up was
 /// most of srun's wait), and leaves one its user has credentials for to skopeo.
 #[test]
@@ -151,14 +173,7 @@ fn srun_asks_a_plain_registry_itself_and_one_with_credentials_through_skopeo() {
     let tag = test_tag("direct");
     push("busybox", &tag);
     let want = digest_of(&tag);
-    let opt = format!("--container-image={tag}");
-    let mark = common::multi::registry_log_mark();
-    let o = user_srun(&dir, &[], &["-n1", &opt, "sh", "-c", SHOW]);
-    let out = common::assert_success(&o, "a step on a plain registry");
-    assert!(out.contains(&format!("step={tag}@{want}\n")), "{out}");
-    // The registry logs a request once it is answered.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let agents = tag_requests_since(&tag, mark);
+    let agents = tag_agents_of_step(&dir, &[], &tag, &want, "a step on a plain registry");
     assert!(
         !agents.is_empty() && agents.iter().all(|a| a.starts_with("egret/")),
         "the tag's manifest was not asked for by srun itself: {agents:?}"
@@ -166,12 +181,13 @@ fn srun_asks_a_plain_registry_itself_and_one_with_credentials_through_skopeo() {
     // With credentials for the registry in the user's auth file, skopeo asks.
     let w = SkopeoWitness::install(&dir, "egret-step-digest-direct", false);
     let env = [("REGISTRY_AUTH_FILE", w.auth.to_str().unwrap())];
-    let mark = common::multi::registry_log_mark();
-    let o = user_srun(&dir, &env, &["-n1", &opt, "sh", "-c", SHOW]);
-    let out = common::assert_success(&o, "a step with credentials for the registry");
-    assert!(out.contains(&format!("step={tag}@{want}\n")), "{out}");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let agents = tag_requests_since(&tag, mark);
+    let agents = tag_agents_of_step(
+        &dir,
+        &env,
+        &tag,
+        &want,
+        "a step with credentials for the registry",
+    );
     assert!(
         !agents.is_empty() && agents.iter().all(|a| a.starts_with("skopeo/")),
         "with credentials the tag was not resolved by skopeo: {agents:?}"

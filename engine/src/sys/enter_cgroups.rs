@@ -129,11 +129,9 @@ pub fn enter_on_exec(cmd: &mut Command, entry: Entry) {
 }
 
 /// Reads `path` into `buf` (up to its length) with open/read/close alone, so it may run between
-/// fork and exec; the length read, `None` when it cannot be opened.
-///
-/// # Safety
-/// Async-signal-safe: no allocation, no lock; `buf` was allocated before the fork.
-unsafe fn read_file(path: &std::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
+/// fork and exec (async-signal-safe: no allocation, no lock; `buf` is allocated by the caller,
+/// before the fork); the length read, `None` when it cannot be opened.
+fn read_file(path: &std::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
     // SAFETY: a NUL-terminated path; reads stay within `buf`; the descriptor is ours to close.
     unsafe {
         let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);

@@ -66,7 +66,7 @@ pub fn start(sp: Spank) -> Result<(), LauncherError> {
     let batch_script = (step == SLURM_BATCH_SCRIPT)
         .then(|| sp.argv().first().map(PathBuf::from))
         .flatten();
-    let req = protocol::StepRequest {
+    let mut req = protocol::StepRequest {
         job_id: job,
         step_id: step,
         node_id: node,
@@ -79,9 +79,9 @@ pub fn start(sp: Spank) -> Result<(), LauncherError> {
         config: config_path,
         job_env,
         global_scope: state::with(|s| s.global_scope),
+        // Set below, once the socket is bound.
         listener_fd: None,
     };
-
     let pid = {
         let _root = EffectiveRoot::enter().map_err(LauncherError::BecomeRoot)?;
         // Bound here, before the tasks are forked: they connect at once, whatever the launcher
@@ -92,7 +92,6 @@ pub fn start(sp: Spank) -> Result<(), LauncherError> {
                 path: socket.clone(),
                 source,
             })?;
-        let mut req = req;
         req.listener_fd = Some(listener.as_raw_fd());
         let body = serde_json::to_vec(&req)?;
         spawn(&launcher, &cfg.run_dir, &body, &listener)?

@@ -26,7 +26,7 @@ pub enum Scheme {
 /// What the process's environment says, gathered once (the tests give their own).
 #[derive(Debug, Default, Clone)]
 pub struct Site {
-    /// `registries.conf` texts in load order, each with its file (for nothing but tests).
+    /// `registries.conf` texts in load order, each with its file (named in the reasons).
     pub registries_conf: Vec<(PathBuf, String)>,
     /// The auth files that exist, with their text.
     pub auth_files: Vec<(PathBuf, String)>,
